@@ -1,0 +1,197 @@
+"""QuantizedWeight: the one container of a quantized linear layer.
+
+Shared by the reference matmul, the model swap (QuantLinear) and the CUDA kernels, which
+re-pack it into their own layouts. Everything stored counts towards ``bits_per_weight``.
+
+Layout (W is [N, K] = [out_features, in_features]):
+  base_qweight  uint8 [N, ceil(K/2)]      4-bit codes packed two per byte (low nibble = even k);
+                                          for bits != 4: uint8 [N, K] unpacked codes
+  base_scales   fp16/fp32 [N, G]          per-group scales (G = ceil(K/group_size), or 1)
+  base_zeros    fp16/fp32 [N, G]          per-group zero points (2^(bits-1) when symmetric)
+  res_index     int32 [B, 2]              (block_row, block_col) of the kept residual blocks,
+                                          sorted row-major; block (r, c) covers rows
+                                          [r*bh, min((r+1)*bh, N)) and cols [c*bw, min((c+1)*bw, K))
+  res_qweight   uint8 [B, bh, ceil(bw/2)] 4-bit symmetric residual codes (code-8), zero-padded at edges
+  res_scales    fp16/fp32 [B, bh] or [B, 1]  residual scale per row of each block (default) or per block
+Dequantized: W_hat = (q - z) * s  +  scatter(blocks, (q_r - 8) * s_r).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mosaic_exp.quant.quantizer import (
+    dequantize_weight,
+    effective_group_size,
+    num_groups,
+    pack_int4,
+    unpack_int4,
+)
+
+RESIDUAL_BITS = 4
+RESIDUAL_ZERO = 2 ** (RESIDUAL_BITS - 1)
+
+
+@dataclass
+class QuantizedWeight:
+    out_features: int
+    in_features: int
+    bits: int
+    group_size: int
+    symmetric: bool
+    base_qweight: torch.Tensor
+    base_scales: torch.Tensor
+    base_zeros: torch.Tensor
+    block_shape: tuple[int, int] = (128, 128)
+    res_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.int32))
+    res_qweight: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0, dtype=torch.uint8))
+    res_scales: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, k = self.out_features, self.in_features
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be in 2..8, got {self.bits}")
+        exp_cols = math.ceil(k / 2) if self.bits == 4 else k
+        if tuple(self.base_qweight.shape) != (n, exp_cols):
+            raise ValueError(f"base_qweight shape {tuple(self.base_qweight.shape)} != {(n, exp_cols)} "
+                             f"for N={n}, K={k}, bits={self.bits}")
+        g = num_groups(k, self.group_size)
+        for name in ("base_scales", "base_zeros"):
+            t = getattr(self, name)
+            if tuple(t.shape) != (n, g):
+                raise ValueError(f"{name} shape {tuple(t.shape)} != {(n, g)} (N={n}, groups={g})")
+        self.block_shape = (int(self.block_shape[0]), int(self.block_shape[1]))
+        bh, bw = self.block_shape
+        if bh <= 0 or bw <= 0:
+            raise ValueError(f"block_shape must be positive, got {self.block_shape}")
+        nb = self.res_index.shape[0]
+        if nb:
+            if tuple(self.res_qweight.shape) != (nb, bh, math.ceil(bw / 2)):
+                raise ValueError(f"res_qweight shape {tuple(self.res_qweight.shape)} != "
+                                 f"{(nb, bh, math.ceil(bw / 2))}")
+            if tuple(self.res_scales.shape) not in ((nb, bh), (nb, 1)):
+                raise ValueError(f"res_scales shape {tuple(self.res_scales.shape)} is neither {(nb, bh)} "
+                                 f"(per block row) nor {(nb, 1)} (per block)")
+
+    # ------------------------------------------------------------------ shapes / costs
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        bh, bw = self.block_shape
+        return math.ceil(self.out_features / bh), math.ceil(self.in_features / bw)
+
+    @property
+    def num_residual_blocks(self) -> int:
+        return int(self.res_index.shape[0])
+
+    @property
+    def residual_fraction(self) -> float:
+        r, c = self.grid_shape
+        return self.num_residual_blocks / (r * c)
+
+    def bits_per_weight(self, scale_bits: int = 16, index_bits: int = 32) -> float:
+        """Everything stored, per weight of W: base codes + scales (+ zeros) + residual
+        codes + residual scales + block indices."""
+        n, k = self.out_features, self.in_features
+        g = num_groups(k, self.group_size)
+        total = n * k * self.bits + n * g * scale_bits
+        if not self.symmetric:
+            total += n * g * self.bits
+        bh, bw = self.block_shape
+        nb = self.num_residual_blocks
+        total += nb * (bh * bw * RESIDUAL_BITS + 2 * index_bits) + self.res_scales.numel() * scale_bits
+        return total / (n * k)
+
+    # ------------------------------------------------------------------ dequantization
+    def base_codes(self) -> torch.Tensor:
+        if self.bits == 4:
+            return unpack_int4(self.base_qweight, self.in_features)
+        return self.base_qweight
+
+    def dequantize_base(self) -> torch.Tensor:
+        return dequantize_weight(self.base_codes(), self.base_scales, self.base_zeros, self.group_size)
+
+    def dequantize_residual(self) -> torch.Tensor:
+        """Dense [N, K] float32 matrix holding the dequantized kept residual blocks (0 elsewhere)."""
+        n, k = self.out_features, self.in_features
+        bh, bw = self.block_shape
+        out = torch.zeros(n, k, device=self.base_scales.device)
+        if not self.num_residual_blocks:
+            return out
+        codes = unpack_int4(self.res_qweight, bw).float() - RESIDUAL_ZERO
+        vals = codes * self.res_scales.float().unsqueeze(-1)
+        r_pad, c_pad = self.grid_shape[0] * bh, self.grid_shape[1] * bw
+        padded = torch.zeros(r_pad, c_pad, device=out.device)
+        grid = padded.view(r_pad // bh, bh, c_pad // bw, bw).permute(0, 2, 1, 3)
+        idx = self.res_index.long().to(out.device)
+        grid[idx[:, 0], idx[:, 1]] = vals.to(out.device)
+        return padded[:n, :k].contiguous()
+
+    def dequantize(self) -> torch.Tensor:
+        """W_hat = Q(W) + M_S ⊙ Q(R), float32 [N, K]."""
+        w = self.dequantize_base()
+        if self.num_residual_blocks:
+            w = w + self.dequantize_residual()
+        return w
+
+    def to(self, device) -> "QuantizedWeight":
+        kw = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for f, v in kw.items():
+            if isinstance(v, torch.Tensor):
+                kw[f] = v.to(device)
+        return QuantizedWeight(**kw)
+
+    # ------------------------------------------------------------------ persistence
+    _TENSORS = ("base_qweight", "base_scales", "base_zeros", "res_index", "res_qweight", "res_scales")
+
+    def describe(self) -> dict:
+        return {
+            "out_features": self.out_features, "in_features": self.in_features, "bits": self.bits,
+            "group_size": self.group_size,
+            "effective_group_size": effective_group_size(self.in_features, self.group_size),
+            "symmetric": self.symmetric, "block_shape": list(self.block_shape),
+            "residual_bits": RESIDUAL_BITS, "num_residual_blocks": self.num_residual_blocks,
+            "residual_fraction": self.residual_fraction, "bits_per_weight": self.bits_per_weight(),
+            "meta": self.meta,
+        }
+
+    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {prefix + name: getattr(self, name).contiguous().cpu() for name in self._TENSORS}
+
+    @classmethod
+    def from_state(cls, desc: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> "QuantizedWeight":
+        return cls(
+            out_features=desc["out_features"], in_features=desc["in_features"], bits=desc["bits"],
+            group_size=desc["group_size"], symmetric=desc["symmetric"],
+            block_shape=tuple(desc["block_shape"]), meta=desc.get("meta", {}),
+            **{name: tensors[prefix + name] for name in cls._TENSORS},
+        )
+
+
+def save_quantized(weights: dict[str, QuantizedWeight], path: str | Path) -> None:
+    """Save named QuantizedWeights as ``<path>.safetensors`` + ``<path>.json`` (description)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {}
+    desc = {}
+    for name, qw in weights.items():
+        tensors.update(qw.state_dict(prefix=f"{name}."))
+        desc[name] = qw.describe()
+    save_file(tensors, str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps({"format": "mosaic-exp/quantized-weight/v1",
+                                                     "layers": desc}, indent=1))
+
+
+def load_quantized(path: str | Path, device="cpu") -> dict[str, QuantizedWeight]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    desc = json.loads(path.with_suffix(".json").read_text())["layers"]
+    tensors = load_file(str(path.with_suffix(".safetensors")), device=str(device))
+    return {name: QuantizedWeight.from_state(d, tensors, prefix=f"{name}.") for name, d in desc.items()}
