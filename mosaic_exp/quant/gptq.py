@@ -1,0 +1,222 @@
+"""GPTQ (Frantar et al., 2022) for one linear layer, following IST-DASLab's reference code.
+
+Notation: W is [N, K] (out_features, in_features); X is [T, K] (T calibration tokens);
+H = (2/T) * X^T X (float32, accumulated as a running average over batches, so each
+``add_batch`` keeps H exactly equal to 2 X^T X / T over all tokens seen so far).
+``h_diag`` = diag(H) = (2/T) * sum_t X_tj^2 is the h_j of the Delta-Hessian residual score.
+
+Differences from the reference code (documented decisions):
+  * T counts tokens (rows of the flattened input), not sequences, so H = 2 X^T X / T exactly.
+  * Groups are contiguous column groups in the ORIGINAL column order (the shared convention
+    of :mod:`mosaic_exp.quant.quantizer` and ``QuantizedWeight``; no g_idx). Therefore
+    ``act_order=True`` with ``group_size != -1`` forces ``static_groups=True``: the scale and
+    zero of each original group are computed up front from the (unupdated) weights, and a
+    column processed in act-order uses its original group's parameters.
+  * Without act_order, dynamic group parameters are computed when the first column of a group
+    is reached, from the fully updated weights of that group (the block size is rounded to a
+    multiple of the group size so a group never straddles two lazy-update blocks).
+  * A Hessian whose damped Cholesky fails is retried with ``damp_factor`` times more damping
+    (up to ``max_damp_retries`` times); if every attempt fails (or H is not finite) the layer
+    falls back to RTN. ``stats`` records the damping used, the retries and the fallback; the
+    caller logs them. Nothing raises on a bad Hessian.
+  * Dead columns (H_jj == 0: the input channel is always zero) get H_jj = 1 and W[:, j] = 0,
+    as in the reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from mosaic_exp.quant.quantizer import (
+    compute_qparams,
+    dequantize_weight,
+    effective_group_size,
+    num_groups,
+    quantize_codes,
+    quantize_weight,
+)
+
+
+@dataclass
+class GPTQResult:
+    codes: torch.Tensor        # uint8 [N, K], original column order
+    scales: torch.Tensor       # float32 [N, G]
+    zeros: torch.Tensor        # float32 [N, G]
+    dequantized: torch.Tensor  # float32 [N, K] = (codes - z) * s  (equals dequantize_weight(...))
+    stats: dict = field(default_factory=dict)
+
+
+def damped_inverse_cholesky(
+    H: torch.Tensor, percdamp: float, max_retries: int = 5, factor: float = 10.0
+) -> tuple[torch.Tensor | None, float, int]:
+    """Upper Cholesky factor of (H + percdamp * mean(diag H) * I)^-1, retrying with more damping.
+
+    Returns (U or None, percdamp used, number of retries). U is None when every attempt failed.
+    """
+    diag_mean = torch.diagonal(H).abs().mean()
+    if not torch.isfinite(diag_mean) or diag_mean == 0:
+        diag_mean = torch.ones((), dtype=H.dtype, device=H.device)
+    p = float(percdamp)
+    for attempt in range(max_retries + 1):
+        Hd = H.clone()
+        Hd.diagonal().add_(p * diag_mean)
+        L, info = torch.linalg.cholesky_ex(Hd)
+        if int(info) == 0 and torch.isfinite(L).all():
+            Hinv = torch.cholesky_inverse(L)
+            U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
+            if int(info2) == 0 and torch.isfinite(U).all():
+                return U, p, attempt
+        if attempt < max_retries:
+            p *= factor
+    return None, p, max_retries
+
+
+class GPTQ:
+    """Collects H = 2 X^T X / T for one layer and quantizes its weight with GPTQ."""
+
+    def __init__(self, weight: torch.Tensor):
+        if weight.dim() != 2:
+            raise ValueError(f"expected a 2-D weight [N, K], got {tuple(weight.shape)}")
+        self.weight = weight
+        self.rows, self.columns = weight.shape
+        self.H = torch.zeros(self.columns, self.columns, dtype=torch.float32, device=weight.device)
+        self.nsamples = 0
+
+    @torch.no_grad()
+    def add_batch(self, inp: torch.Tensor) -> None:
+        """Accumulate calibration inputs inp [..., K] (running average: H stays 2 X^T X / T)."""
+        x = inp.detach().reshape(-1, self.columns).to(device=self.H.device, dtype=torch.float32)
+        t = x.shape[0]
+        if t == 0:
+            return
+        self.H.mul_(self.nsamples / (self.nsamples + t))
+        self.nsamples += t
+        x = math.sqrt(2.0 / self.nsamples) * x
+        self.H.addmm_(x.t(), x)
+
+    @property
+    def h_diag(self) -> torch.Tensor:
+        """h_j = (2/T) sum_t X_tj^2 = diag(H), float32 [K]."""
+        return torch.diagonal(self.H).clone()
+
+    def free(self) -> None:
+        self.H = None  # type: ignore[assignment]
+
+    @torch.no_grad()
+    def quantize(
+        self,
+        bits: int,
+        group_size: int = -1,
+        symmetric: bool = True,
+        percdamp: float = 0.01,
+        act_order: bool = False,
+        static_groups: bool = False,
+        blocksize: int = 128,
+        clip_ratio: float = 1.0,
+        max_damp_retries: int = 5,
+        damp_factor: float = 10.0,
+        weight: torch.Tensor | None = None,
+    ) -> GPTQResult:
+        """GPTQ-quantize ``weight`` (default: the layer weight given at construction).
+
+        Returns codes/scales/zeros in the shared convention (fit ``QuantizedWeight`` directly).
+        """
+        if self.nsamples == 0:
+            raise ValueError("GPTQ.quantize called before add_batch (no calibration data)")
+        W0 = (self.weight if weight is None else weight).detach()
+        if tuple(W0.shape) != (self.rows, self.columns):
+            raise ValueError(f"weight shape {tuple(W0.shape)} != {(self.rows, self.columns)}")
+        N, K = self.rows, self.columns
+        dev = self.H.device
+        ng = num_groups(K, group_size)
+        gs = effective_group_size(K, group_size)
+        grouped = ng > 1
+        stats: dict = {"bits": bits, "group_size": group_size, "act_order": act_order,
+                       "nsamples": self.nsamples, "percdamp_requested": percdamp,
+                       "static_groups_forced": False, "fallback": None}
+        if act_order and grouped and not static_groups:
+            static_groups = True
+            stats["static_groups_forced"] = True
+        stats["static_groups"] = static_groups
+
+        W = W0.to(device=dev, dtype=torch.float32).clone()
+        H = self.H.clone()
+
+        def rtn_fallback(reason: str) -> GPTQResult:
+            codes, scales, zeros = quantize_weight(W0.to(dev).float(), bits, group_size, symmetric,
+                                                   clip_ratio)
+            stats.update(fallback="rtn", fallback_reason=reason)
+            return GPTQResult(codes, scales, zeros, dequantize_weight(codes, scales, zeros, group_size),
+                              stats)
+
+        if not torch.isfinite(H).all():
+            stats.update(percdamp_used=None, damp_retries=0, dead_columns=0)
+            return rtn_fallback("non-finite Hessian")
+
+        dead = torch.diagonal(H) == 0
+        stats["dead_columns"] = int(dead.sum())
+        H[dead, dead] = 1.0
+        W[:, dead] = 0.0
+
+        scales = torch.zeros(N, ng, device=dev)
+        zeros = torch.zeros(N, ng, device=dev)
+        if not grouped or static_groups:  # parameters fixed up front, per ORIGINAL group
+            for g in range(ng):
+                cols = slice(g * gs, min((g + 1) * gs, K))
+                scales[:, g], zeros[:, g] = compute_qparams(W[:, cols], bits, symmetric, clip_ratio)
+
+        perm = None
+        if act_order:
+            perm = torch.argsort(torch.diagonal(H), descending=True)
+            W = W[:, perm]
+            H = H[perm][:, perm]
+        col_orig = perm if perm is not None else torch.arange(K, device=dev)
+        col_group = (col_orig // gs).tolist()
+
+        Hinv, p_used, retries = damped_inverse_cholesky(H, percdamp, max_damp_retries, damp_factor)
+        stats.update(percdamp_used=p_used, damp_retries=retries)
+        if Hinv is None:
+            return rtn_fallback(f"Cholesky failed after {retries} retries (percdamp up to {p_used:g})")
+        del H
+
+        if grouped and not static_groups:
+            blocksize = gs * max(1, blocksize // gs)
+        codes = torch.zeros(N, K, dtype=torch.uint8, device=dev)
+        Q = torch.zeros(N, K, device=dev)
+        losses = torch.zeros(N, device=dev)
+        for i1 in range(0, K, blocksize):
+            i2 = min(i1 + blocksize, K)
+            W1 = W[:, i1:i2].clone()
+            Q1 = torch.zeros_like(W1)
+            Err1 = torch.zeros_like(W1)
+            Hinv1 = Hinv[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                col = i1 + i
+                w = W1[:, i]
+                d = Hinv1[i, i]
+                if grouped and not static_groups and col % gs == 0:
+                    # The whole group lies in this block (blocksize is a multiple of gs).
+                    g = col // gs
+                    scales[:, g], zeros[:, g] = compute_qparams(W1[:, i:i + gs], bits, symmetric, clip_ratio)
+                g = col_group[col]
+                s, z = scales[:, g], zeros[:, g]
+                q = quantize_codes(w, s, z, bits)
+                codes[:, col] = q.to(torch.uint8)
+                qd = (q - z) * s
+                Q1[:, i] = qd
+                err = (w - qd) / d
+                losses += (w - qd) ** 2 / d**2 / 2
+                W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+                Err1[:, i] = err
+            Q[:, i1:i2] = Q1
+            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+        if perm is not None:
+            inv = torch.argsort(perm)
+            Q = Q[:, inv]
+            codes = codes[:, inv]
+        stats["gptq_loss"] = float(losses.sum())
+        return GPTQResult(codes, scales, zeros, Q, stats)

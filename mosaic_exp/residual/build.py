@@ -1,0 +1,47 @@
+"""Assemble a QuantizedWeight from the base quantization and the selected residual blocks."""
+
+from __future__ import annotations
+
+import torch
+
+from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.quant.quantizer import pack_int4
+
+
+def build_quantized_weight(
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    residual_codes: torch.Tensor | None,
+    residual_scales: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    block_shape: tuple[int, int],
+    meta: dict | None = None,
+) -> QuantizedWeight:
+    """codes uint8 [N, K] (unpacked; packed here when bits == 4), scales/zeros [N, G];
+    residual_codes uint8 [nbr, nbc, bh, bw] (already padded: padding holds code 8), residual_scales
+    [nbr, nbc, bh | 1], mask bool [nbr, nbc]. res_index lists the kept blocks row-major."""
+    n, k = codes.shape
+    bh, bw = int(block_shape[0]), int(block_shape[1])
+    base_q = pack_int4(codes) if bits == 4 else codes.to(torch.uint8)
+    dev = codes.device
+    kw = dict(res_index=torch.zeros(0, 2, dtype=torch.int32, device=dev),
+              res_qweight=torch.zeros(0, bh, (bw + 1) // 2, dtype=torch.uint8, device=dev),
+              res_scales=torch.zeros(0, bh, device=dev))
+    if mask is not None and bool(mask.any()):
+        if residual_codes is None or residual_scales is None:
+            raise ValueError("a non-empty mask needs residual_codes and residual_scales")
+        if tuple(residual_codes.shape[2:]) != (bh, bw) or residual_codes.shape[:2] != mask.shape:
+            raise ValueError(f"residual_codes {tuple(residual_codes.shape)} do not match mask "
+                             f"{tuple(mask.shape)} and block_shape {(bh, bw)}")
+        idx = mask.nonzero()  # row-major (sorted) order
+        r, c = idx[:, 0], idx[:, 1]
+        kw = dict(res_index=idx.to(torch.int32),
+                  res_qweight=pack_int4(residual_codes[r, c]),
+                  res_scales=residual_scales[r, c].float())
+    return QuantizedWeight(out_features=n, in_features=k, bits=bits, group_size=group_size,
+                           symmetric=symmetric, base_qweight=base_q, base_scales=scales.float(),
+                           base_zeros=zeros.float(), block_shape=(bh, bw), meta=dict(meta or {}), **kw)

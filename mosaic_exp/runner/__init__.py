@@ -1,0 +1,1 @@
+"""The runner: Fabric pipeline, stage callbacks, sequential layer-wise quantization."""

@@ -1,0 +1,151 @@
+"""Sequential layer-wise calibration and quantization (the GPTQ pattern).
+
+For decoder layer i: capture its inputs (outputs of the already-quantized layers < i), optionally
+migrate activation outliers into the weights (SmoothQuant), then for each group of linears sharing an
+input (q/k/v, o, gate/up, down) collect input statistics with forward hooks, quantize them and put the
+quantized weights in place, and finally run the quantized layer to produce the inputs of layer i+1.
+Only one decoder layer lives on the accelerator at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mosaic_exp.config import RunConfig
+from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.models.adapters import ArchAdapter
+from mosaic_exp.runner.capture import capture_layer0_inputs, layer_forward
+from mosaic_exp.runner.layer_quant import (
+    LinearQuantizer,
+    finalize_global,
+    install_act_quant,
+    needs_stats,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizeReport:
+    weights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    layer_info: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def bits_per_weight(self) -> float:
+        """Storage bits over all quantized linears, weighted by their sizes."""
+        tot_bits = sum(qw.bits_per_weight() * qw.out_features * qw.in_features for qw in self.weights.values())
+        tot = sum(qw.out_features * qw.in_features for qw in self.weights.values())
+        return tot_bits / tot if tot else float("nan")
+
+    def residual_fraction(self) -> float:
+        blocks = sum(qw.grid_shape[0] * qw.grid_shape[1] for qw in self.weights.values())
+        kept = sum(qw.num_residual_blocks for qw in self.weights.values())
+        return kept / blocks if blocks else 0.0
+
+
+def _run_layer(layer, inps, outs, kwargs, device):
+    for j in range(inps.shape[0]):
+        outs[j] = layer_forward(layer, inps[j : j + 1].to(device), kwargs)[0].to(outs.device)
+
+
+def _collect_absmax(layer: nn.Module, names: list[str], inps, kwargs, device) -> dict[str, torch.Tensor]:
+    absmax: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def fn(_mod, args):
+            x = args[0].detach().flatten(0, -2).abs().amax(dim=0).float()
+            absmax[name] = torch.maximum(absmax[name], x) if name in absmax else x
+        return fn
+
+    handles = [layer.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        for j in range(inps.shape[0]):
+            layer_forward(layer, inps[j : j + 1].to(device), kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return absmax
+
+
+def _smooth_layer(layer, adapter: ArchAdapter, alpha: float, inps, kwargs, device) -> dict:
+    from mosaic_exp.quant.smooth import apply_smoothing, smooth_scales
+
+    fed = [n for _, group in adapter.smooth_groups for n in group]
+    absmax = _collect_absmax(layer, fed, inps, kwargs, device)
+    info = {}
+    for norm_name, group in adapter.smooth_groups:
+        linears = [layer.get_submodule(n) for n in group]
+        s = smooth_scales(absmax[group[0]], [lin.weight for lin in linears], alpha)
+        apply_smoothing(s, linears, layer.get_submodule(norm_name))
+        info[norm_name] = {"s_min": float(s.min()), "s_max": float(s.max())}
+    return info
+
+
+@torch.inference_mode()
+def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tensor, cfg: RunConfig,
+                   device: torch.device, store_device: torch.device, progress=None) -> QuantizeReport:
+    """Quantize every decoder linear of ``model`` in place (weights replaced by their dequantized
+    quantized values; activation fake-quant hooks installed when a_bits < 16)."""
+    q, r = cfg.quant, cfg.residual
+    report = QuantizeReport()
+    t0 = time.perf_counter()
+    layers = adapter.decoder_layers(model)
+    # Everything but the decoder layers (embeddings, rotary, final norm, head) on the accelerator.
+    model.model.embed_tokens.to(device)
+    if hasattr(model.model, "rotary_emb"):
+        model.model.rotary_emb.to(device)
+    inps, kwargs = capture_layer0_inputs(model, layers, calib_ids, device, store_device)
+    outs = torch.empty_like(inps)
+    global_scope = q.method == "mosaic" and r.scope == "global"
+    pending: dict[str, tuple[nn.Linear, object]] = {}  # global budget: candidates awaiting selection
+
+    for i, layer in enumerate(layers):
+        layer.to(device)
+        prefix = f"model.layers.{i}."
+        if q.smooth_alpha > 0:
+            report.layer_info[prefix + "smooth"] = _smooth_layer(layer, adapter, q.smooth_alpha, inps, kwargs,
+                                                                 device)
+        for group in adapter.linear_groups:
+            mods = {n: layer.get_submodule(n) for n in group}
+            quantizers = {n: LinearQuantizer(prefix + n, m.weight, cfg) for n, m in mods.items()}
+            if needs_stats(cfg):
+                handles = [m.register_forward_pre_hook(quantizers[n].hook) for n, m in mods.items()]
+                try:
+                    for j in range(inps.shape[0]):
+                        layer_forward(layer, inps[j : j + 1].to(device), kwargs)
+                finally:
+                    for h in handles:
+                        h.remove()
+            for n, m in mods.items():
+                result = quantizers[n].quantize()
+                report.layer_info[prefix + n] = result.info
+                m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
+                if global_scope:
+                    pending[prefix + n] = (m, result.candidates)
+                else:
+                    report.weights[prefix + n] = result.qweight
+                install_act_quant(m, q.a_bits, q.a_clip_ratio)
+        _run_layer(layer, inps, outs, kwargs, device)
+        if device.type != "cpu":
+            layer.to("cpu")  # one decoder layer on the accelerator at a time
+        inps, outs = outs, inps
+        if progress is not None:
+            progress(i + 1, len(layers))
+        log.info("layer %d/%d quantized (%.1fs)", i + 1, len(layers), time.perf_counter() - t0)
+
+    if global_scope:
+        # Inputs of later layers were computed with base-only upstream weights (documented approximation).
+        finals = finalize_global({k: c for k, (_, c) in pending.items()}, r.budget)
+        for name, (mod, _) in pending.items():
+            qw, info = finals[name]
+            report.weights[name] = qw
+            report.layer_info[name].update(info)
+            mod.weight.data.copy_(qw.dequantize().to(mod.weight.device, mod.weight.dtype))
+    del inps, outs
+    report.seconds = time.perf_counter() - t0
+    return report

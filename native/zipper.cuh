@@ -1,0 +1,51 @@
+// ZipperEngine W4A16 kernels: shared declarations (host side).
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace zipper {
+
+// Packed layout (written by mosaic_exp/kernels/packing.py):
+//   unit       = 64 (n) x 64 (k) weights = 2048 bytes = 128 threads x 16 bytes (fragment order)
+//   w          [NT][KT][128] uint4         base codes, NT = Np/64, KT = Kp/64
+//   scales     [G][Np]  T                  per-group scale (T = activation dtype)
+//   zeros      [G][Np]  T  or null         E + z (E = 1024 fp16, 128 bf16); null -> symmetric z=8
+//   rw         [R][128] uint4              residual units, same fragment order, code 8 = 0
+//   rs         [R][64]  T                  residual scale per unit row
+//   lut        [NT][KT] int32              residual unit id or -1   (zipper)
+//   csr_ptr    [NT+1], csr_kt [R], csr_id [R]   residual units by n-tile (separate)
+struct Params {
+  const void* x;
+  const void* w;
+  const void* scales;
+  const void* zeros;
+  const void* rw;
+  const void* rs;
+  const int* lut;
+  const int* csr_ptr;
+  const int* csr_kt;
+  const int* csr_id;
+  void* y;
+  float* ws;
+  int* counters;
+  int M, N, K, Np, Kp, NT, KT;
+  int gs_tiles;      // group size in k-tiles of 64 (0 = per-channel)
+  int splitk;        // number of K splits (1 = none)
+  int kt_per_split;  // k-tiles per split
+  int mpad;          // m_tiles * BM (workspace rows)
+};
+
+enum Mode { MODE_DENSE = 0, MODE_ZIPPER = 1, MODE_RESIDUAL = 2 };
+enum DType { DT_FP16 = 0, DT_BF16 = 1 };
+
+struct ConfigInfo {
+  int bm, bn, stages, smem_bytes, ctas_per_sm;
+};
+
+constexpr int NUM_CONFIGS = 4;
+ConfigInfo config_info(int cfg, int mode);
+
+// Returns an empty string on success, else an error message.
+const char* launch(const Params& p, int dtype, int mode, int cfg, cudaStream_t stream);
+
+}  // namespace zipper

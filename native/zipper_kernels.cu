@@ -1,0 +1,478 @@
+// ZipperEngine W4A16: Y[M,N] = X[M,K] . (dequant(base int4) + dequant(residual int4 blocks))^T
+//
+// One templated kernel, three modes:
+//   MODE_DENSE    base only
+//   MODE_ZIPPER   base + residual: per (n-tile, k-tile) a LUT entry says whether a residual
+//                 unit exists; if so its codes are streamed through the same cp.async stage
+//                 and its dequantized values are added to the base B fragment before the MMA.
+//   MODE_RESIDUAL residual only, k-tiles taken from a CSR list, result added into Y
+//                 (the second kernel of the `separate` variant).
+// mma.sync m16n8k16 (fp16/bf16 in, fp32 accumulate), weights pre-shuffled into fragment
+// order (one 16-byte load per thread per 64x64 unit), cp.async multi-stage pipeline,
+// int4 -> fp16/bf16 via the magic-exponent trick, split-K with an in-kernel serial fix-up
+// (last CTA of a tile sums the partials in split order: deterministic, one launch).
+#include "zipper.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace zipper {
+
+namespace {
+
+constexpr int THREADS = 128;
+constexpr int UNIT_BYTES = 2048;
+
+template <typename T>
+struct Traits;
+template <>
+struct Traits<half> {
+  using T2 = half2;
+  static constexpr uint32_t EX = 0x64006400u;  // fp16 1024.0 in both halves
+  static constexpr unsigned short E8 = 0x6408;  // 1032.0
+  __device__ static float to_f(half v) { return __half2float(v); }
+  __device__ static half from_f(float v) { return __float2half_rn(v); }
+  __device__ static T2 from_f2(float a, float b) { return __floats2half2_rn(a, b); }
+};
+template <>
+struct Traits<__nv_bfloat16> {
+  using T2 = __nv_bfloat162;
+  static constexpr uint32_t EX = 0x43004300u;  // bf16 128.0 in both halves
+  static constexpr unsigned short E8 = 0x4308;  // 136.0
+  __device__ static float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ static __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
+  __device__ static T2 from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
+};
+
+template <typename T2>
+__device__ __forceinline__ T2 as_t2(uint32_t v) {
+  return *reinterpret_cast<T2*>(&v);
+}
+template <typename T2>
+__device__ __forceinline__ uint32_t as_u32(T2 v) {
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm volatile("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint32_t* b);
+template <>
+__device__ __forceinline__ void mma16816<half>(float* c, const uint32_t* a, const uint32_t* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t* a, const uint32_t* b) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
+  uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
+  uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <int MT, int NW, int MODE>
+struct Layout {
+  static constexpr int BM = MT * 16;
+  static constexpr int X_BYTES = BM * 128;                         // BM x 64 halves, swizzled
+  static constexpr int W_BYTES = MODE == MODE_RESIDUAL ? 0 : NW * UNIT_BYTES;
+  static constexpr int R_BYTES = MODE == MODE_DENSE ? 0 : NW * UNIT_BYTES;
+  static constexpr int S_BYTES = MODE == MODE_RESIDUAL ? 0 : NW * 128;  // 64 scales / unit
+  static constexpr int Z_BYTES = S_BYTES;
+  static constexpr int RS_BYTES = MODE == MODE_DENSE ? 0 : NW * 128;
+  static constexpr int OFF_W = X_BYTES;
+  static constexpr int OFF_R = OFF_W + W_BYTES;
+  static constexpr int OFF_S = OFF_R + R_BYTES;
+  static constexpr int OFF_Z = OFF_S + S_BYTES;
+  static constexpr int OFF_RS = OFF_Z + Z_BYTES;
+  static constexpr int STAGE = OFF_RS + RS_BYTES;
+};
+
+template <typename T, int MT, int NW, int MODE, int STAGES>
+__global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
+  using Tr = Traits<T>;
+  using T2 = typename Tr::T2;
+  using L = Layout<MT, NW, MODE>;
+  constexpr int BM = L::BM;
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int rid_s[STAGES][NW];
+  __shared__ int is_last_s;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int ncta = blockIdx.x, split = blockIdx.y, mtile = blockIdx.z;
+  const int nt0 = ncta * NW;
+  const int m0 = mtile * BM;
+
+  int t_begin, t_end;
+  if (MODE == MODE_RESIDUAL) {
+    t_begin = p.csr_ptr[nt0];
+    t_end = p.csr_ptr[nt0 + 1];
+    if (t_end <= t_begin) return;
+  } else {
+    t_begin = split * p.kt_per_split;
+    t_end = min(p.KT, t_begin + p.kt_per_split);
+  }
+  const int ntiles = t_end - t_begin;
+  const T* __restrict__ X = static_cast<const T*>(p.x);
+
+  auto issue = [&](int t, int slot) {
+    uint8_t* st = smem + slot * L::STAGE;
+    int kt;
+    int rid[NW];
+    if (MODE == MODE_RESIDUAL) {
+      kt = p.csr_kt[t_begin + t];
+      rid[0] = p.csr_id[t_begin + t];
+    } else {
+      kt = t_begin + t;
+#pragma unroll
+      for (int u = 0; u < NW; ++u) rid[u] = MODE == MODE_ZIPPER ? __ldg(p.lut + (size_t)(nt0 + u) * p.KT + kt) : -1;
+    }
+    if (MODE != MODE_DENSE && tid < NW) {
+#pragma unroll
+      for (int u = 0; u < NW; ++u)
+        if (u == tid) rid_s[slot][u] = rid[u];
+    }
+    // activations: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      int c = tid + i * THREADS;
+      int r = c >> 3, ch = c & 7;
+      int grow = m0 + r, gk = kt * 64 + ch * 8;
+      bool pred = grow < p.M && gk < p.K;
+      const T* src = X + (pred ? (size_t)grow * p.K + gk : 0);
+      cp_async16(st + r * 128 + ((ch ^ (r & 7)) << 4), src, pred);
+    }
+    if (MODE != MODE_RESIDUAL) {
+      const uint4* W = static_cast<const uint4*>(p.w);
+#pragma unroll
+      for (int u = 0; u < NW; ++u)
+        cp_async16(st + L::OFF_W + u * UNIT_BYTES + tid * 16, W + ((size_t)(nt0 + u) * p.KT + kt) * THREADS + tid,
+                   true);
+      const int grp = p.gs_tiles ? kt / p.gs_tiles : 0;
+      if (tid < 8 * NW) {
+        const T* S = static_cast<const T*>(p.scales) + (size_t)grp * p.Np + (size_t)nt0 * 64;
+        cp_async16(st + L::OFF_S + tid * 16, S + tid * 8, true);
+      } else if (p.zeros != nullptr && tid >= 64 && tid < 64 + 8 * NW) {
+        const T* Z = static_cast<const T*>(p.zeros) + (size_t)grp * p.Np + (size_t)nt0 * 64;
+        cp_async16(st + L::OFF_Z + (tid - 64) * 16, Z + (tid - 64) * 8, true);
+      }
+    }
+    if (MODE != MODE_DENSE) {
+      const uint4* R = static_cast<const uint4*>(p.rw);
+      const T* RS = static_cast<const T*>(p.rs);
+#pragma unroll
+      for (int u = 0; u < NW; ++u) {
+        if (rid[u] >= 0) {
+          cp_async16(st + L::OFF_R + u * UNIT_BYTES + tid * 16, R + (size_t)rid[u] * THREADS + tid, true);
+          if (tid >= 32 && tid < 40)
+            cp_async16(st + L::OFF_RS + u * 128 + (tid - 32) * 16, RS + (size_t)rid[u] * 64 + (tid - 32) * 8, true);
+        }
+      }
+    }
+  };
+
+  float acc[MT][2 * NW][4];
+#pragma unroll
+  for (int a = 0; a < MT; ++a)
+#pragma unroll
+    for (int b = 0; b < 2 * NW; ++b)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ntiles) issue(s, s);
+    cp_async_commit();
+  }
+
+  const unsigned short e8_bits = Tr::E8;
+  const T2 e8 = as_t2<T2>((uint32_t)e8_bits | ((uint32_t)e8_bits << 16));
+
+  for (int t = 0; t < ntiles; ++t) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    {
+      int tn = t + STAGES - 1;
+      if (tn < ntiles) issue(tn, tn % STAGES);
+      cp_async_commit();
+    }
+    const int slot = t % STAGES;
+    const uint8_t* st = smem + slot * L::STAGE;
+
+    uint4 wq[NW], rq[NW];
+    T2 s2[NW][2], z2[NW][2], rs2[NW][2];
+    bool hasr[NW];
+#pragma unroll
+    for (int j = 0; j < NW; ++j) {
+      const int sl = warp * NW + j;  // n16 slice of the CTA tile
+      const int u = sl >> 2, ws = sl & 3;
+      if (MODE != MODE_RESIDUAL) {
+        wq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_W + u * UNIT_BYTES + (ws * 32 + lane) * 16);
+        const T* S = reinterpret_cast<const T*>(st + L::OFF_S) + u * 64 + ws * 16 + g;
+        s2[j][0] = T2{S[0], S[0]};
+        s2[j][1] = T2{S[8], S[8]};
+        if (p.zeros != nullptr) {
+          const T* Z = reinterpret_cast<const T*>(st + L::OFF_Z) + u * 64 + ws * 16 + g;
+          z2[j][0] = T2{Z[0], Z[0]};
+          z2[j][1] = T2{Z[8], Z[8]};
+        } else {
+          z2[j][0] = e8;
+          z2[j][1] = e8;
+        }
+      }
+      hasr[j] = MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && rid_s[slot][u] >= 0);
+      if (MODE != MODE_DENSE && hasr[j]) {
+        rq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_R + u * UNIT_BYTES + (ws * 32 + lane) * 16);
+        const T* RS = reinterpret_cast<const T*>(st + L::OFF_RS) + u * 64 + ws * 16 + g;
+        rs2[j][0] = T2{RS[0], RS[0]};
+        rs2[j][1] = T2{RS[8], RS[8]};
+      }
+    }
+
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      uint32_t bfrag[NW][2][2];
+#pragma unroll
+      for (int j = 0; j < NW; ++j) {
+        const uint32_t q = ks == 0 ? wq[j].x : ks == 1 ? wq[j].y : ks == 2 ? wq[j].z : wq[j].w;
+        uint32_t rqw = 0;
+        if (MODE != MODE_DENSE) rqw = ks == 0 ? rq[j].x : ks == 1 ? rq[j].y : ks == 2 ? rq[j].z : rq[j].w;
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+          T2 d;
+          if (MODE != MODE_RESIDUAL) {
+            const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
+            d = __hmul2(__hsub2(v, z2[j][jj >> 1]), s2[j][jj >> 1]);
+          }
+          if (MODE == MODE_RESIDUAL) {
+            const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
+            d = __hmul2(__hsub2(rv, e8), rs2[j][jj >> 1]);
+          } else if (MODE == MODE_ZIPPER) {
+            if (hasr[j]) {
+              const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
+              d = __hfma2(__hsub2(rv, e8), rs2[j][jj >> 1], d);
+            }
+          }
+          bfrag[j][jj >> 1][jj & 1] = as_u32<T2>(d);
+        }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t afrag[4];
+        const int mi = lane >> 3;
+        const int row = mt * 16 + (lane & 7) + (mi & 1) * 8;
+        const int chunk = ks * 2 + (mi >> 1);
+        ldmatrix_x4(afrag, st + row * 128 + ((chunk ^ (row & 7)) << 4));
+#pragma unroll
+        for (int j = 0; j < NW; ++j) {
+          mma16816<T>(acc[mt][2 * j + 0], afrag, bfrag[j][0]);
+          mma16816<T>(acc[mt][2 * j + 1], afrag, bfrag[j][1]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // ------------------------------------------------------------------ epilogue
+  T* Y = static_cast<T*>(p.y);
+  const bool vec_ok = (p.N & 1) == 0;
+  auto store = [&](int row, int col, float v0, float v1) {
+    if (row >= p.M || col >= p.N) return;
+    T* dst = Y + (size_t)row * p.N + col;
+    if (MODE == MODE_RESIDUAL) {
+      v0 += Tr::to_f(dst[0]);
+      if (col + 1 < p.N) v1 += Tr::to_f(dst[1]);
+    }
+    if (vec_ok) {
+      *reinterpret_cast<T2*>(dst) = Tr::from_f2(v0, v1);
+    } else {
+      dst[0] = Tr::from_f(v0);
+      if (col + 1 < p.N) dst[1] = Tr::from_f(v1);
+    }
+  };
+  const int nbase = ncta * 64 * NW;
+
+  if (MODE == MODE_RESIDUAL || p.splitk == 1) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int j = 0; j < NW; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
+          const int row = m0 + mt * 16 + g;
+          store(row, col, acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]);
+          store(row + 8, col, acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]);
+        }
+    return;
+  }
+
+  // split-K: write fp32 partials, the last CTA of this output tile reduces in split order.
+  const size_t plane = (size_t)p.mpad * p.Np;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
+        const int row = m0 + mt * 16 + g;
+        float* w0 = p.ws + split * plane + (size_t)row * p.Np + col;
+        __stcg(reinterpret_cast<float2*>(w0), make_float2(acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]));
+        __stcg(reinterpret_cast<float2*>(w0 + 8 * (size_t)p.Np),
+               make_float2(acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]));
+      }
+  __threadfence();
+  __syncthreads();
+  int* counter = p.counters + (size_t)mtile * gridDim.x + ncta;
+  if (tid == 0) {
+    const int old = atomicAdd(counter, 1);
+    is_last_s = old == p.splitk - 1;
+  }
+  __syncthreads();
+  if (!is_last_s) return;
+  __threadfence();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int j = 0; j < NW; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
+        const int row = m0 + mt * 16 + g;
+        float2 a = make_float2(0.f, 0.f), b = make_float2(0.f, 0.f);
+        for (int s = 0; s < p.splitk; ++s) {
+          const float* w0 = p.ws + s * plane + (size_t)row * p.Np + col;
+          const float2 x0 = __ldcg(reinterpret_cast<const float2*>(w0));
+          const float2 x1 = __ldcg(reinterpret_cast<const float2*>(w0 + 8 * (size_t)p.Np));
+          a.x += x0.x; a.y += x0.y; b.x += x1.x; b.y += x1.y;
+        }
+        store(row, col, a.x, a.y);
+        store(row + 8, col, b.x, b.y);
+      }
+  if (tid == 0) *counter = 0;  // self-reset for the next launch
+}
+
+// ------------------------------------------------------------------ configs
+// cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
+template <int CFG>
+struct Cfg;
+template <>
+struct Cfg<0> { static constexpr int MT = 1, NW = 1, STAGES = 8; };
+template <>
+struct Cfg<1> { static constexpr int MT = 2, NW = 1, STAGES = 6; };
+template <>
+struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4; };
+template <>
+struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4; };
+
+template <int CFG, int MODE>
+constexpr int smem_bytes() {
+  return Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>::STAGE * Cfg<CFG>::STAGES;
+}
+
+template <typename T, int CFG, int MODE>
+const char* launch_t(const Params& p, cudaStream_t stream) {
+  using C = Cfg<CFG>;
+  constexpr int SMEM = smem_bytes<CFG, MODE>();
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    attr_set = true;
+  }
+  const int bm = C::MT * 16, bn = 64 * C::NW;
+  const int mtiles = (p.M + bm - 1) / bm;
+  dim3 grid(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles);
+  kern<<<grid, THREADS, SMEM, stream>>>(p);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  return "";
+}
+
+template <typename T, int MODE>
+const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
+  switch (cfg) {
+    case 0: return launch_t<T, 0, MODE>(p, stream);
+    case 1: return launch_t<T, 1, MODE>(p, stream);
+    case 2: return launch_t<T, 2, MODE>(p, stream);
+    case 3:
+      if (MODE == MODE_RESIDUAL) return "config 3 (BN=128) is not available for the residual kernel";
+      return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
+  }
+  return "unknown kernel config";
+}
+
+template <typename T>
+const char* launch_dtype(const Params& p, int mode, int cfg, cudaStream_t stream) {
+  switch (mode) {
+    case MODE_DENSE: return launch_mode<T, MODE_DENSE>(p, cfg, stream);
+    case MODE_ZIPPER: return launch_mode<T, MODE_ZIPPER>(p, cfg, stream);
+    case MODE_RESIDUAL: return launch_mode<T, MODE_RESIDUAL>(p, cfg, stream);
+  }
+  return "unknown mode";
+}
+
+}  // namespace
+
+ConfigInfo config_info(int cfg, int mode) {
+  auto mk = [](int mt, int nw, int stages, int smem) {
+    ConfigInfo c;
+    c.bm = mt * 16;
+    c.bn = nw * 64;
+    c.stages = stages;
+    c.smem_bytes = smem;
+    int per = (228 * 1024 - 1024) / (smem + 1024);
+    c.ctas_per_sm = per < 1 ? 1 : (per > 8 ? 8 : per);
+    return c;
+  };
+#define ZCFG(C, MODE) mk(Cfg<C>::MT, Cfg<C>::NW, Cfg<C>::STAGES, smem_bytes<C, MODE>())
+  switch (mode) {
+    case MODE_DENSE:
+      switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0); }
+      break;
+    case MODE_ZIPPER:
+      switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1); }
+      break;
+    case MODE_RESIDUAL:
+      switch (cfg) { case 0: return ZCFG(0, 2); case 1: return ZCFG(1, 2); case 2: return ZCFG(2, 2); }
+      break;
+  }
+#undef ZCFG
+  return ConfigInfo{0, 0, 0, 0, 0};
+}
+
+const char* launch(const Params& p, int dtype, int mode, int cfg, cudaStream_t stream) {
+  if (dtype == DT_FP16) return launch_dtype<half>(p, mode, cfg, stream);
+  if (dtype == DT_BF16) return launch_dtype<__nv_bfloat16>(p, mode, cfg, stream);
+  return "unknown dtype";
+}
+
+}  // namespace zipper
