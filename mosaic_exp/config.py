@@ -94,9 +94,12 @@ class CalibConfig:
     seqlen: int = 2048
     seed: int = 0
     device: str = "auto"  # where calibration activations live: auto (= run device), cpu, cuda
+    batch_size: int = 8  # windows per decoder-layer forward during calibration (speed only)
 
     def __post_init__(self) -> None:
         _choice("calib", "dataset", self.dataset, CALIB_DATASETS)
+        if self.batch_size is None or self.batch_size <= 0:
+            raise ConfigError(f"calib.batch_size={self.batch_size} must be a positive integer")
         if self.nsamples is None or self.nsamples <= 0:
             raise ConfigError(f"calib.nsamples={self.nsamples} must be a positive integer")
         if self.seqlen is None or self.seqlen <= 0:
@@ -122,6 +125,11 @@ class QuantConfig:
     def __post_init__(self) -> None:
         _choice("quant", "method", self.method, METHODS)
         _choice("quant", "base", self.base, BASES)
+        if self.method == "fp16":  # the unquantized reference: bit widths are the model dtype's
+            if self.a_bits != 16:
+                raise ConfigError(f"quant.a_bits={self.a_bits} with quant.method='fp16'; allowed: 16 "
+                                  f"(use quant=rtn quant.w_bits=8 for a near-lossless quantized reference)")
+            return
         _range("quant", "w_bits", self.w_bits, 2, 8, "integers 2..8")
         if self.group_size != -1 and (self.group_size is None or self.group_size <= 0):
             raise ConfigError(f"quant.group_size={self.group_size} must be -1 (per-channel) or positive")
@@ -139,6 +147,9 @@ class ResidualConfig:
     selector: str = "delta_hessian"
     scope: str = "per_layer"
     granularity: str = "row"
+    # GPTQ base: "post" scores R = W - Q_gptq(W) as published; "in_loop" puts the chosen blocks' residual
+    # inside GPTQ's error feedback (see docs/method.md for why post can disagree with the output error).
+    gptq_residual: str = "post"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -150,6 +161,7 @@ class ResidualConfig:
         _choice("residual", "selector", self.selector, SELECTORS)
         _choice("residual", "scope", self.scope, BUDGET_SCOPES)
         _choice("residual", "granularity", self.granularity, SCALE_GRANULARITY)
+        _choice("residual", "gptq_residual", self.gptq_residual, ("post", "in_loop"))
 
     @property
     def block_shape(self) -> tuple[int, int]:
@@ -235,9 +247,6 @@ class RunConfig:
         if self.eval.seqlen > self.model.context_length:
             raise ConfigError(f"eval.seqlen={self.eval.seqlen} exceeds the context of model "
                               f"{self.model.name!r} ({self.model.context_length} tokens)")
-        if self.quant.method != "mosaic" and self.residual.budget > 0:
-            raise ConfigError(f"residual.budget={self.residual.budget} only applies to quant.method=mosaic "
-                              f"(got quant.method={self.quant.method!r}); set residual.budget=0")
 
 
 def register_configs() -> None:

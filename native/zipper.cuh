@@ -1,7 +1,6 @@
 // ZipperEngine W4A16 kernels: shared declarations (host side).
 #pragma once
 #include <cstdint>
-#include <cuda_runtime.h>
 
 namespace zipper {
 
@@ -42,10 +41,10 @@ struct ConfigInfo {
   int bm, bn, stages, smem_bytes, ctas_per_sm;
 };
 
-constexpr int NUM_CONFIGS = 4;
+constexpr int NUM_CONFIGS = 7;
 ConfigInfo config_info(int cfg, int mode);
 
 // Returns an empty string on success, else an error message.
-const char* launch(const Params& p, int dtype, int mode, int cfg, cudaStream_t stream);
+const char* launch(const Params& p, int dtype, int mode, int cfg, void* stream);  // stream: cudaStream_t
 
 }  // namespace zipper

@@ -13,6 +13,8 @@
 // (last CTA of a tile sums the partials in split order: deterministic, one launch).
 #include "zipper.cuh"
 
+#include <cuda_runtime.h>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -120,7 +122,9 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
   using L = Layout<MT, NW, MODE>;
   constexpr int BM = L::BM;
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int rid_s[STAGES][NW];
+  constexpr int MAX_PRE = MODE == MODE_DENSE ? 1 : 256;
+  __shared__ int pre_a[MODE == MODE_RESIDUAL ? MAX_PRE : MAX_PRE * NW];
+  __shared__ int pre_b[MODE == MODE_RESIDUAL ? MAX_PRE : 1];
   __shared__ int is_last_s;
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -141,22 +145,38 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
   const int ntiles = t_end - t_begin;
   const T* __restrict__ X = static_cast<const T*>(p.x);
 
+  // Residual bookkeeping for this CTA's k-range, prefetched once into shared memory so the
+  // mainloop never waits on a dependent global load (zipper: LUT entries; residual: CSR lists).
+  if (MODE != MODE_DENSE) {
+    const int npre = min(ntiles, MAX_PRE);
+    for (int i = tid; i < npre * NW; i += THREADS) {
+      const int u = i / npre, t = i - u * npre;
+      if (MODE == MODE_ZIPPER) {
+        pre_a[u * MAX_PRE + t] = __ldg(p.lut + (size_t)(nt0 + u) * p.KT + t_begin + t);
+      } else {
+        pre_a[t] = __ldg(p.csr_id + t_begin + t);
+        pre_b[t] = __ldg(p.csr_kt + t_begin + t);
+      }
+    }
+    __syncthreads();
+  }
+  auto tile_rid = [&](int t, int u) -> int {
+    if (MODE == MODE_DENSE) return -1;
+    if (t < MAX_PRE) return pre_a[u * MAX_PRE + t];
+    return MODE == MODE_ZIPPER ? __ldg(p.lut + (size_t)(nt0 + u) * p.KT + t_begin + t) : __ldg(p.csr_id + t_begin + t);
+  };
+
   auto issue = [&](int t, int slot) {
     uint8_t* st = smem + slot * L::STAGE;
     int kt;
     int rid[NW];
     if (MODE == MODE_RESIDUAL) {
-      kt = p.csr_kt[t_begin + t];
-      rid[0] = p.csr_id[t_begin + t];
+      kt = t < MAX_PRE ? pre_b[t] : __ldg(p.csr_kt + t_begin + t);
+      rid[0] = tile_rid(t, 0);
     } else {
       kt = t_begin + t;
 #pragma unroll
-      for (int u = 0; u < NW; ++u) rid[u] = MODE == MODE_ZIPPER ? __ldg(p.lut + (size_t)(nt0 + u) * p.KT + kt) : -1;
-    }
-    if (MODE != MODE_DENSE && tid < NW) {
-#pragma unroll
-      for (int u = 0; u < NW; ++u)
-        if (u == tid) rid_s[slot][u] = rid[u];
+      for (int u = 0; u < NW; ++u) rid[u] = tile_rid(t, u);
     }
     // activations: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row
 #pragma unroll
@@ -246,7 +266,7 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
           z2[j][1] = e8;
         }
       }
-      hasr[j] = MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && rid_s[slot][u] >= 0);
+      hasr[j] = MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && tile_rid(t, u) >= 0);
       if (MODE != MODE_DENSE && hasr[j]) {
         rq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_R + u * UNIT_BYTES + (ws * 32 + lane) * 16);
         const T* RS = reinterpret_cast<const T*>(st + L::OFF_RS) + u * 64 + ws * 16 + g;
@@ -333,7 +353,8 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
     return;
   }
 
-  // split-K: write fp32 partials, the last CTA of this output tile reduces in split order.
+  // split-K: write fp32 partials (valid rows only), the last CTA of this output tile sums them
+  // in split order (deterministic), CH splits per round of independent loads.
   const size_t plane = (size_t)p.mpad * p.Np;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
@@ -344,9 +365,9 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
         const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
         const int row = m0 + mt * 16 + g;
         float* w0 = p.ws + split * plane + (size_t)row * p.Np + col;
-        __stcg(reinterpret_cast<float2*>(w0), make_float2(acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]));
-        __stcg(reinterpret_cast<float2*>(w0 + 8 * (size_t)p.Np),
-               make_float2(acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]));
+        if (row < p.M) __stcg(reinterpret_cast<float2*>(w0), make_float2(acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]));
+        if (row + 8 < p.M)
+          __stcg(reinterpret_cast<float2*>(w0 + 8 * (size_t)p.Np), make_float2(acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]));
       }
   __threadfence();
   __syncthreads();
@@ -358,6 +379,46 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
   __syncthreads();
   if (!is_last_s) return;
   __threadfence();
+  constexpr int MG = MT * NW >= 8 ? 1 : MT;               // m-tiles per round
+  constexpr int CH = MG * NW >= 4 ? 1 : 4 / (MG * NW);     // splits per round
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int c = 0; c < 2 * NW; ++c)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][c][e] = 0.f;
+#pragma unroll
+  for (int mg = 0; mg < MT; mg += MG) {
+    if (m0 + mg * 16 >= p.M) break;
+    for (int s0 = 0; s0 < p.splitk; s0 += CH) {
+      float2 v[CH][MG][2 * NW][2];
+#pragma unroll
+      for (int q = 0; q < CH; ++q)
+#pragma unroll
+        for (int mi = 0; mi < MG; ++mi)
+#pragma unroll
+          for (int c = 0; c < 2 * NW; ++c) {
+            const int col = nbase + (warp * NW + (c >> 1)) * 16 + (c & 1) * 8 + 2 * t4;
+            const int row = m0 + (mg + mi) * 16 + g;
+            const float* w0 = p.ws + (size_t)(s0 + q) * plane + (size_t)row * p.Np + col;
+            const bool okq = s0 + q < p.splitk;
+            v[q][mi][c][0] = okq && row < p.M ? __ldcg(reinterpret_cast<const float2*>(w0)) : make_float2(0.f, 0.f);
+            v[q][mi][c][1] = okq && row + 8 < p.M ? __ldcg(reinterpret_cast<const float2*>(w0 + 8 * (size_t)p.Np))
+                                                  : make_float2(0.f, 0.f);
+          }
+#pragma unroll
+      for (int q = 0; q < CH; ++q)
+#pragma unroll
+        for (int mi = 0; mi < MG; ++mi)
+#pragma unroll
+          for (int c = 0; c < 2 * NW; ++c) {
+            acc[mg + mi][c][0] += v[q][mi][c][0].x;
+            acc[mg + mi][c][1] += v[q][mi][c][0].y;
+            acc[mg + mi][c][2] += v[q][mi][c][1].x;
+            acc[mg + mi][c][3] += v[q][mi][c][1].y;
+          }
+    }
+  }
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -366,21 +427,15 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
       for (int h = 0; h < 2; ++h) {
         const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
         const int row = m0 + mt * 16 + g;
-        float2 a = make_float2(0.f, 0.f), b = make_float2(0.f, 0.f);
-        for (int s = 0; s < p.splitk; ++s) {
-          const float* w0 = p.ws + s * plane + (size_t)row * p.Np + col;
-          const float2 x0 = __ldcg(reinterpret_cast<const float2*>(w0));
-          const float2 x1 = __ldcg(reinterpret_cast<const float2*>(w0 + 8 * (size_t)p.Np));
-          a.x += x0.x; a.y += x0.y; b.x += x1.x; b.y += x1.y;
-        }
-        store(row, col, a.x, a.y);
-        store(row + 8, col, b.x, b.y);
+        store(row, col, acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]);
+        store(row + 8, col, acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]);
       }
   if (tid == 0) *counter = 0;  // self-reset for the next launch
 }
 
 // ------------------------------------------------------------------ configs
 // cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
+//      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages (NW=2: not for MODE_RESIDUAL)
 template <int CFG>
 struct Cfg;
 template <>
@@ -391,6 +446,14 @@ template <>
 struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4; };
 template <>
 struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4; };
+// wide-n configs for small M: two n16 slices per warp amortize the per-tile overhead
+// (address math, barrier, scale loads, A fragments) over twice the weight bytes
+template <>
+struct Cfg<4> { static constexpr int MT = 1, NW = 2, STAGES = 6; };
+template <>
+struct Cfg<5> { static constexpr int MT = 2, NW = 2, STAGES = 5; };
+template <>
+struct Cfg<6> { static constexpr int MT = 4, NW = 2, STAGES = 4; };
 
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
@@ -423,9 +486,12 @@ const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
     case 0: return launch_t<T, 0, MODE>(p, stream);
     case 1: return launch_t<T, 1, MODE>(p, stream);
     case 2: return launch_t<T, 2, MODE>(p, stream);
-    case 3:
-      if (MODE == MODE_RESIDUAL) return "config 3 (BN=128) is not available for the residual kernel";
-      return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
+    case 3: case 4: case 5: case 6:
+      if (MODE == MODE_RESIDUAL) return "configs 3-6 (BN=128) are not available for the residual kernel";
+      if (cfg == 3) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
+      if (cfg == 4) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 4, MODE>(p, stream);
+      if (cfg == 5) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 5, MODE>(p, stream);
+      return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 6, MODE>(p, stream);
   }
   return "unknown kernel config";
 }
@@ -456,10 +522,12 @@ ConfigInfo config_info(int cfg, int mode) {
 #define ZCFG(C, MODE) mk(Cfg<C>::MT, Cfg<C>::NW, Cfg<C>::STAGES, smem_bytes<C, MODE>())
   switch (mode) {
     case MODE_DENSE:
-      switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0); }
+      switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0);
+        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); }
       break;
     case MODE_ZIPPER:
-      switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1); }
+      switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1);
+        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); }
       break;
     case MODE_RESIDUAL:
       switch (cfg) { case 0: return ZCFG(0, 2); case 1: return ZCFG(1, 2); case 2: return ZCFG(2, 2); }
@@ -469,7 +537,8 @@ ConfigInfo config_info(int cfg, int mode) {
   return ConfigInfo{0, 0, 0, 0, 0};
 }
 
-const char* launch(const Params& p, int dtype, int mode, int cfg, cudaStream_t stream) {
+const char* launch(const Params& p, int dtype, int mode, int cfg, void* stream_) {
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   if (dtype == DT_FP16) return launch_dtype<half>(p, mode, cfg, stream);
   if (dtype == DT_BF16) return launch_dtype<__nv_bfloat16>(p, mode, cfg, stream);
   return "unknown dtype";

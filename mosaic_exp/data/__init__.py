@@ -15,10 +15,10 @@ from .sources import (
 from .text import eval_text, get_eval_tokens, load_rows, wikitext_rows_from_raw
 
 __all__ = [
-    "DataSource",
-    "DataUnavailableError",
     "TEXT_DATASETS",
     "ZEROSHOT_TASKS",
+    "DataSource",
+    "DataUnavailableError",
     "canonical_dataset",
     "check_available",
     "default_split",

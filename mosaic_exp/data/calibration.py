@@ -98,7 +98,7 @@ def get_calibration_windows(
     ds = src.dataset
     what = f"calibration data {src.describe()}"
     if src.split == default_split(ds, "eval") and ds != "c4":
-        log.warning("calibrating on %s, which is also the default evaluation split: results overlap", what)
+        log.warning("%s is also the default evaluation split: calibration and evaluation data overlap", what)
     rng = random.Random(int(seed))
 
     if ds == "c4":

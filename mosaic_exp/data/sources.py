@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DataUnavailableError",
-    "DataSource",
     "TEXT_DATASETS",
     "ZEROSHOT_TASKS",
+    "DataSource",
+    "DataUnavailableError",
     "canonical_dataset",
+    "check_available",
     "default_split",
     "hub_reachable",
     "resolve_data_dir",
-    "check_available",
 ]
 
 HUB_HOST = "huggingface.co"
@@ -201,7 +201,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
         if not env:
             return None
         data_dir = env
-    return Path(os.path.expanduser(str(data_dir))).resolve()
+    return Path(os.path.abspath(os.path.expanduser(str(data_dir))))
 
 
 def _local_candidates(ds: str, split: str) -> tuple[tuple[str, ...], bool]:
@@ -278,7 +278,9 @@ def check_available(
             where += f" (missing: {', '.join(missing)})"
     hint = ""
     if ds in _TEXT_LOCAL and purpose == "calibration" and split == default_split(ds, "calibration"):
-        local_splits = [s for s, r in _TEXT_LOCAL[ds].items() if root and any((root / x).is_file() for x in r)]
+        local_splits = [
+            s for s, r in _TEXT_LOCAL[ds].items() if root and any((root / x).is_file() for x in r)
+        ]
         if local_splits:
             hint = (
                 f". Locally available splits of {ds}: {local_splits}; pass split=... explicitly "

@@ -27,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-from .sources import DataSource, DataUnavailableError, _TEXT_HUB, canonical_dataset, check_available
+from .sources import _TEXT_HUB, DataSource, DataUnavailableError, check_available
 
 __all__ = [
     "C4_EVAL_DOCS",
     "C4_EVAL_WINDOWS",
-    "wikitext_rows_from_raw",
-    "load_rows",
-    "eval_text",
     "calibration_text",
-    "tokenize_text",
+    "eval_text",
     "get_eval_tokens",
+    "load_rows",
+    "tokenize_text",
+    "wikitext_rows_from_raw",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _cached_tokens(cache_dir, key_parts: list[str], build) -> torch.Tensor:
             t = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(t, torch.Tensor) and t.dtype == torch.long and t.dim() == 2:
                 return t
-        except Exception as e:  # corrupted cache: rebuild
+        except (OSError, RuntimeError, EOFError, ValueError) as e:  # corrupted cache: rebuild
             log.warning("ignoring unreadable token cache %s: %s", path, e)
     t = build()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +218,11 @@ def get_eval_tokens(
     def build() -> torch.Tensor:
         return tokenize_text(tokenizer, _join_eval(ds, load_rows(ds, source=src)))
 
-    key = [f"v{_CACHE_VERSION}", ds, src.split, "eval", origin, tokenizer_fingerprint(tokenizer)] if cache_dir else []
+    key = (
+        [f"v{_CACHE_VERSION}", ds, src.split, "eval", origin, tokenizer_fingerprint(tokenizer)]
+        if cache_dir
+        else []
+    )
     tokens = _cached_tokens(cache_dir, key, build)
     if ds == "c4" and seqlen is not None:
         tokens = tokens[:, : C4_EVAL_WINDOWS * int(seqlen)]

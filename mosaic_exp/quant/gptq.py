@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mosaic_exp.formats import RESIDUAL_BITS, RESIDUAL_ZERO
 from mosaic_exp.quant.quantizer import (
     compute_qparams,
     dequantize_weight,
@@ -45,8 +46,13 @@ class GPTQResult:
     codes: torch.Tensor        # uint8 [N, K], original column order
     scales: torch.Tensor       # float32 [N, G]
     zeros: torch.Tensor        # float32 [N, G]
-    dequantized: torch.Tensor  # float32 [N, K] = (codes - z) * s  (equals dequantize_weight(...))
+    dequantized: torch.Tensor  # float32 [N, K]: (codes - z) * s (= dequantize_weight(...)) [+ residual]
     stats: dict = field(default_factory=dict)
+    # Per-column quantization error before propagation, w_upd - Q(w_upd), original column order
+    # (R~ of the in-loop residual; GPTQ's loss is sum (col_err / hinv_diag)^2 / 2). None on RTN fallback.
+    col_err: torch.Tensor | None = None
+    hinv_diag: torch.Tensor | None = None  # [K] d_j = U_jj, U = chol(H^-1) upper, original order
+    residual_codes: torch.Tensor | None = None  # uint8 [N, K] in-loop residual codes (8 outside the mask)
 
 
 def damped_inverse_cholesky(
@@ -64,8 +70,11 @@ def damped_inverse_cholesky(
         Hd = H.clone()
         Hd.diagonal().add_(p * diag_mean)
         L, info = torch.linalg.cholesky_ex(Hd)
-        if int(info) == 0 and torch.isfinite(L).all():
-            Hinv = torch.cholesky_inverse(L)
+        if int(info) == 0:
+            # H^-1 = L^-T L^-1 (same as torch.cholesky_inverse, which is ~50x slower on CPU)
+            Linv = torch.linalg.solve_triangular(L, torch.eye(L.shape[0], dtype=L.dtype, device=L.device),
+                                                 upper=False)
+            Hinv = Linv.T @ Linv
             U, info2 = torch.linalg.cholesky_ex(Hinv, upper=True)
             if int(info2) == 0 and torch.isfinite(U).all():
                 return U, p, attempt
@@ -119,10 +128,19 @@ class GPTQ:
         max_damp_retries: int = 5,
         damp_factor: float = 10.0,
         weight: torch.Tensor | None = None,
+        residual_mask: torch.Tensor | None = None,
+        residual_scales: torch.Tensor | None = None,
     ) -> GPTQResult:
         """GPTQ-quantize ``weight`` (default: the layer weight given at construction).
 
         Returns codes/scales/zeros in the shared convention (fit ``QuantizedWeight`` directly).
+
+        In-loop residual (optional): ``residual_mask`` bool [N, K] and ``residual_scales`` float [N, K]
+        (elementwise, original column order). Where the mask is set, each column is quantized in two
+        stages, base then a symmetric 4-bit residual r = w - Q(w) with the given fixed scale
+        (code = clamp(round(r / s_r) + 8, 0, 15)), and GPTQ's error feedback compensates the error
+        of the SUM, so later columns see the residual. ``dequantized`` then includes the residual;
+        ``residual_codes`` holds the codes (8 outside the mask).
         """
         if self.nsamples == 0:
             raise ValueError("GPTQ.quantize called before add_batch (no calibration data)")
@@ -179,8 +197,25 @@ class GPTQ:
         Hinv, p_used, retries = damped_inverse_cholesky(H, percdamp, max_damp_retries, damp_factor)
         stats.update(percdamp_used=p_used, damp_retries=retries)
         if Hinv is None:
+            if residual_mask is not None:  # callers must not build a residual on an RTN fallback
+                stats["residual_in_loop"] = False
             return rtn_fallback(f"Cholesky failed after {retries} retries (percdamp up to {p_used:g})")
         del H
+
+        use_res = residual_mask is not None
+        if use_res:
+            if residual_scales is None:
+                raise ValueError("residual_mask needs residual_scales")
+            rmask = residual_mask.to(dev).bool()
+            rscale = residual_scales.to(device=dev, dtype=torch.float32)
+            rscale = torch.where(rmask & (rscale > 0), rscale, torch.ones_like(rscale))
+            if perm is not None:
+                rmask, rscale = rmask[:, perm], rscale[:, perm]
+            rcodes = torch.full((N, K), RESIDUAL_ZERO, dtype=torch.uint8, device=dev)
+            rzero = torch.full((N,), float(RESIDUAL_ZERO), device=dev)
+            stats["residual_in_loop"] = True
+            stats["residual_elements"] = int(rmask.sum())
+        col_err = torch.zeros(N, K, device=dev)
 
         if grouped and not static_groups:
             blocksize = gs * max(1, blocksize // gs)
@@ -206,6 +241,13 @@ class GPTQ:
                 q = quantize_codes(w, s, z, bits)
                 codes[:, col] = q.to(torch.uint8)
                 qd = (q - z) * s
+                col_err[:, col] = w - qd
+                if use_res:
+                    m = rmask[:, col]
+                    rq = quantize_codes(w - qd, rscale[:, col], rzero, RESIDUAL_BITS)
+                    rq = torch.where(m, rq, rzero)
+                    rcodes[:, col] = rq.to(torch.uint8)
+                    qd = qd + (rq - rzero) * rscale[:, col]
                 Q1[:, i] = qd
                 err = (w - qd) / d
                 losses += (w - qd) ** 2 / d**2 / 2
@@ -214,9 +256,12 @@ class GPTQ:
             Q[:, i1:i2] = Q1
             W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
+        d = torch.diagonal(Hinv).clone()
         if perm is not None:
             inv = torch.argsort(perm)
-            Q = Q[:, inv]
-            codes = codes[:, inv]
+            Q, codes, col_err, d = Q[:, inv], codes[:, inv], col_err[:, inv], d[inv]
+            if use_res:
+                rcodes = rcodes[:, inv]
         stats["gptq_loss"] = float(losses.sum())
-        return GPTQResult(codes, scales, zeros, Q, stats)
+        return GPTQResult(codes, scales, zeros, Q, stats, col_err=col_err, hinv_diag=d,
+                          residual_codes=rcodes if use_res else None)

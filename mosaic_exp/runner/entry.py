@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,10 +50,6 @@ def run_experiment(cfg: DictConfig, run_dir: str | None = None) -> float:
             return math.nan
         raise
     finally:
-        try:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
-        except ImportError:
-            pass
+        wandb = sys.modules.get("wandb")  # only if a logger imported it: importing costs seconds
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()

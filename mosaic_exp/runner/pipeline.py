@@ -40,8 +40,10 @@ def preflight(cfg: RunConfig) -> None:
     from mosaic_exp.models.loader import check_model_available
 
     check_model_available(cfg.model)
-    if cfg.quant.method != "fp16":
-        check_available(cfg.calib.dataset, data_dir_of(cfg))
+    from mosaic_exp.runner.layer_quant import needs_calibration
+
+    if needs_calibration(cfg):
+        check_available(cfg.calib.dataset, data_dir_of(cfg), purpose="calibration")
     for d in cfg.eval.perplexity:
         check_available(d, data_dir_of(cfg))
 
@@ -78,6 +80,9 @@ class Pipeline:
         yield
         self.fabric.call("on_stage_end", stage=name, pipeline=self)
 
+    def _cache(self, what: str) -> Path:
+        return Path(self.cfg.paths.cache_dir).expanduser() / what
+
     def _write_metrics(self) -> None:
         headline_name = next((k for k in self.metrics if k.startswith("ppl/")), None)
         write_json(self.run_dir / "metrics.json", {
@@ -102,14 +107,16 @@ class Pipeline:
             self.metrics["model/params_m"] = n_params / 1e6
 
     def calibrate(self) -> None:
-        if self.cfg.quant.method == "fp16":
+        from mosaic_exp.runner.layer_quant import needs_calibration
+
+        if not needs_calibration(self.cfg):
             return
         from mosaic_exp.data import get_calibration_windows
 
         c = self.cfg.calib
         with self._stage("calibrate"):
             self.calib_ids = get_calibration_windows(self.tokenizer, c.dataset, c.nsamples, c.seqlen, c.seed,
-                                                     data_dir_of(self.cfg))
+                                                     data_dir_of(self.cfg), cache_dir=self._cache("tokens"))
 
     def quantize(self) -> None:
         q = self.cfg.quant
@@ -150,7 +157,8 @@ class Pipeline:
         with self._stage("evaluate"):
             self.model.to(self.device)
             for ds in e.perplexity:
-                tokens = get_eval_tokens(self.tokenizer, ds, data_dir_of(self.cfg))
+                tokens = get_eval_tokens(self.tokenizer, ds, data_dir_of(self.cfg), seqlen=e.seqlen,
+                                         cache_dir=self._cache("tokens"))
                 res = evaluate_perplexity(self.model, tokens, e.seqlen, max_windows=e.max_windows,
                                           device=self.device, batch_size=e.batch_size, progress=progress_enabled())
                 name = metric_name(ds, e.seqlen)

@@ -24,6 +24,7 @@ from mosaic_exp.runner.layer_quant import (
     LinearQuantizer,
     finalize_global,
     install_act_quant,
+    needs_calibration,
     needs_stats,
 )
 
@@ -48,12 +49,20 @@ class QuantizeReport:
         return kept / blocks if blocks else 0.0
 
 
-def _run_layer(layer, inps, outs, kwargs, device):
-    for j in range(inps.shape[0]):
-        outs[j] = layer_forward(layer, inps[j : j + 1].to(device), kwargs)[0].to(outs.device)
+def _batches(n: int, bs: int):
+    for j in range(0, n, bs):
+        yield slice(j, min(j + bs, n))
 
 
-def _collect_absmax(layer: nn.Module, names: list[str], inps, kwargs, device) -> dict[str, torch.Tensor]:
+def _forward_all(layer, inps, kwargs, device, bs: int, outs=None) -> None:
+    """Run the layer over every calibration window (bs windows at a time); optionally keep outputs."""
+    for sl in _batches(inps.shape[0], bs):
+        y = layer_forward(layer, inps[sl].to(device), kwargs)
+        if outs is not None:
+            outs[sl] = y.to(outs.device)
+
+
+def _collect_absmax(layer: nn.Module, names: list[str], inps, kwargs, device, bs) -> dict[str, torch.Tensor]:
     absmax: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -64,19 +73,18 @@ def _collect_absmax(layer: nn.Module, names: list[str], inps, kwargs, device) ->
 
     handles = [layer.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
     try:
-        for j in range(inps.shape[0]):
-            layer_forward(layer, inps[j : j + 1].to(device), kwargs)
+        _forward_all(layer, inps, kwargs, device, bs)
     finally:
         for h in handles:
             h.remove()
     return absmax
 
 
-def _smooth_layer(layer, adapter: ArchAdapter, alpha: float, inps, kwargs, device) -> dict:
+def _smooth_layer(layer, adapter: ArchAdapter, alpha: float, inps, kwargs, device, bs) -> dict:
     from mosaic_exp.quant.smooth import apply_smoothing, smooth_scales
 
     fed = [n for _, group in adapter.smooth_groups for n in group]
-    absmax = _collect_absmax(layer, fed, inps, kwargs, device)
+    absmax = _collect_absmax(layer, fed, inps, kwargs, device, bs)
     info = {}
     for norm_name, group in adapter.smooth_groups:
         linears = [layer.get_submodule(n) for n in group]
@@ -87,11 +95,36 @@ def _smooth_layer(layer, adapter: ArchAdapter, alpha: float, inps, kwargs, devic
 
 
 @torch.inference_mode()
+def quantize_weights_only(model: nn.Module, adapter: ArchAdapter, cfg: RunConfig, device: torch.device,
+                          progress=None) -> QuantizeReport:
+    """Data-free path (RTN without smoothing): quantize every linear where it lies, layer by layer."""
+    report = QuantizeReport()
+    t0 = time.perf_counter()
+    layers = adapter.decoder_layers(model)
+    for i, layer in enumerate(layers):
+        layer.to(device)
+        for n, m in adapter.linears(layer).items():
+            result = LinearQuantizer(f"model.layers.{i}.{n}", m.weight, cfg).quantize()
+            m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
+            report.weights[f"model.layers.{i}.{n}"] = result.qweight
+            report.layer_info[f"model.layers.{i}.{n}"] = result.info
+            install_act_quant(m, cfg.quant.a_bits, cfg.quant.a_clip_ratio)
+        if device.type != "cpu":
+            layer.to("cpu")
+        if progress is not None:
+            progress(i + 1, len(layers))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+@torch.inference_mode()
 def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tensor, cfg: RunConfig,
                    device: torch.device, store_device: torch.device, progress=None) -> QuantizeReport:
     """Quantize every decoder linear of ``model`` in place (weights replaced by their dequantized
     quantized values; activation fake-quant hooks installed when a_bits < 16)."""
     q, r = cfg.quant, cfg.residual
+    if not needs_calibration(cfg):
+        return quantize_weights_only(model, adapter, cfg, device, progress)
     report = QuantizeReport()
     t0 = time.perf_counter()
     layers = adapter.decoder_layers(model)
@@ -101,6 +134,7 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
         model.model.rotary_emb.to(device)
     inps, kwargs = capture_layer0_inputs(model, layers, calib_ids, device, store_device)
     outs = torch.empty_like(inps)
+    bs = cfg.calib.batch_size
     global_scope = q.method == "mosaic" and r.scope == "global"
     pending: dict[str, tuple[nn.Linear, object]] = {}  # global budget: candidates awaiting selection
 
@@ -109,15 +143,14 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
         prefix = f"model.layers.{i}."
         if q.smooth_alpha > 0:
             report.layer_info[prefix + "smooth"] = _smooth_layer(layer, adapter, q.smooth_alpha, inps, kwargs,
-                                                                 device)
+                                                                 device, bs)
         for group in adapter.linear_groups:
             mods = {n: layer.get_submodule(n) for n in group}
             quantizers = {n: LinearQuantizer(prefix + n, m.weight, cfg) for n, m in mods.items()}
             if needs_stats(cfg):
                 handles = [m.register_forward_pre_hook(quantizers[n].hook) for n, m in mods.items()]
                 try:
-                    for j in range(inps.shape[0]):
-                        layer_forward(layer, inps[j : j + 1].to(device), kwargs)
+                    _forward_all(layer, inps, kwargs, device, bs)
                 finally:
                     for h in handles:
                         h.remove()
@@ -130,7 +163,7 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
                 else:
                     report.weights[prefix + n] = result.qweight
                 install_act_quant(m, q.a_bits, q.a_clip_ratio)
-        _run_layer(layer, inps, outs, kwargs, device)
+        _forward_all(layer, inps, kwargs, device, bs, outs=outs)
         if device.type != "cpu":
             layer.to("cpu")  # one decoder layer on the accelerator at a time
         inps, outs = outs, inps

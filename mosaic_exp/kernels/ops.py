@@ -1,0 +1,243 @@
+"""Launch wrappers and ``torch.library`` custom ops of the ZipperEngine kernels.
+
+  mosaic::dense_gemm     base only (one kernel)
+  mosaic::zipper_gemm    base + residual in ONE kernel (residual added to the B fragment)
+  mosaic::separate_gemm  dense kernel, then a residual-only kernel accumulating into Y
+
+Each op has a fake (meta) implementation, so they trace under torch.compile. Importing this
+module registers the ops but does not load the native module (that happens at first launch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mosaic_exp.kernels.native import load_native
+from mosaic_exp.kernels.packing import TILE, PackedW4
+
+MODE_DENSE, MODE_ZIPPER, MODE_RESIDUAL = 0, 1, 2
+DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1}
+MAX_WORKSPACE_BYTES = 256 << 20
+MAX_SPLITK = 8
+# tile configs (native/zipper_kernels.cu): the residual-only kernel has the BN=64 ones only
+RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2}
+MIN_TILES_PER_SPLIT = 4
+
+_ws_cache: dict = {}
+_cfg_cache: dict = {}
+_sm_cache: dict = {}
+LAST_LAUNCH: dict = {}
+
+
+@dataclass
+class Plan:
+    cfg: int
+    bm: int
+    bn: int
+    splitk: int
+    kt_per_split: int
+    mtiles: int
+    nctas: int
+
+
+def _config(cfg: int, mode: int) -> dict:
+    key = (cfg, mode)
+    if key not in _cfg_cache:
+        _cfg_cache[key] = load_native().config(cfg, mode)
+    return _cfg_cache[key]
+
+
+def _sm_count(device: torch.device) -> int:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _sm_cache:
+        _sm_cache[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _sm_cache[idx]
+
+
+def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | None = None,
+         splitk: int | None = None) -> Plan:
+    """Tile config by M; split-K so that about one full wave of CTAs is resident."""
+    if cfg is None:
+        cfg = 4 if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
+    if mode == MODE_RESIDUAL and cfg >= 3:
+        cfg = RESIDUAL_CFG[cfg]
+    c = _config(cfg, mode)
+    bm, bn = c["bm"], c["bn"]
+    mtiles, nctas = math.ceil(m / bm), n_pad // bn
+    kt = k_pad // TILE
+    if mode == MODE_RESIDUAL:
+        return Plan(cfg, bm, bn, 1, kt, mtiles, nctas)
+    if splitk is None:
+        base = mtiles * nctas
+        target = sm_count * c["ctas_per_sm"]
+        # at most MAX_SPLITK splits of at least MIN_TILES_PER_SPLIT k-tiles each
+        splitk = 1 if base >= target else min(math.ceil(target / base), MAX_SPLITK,
+                                              max(1, kt // MIN_TILES_PER_SPLIT))
+        while splitk > 1 and splitk * mtiles * bm * n_pad * 4 > MAX_WORKSPACE_BYTES:
+            splitk -= 1
+    splitk = max(1, min(int(splitk), kt))
+    ktps = math.ceil(kt / splitk)
+    splitk = math.ceil(kt / ktps)
+    return Plan(cfg, bm, bn, splitk, ktps, mtiles, nctas)
+
+
+def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (device.type, device.index)
+    ws, cnt = _ws_cache.get(key, (None, None))
+    if ws is None or ws.numel() < floats:
+        ws = torch.empty(max(floats, 1 << 20), dtype=torch.float32, device=device)
+    if cnt is None or cnt.numel() < counters:
+        cnt = torch.zeros(max(counters, 1 << 16), dtype=torch.int32, device=device)
+    _ws_cache[key] = (ws, cnt)
+    return ws, cnt
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def check_inputs(x: torch.Tensor, n: int, k: int, dtype: torch.dtype, device: torch.device | None = None) -> int:
+    """Validate an activation against a packed weight; returns M. Errors name m, n, k."""
+    m = x.numel() // x.shape[-1] if x.dim() >= 1 and x.shape[-1] else 0
+    where = f"(m={m}, n={n}, k={k})"
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"zipper gemm {where}: x has shape {tuple(x.shape)}, its last dim must be k={k}")
+    if x.dtype not in DTYPE_CODE:
+        raise TypeError(f"zipper gemm {where}: x dtype {x.dtype} not supported (float16 or bfloat16)")
+    if x.dtype != dtype:
+        raise TypeError(f"zipper gemm {where}: x dtype {x.dtype} != packed weight dtype {dtype}")
+    if device is not None and x.device != device:
+        raise ValueError(f"zipper gemm {where}: x on {x.device}, weights on {device}")
+    if x.device.type != "cuda":
+        raise ValueError(f"zipper gemm {where}: x must be a CUDA tensor, got device {x.device}")
+    return m
+
+
+def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
+           cfg: int | None = None, splitk: int | None = None) -> torch.Tensor:
+    """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
+
+    ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first."""
+    n, k = p.out_features, p.in_features
+    m = check_inputs(x, n, k, p.dtype, p.qweight.device)
+    if variant not in ("dense", "zipper", "separate"):
+        raise ValueError(f"unknown native variant {variant!r} (m={m}, n={n}, k={k})")
+    lead = x.shape[:-1]
+    if out is not None:
+        if out.shape != (m, n) or out.dtype != x.dtype or out.device != x.device or not out.is_contiguous():
+            raise ValueError(f"zipper gemm (m={m}, n={n}, k={k}): out must be contiguous [{m}, {n}] {x.dtype} "
+                             f"on {x.device}, got {tuple(out.shape)} {out.dtype} {out.device}")
+    y = out if out is not None else torch.empty(m, n, dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y.view(*lead, n)
+    x2 = x.reshape(m, k)
+    kk = k
+    if k % 8:
+        kk = (k + 7) // 8 * 8
+        x2 = torch.nn.functional.pad(x2, (0, kk - k))
+    x2 = x2.contiguous()
+    nat = load_native()
+    dt = DTYPE_CODE[x.dtype]
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    sms = _sm_count(x.device)
+    mode = {"dense": MODE_DENSE, "zipper": MODE_ZIPPER, "separate": MODE_DENSE}[variant]
+    if mode == MODE_ZIPPER and not p.has_residual:
+        mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
+    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk)
+    ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 else 0,
+                         pl.mtiles * pl.nctas)
+    nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
+             _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
+             p.res_lut.data_ptr(), p.res_csr_ptr.data_ptr(), 0, 0,
+             y.data_ptr(), ws.data_ptr(), cnt.data_ptr(), m, n, kk, p.n_pad, p.k_pad, p.gs_tiles,
+             pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream)
+    kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}]"]
+    if variant == "separate" and p.has_residual:
+        pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
+        nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
+                 p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
+                 y.data_ptr(), 0, 0, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
+                 dt, MODE_RESIDUAL, pr.cfg, stream)
+        kernels.append(f"residual[cfg{pr.cfg}]")
+    LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
+    return y.view(*lead, n)
+
+
+# ---------------------------------------------------------------------------- custom ops
+def _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, csr_ptr, csr_kt, csr_id,
+                      n, k, gs_tiles) -> PackedW4:
+    return PackedW4(out_features=n, in_features=k, n_pad=scales.shape[1], k_pad=qweight.shape[1] * TILE,
+                    group_size=gs_tiles * TILE if gs_tiles else k, gs_tiles=gs_tiles, dtype=scales.dtype,
+                    qweight=qweight, scales=scales, zeros=zeros, block_shape=(TILE, TILE),
+                    res_qweight=res_qweight, res_scales=res_scales, res_lut=res_lut, res_csr_ptr=csr_ptr,
+                    res_csr_kt=csr_kt, res_csr_id=csr_id)
+
+
+def _empty_res(scales: torch.Tensor, qweight: torch.Tensor):
+    dev = qweight.device
+    nt, kt = qweight.shape[0], qweight.shape[1]
+    return (torch.zeros(0, 2048, dtype=torch.uint8, device=dev), torch.zeros(0, TILE, dtype=scales.dtype, device=dev),
+            torch.full((nt, kt), -1, dtype=torch.int32, device=dev), torch.zeros(nt + 1, dtype=torch.int32, device=dev),
+            torch.zeros(0, dtype=torch.int32, device=dev), torch.zeros(0, dtype=torch.int32, device=dev))
+
+
+def _fake_out(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.custom_op("mosaic::dense_gemm", mutates_args=())
+def dense_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+               n: int, k: int, gs_tiles: int) -> torch.Tensor:
+    p = _packed_from_args(qweight, scales, zeros, *_empty_res(scales, qweight), n, k, gs_tiles)
+    return launch(x, p, "dense")
+
+
+@dense_gemm.register_fake
+def _(x, qweight, scales, zeros, n, k, gs_tiles):
+    return _fake_out(x, n)
+
+
+@torch.library.custom_op("mosaic::zipper_gemm", mutates_args=())
+def zipper_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                res_qweight: torch.Tensor, res_scales: torch.Tensor, res_lut: torch.Tensor,
+                n: int, k: int, gs_tiles: int) -> torch.Tensor:
+    e = _empty_res(scales, qweight)
+    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, e[3], e[4], e[5], n, k, gs_tiles)
+    return launch(x, p, "zipper")
+
+
+@zipper_gemm.register_fake
+def _(x, qweight, scales, zeros, res_qweight, res_scales, res_lut, n, k, gs_tiles):
+    return _fake_out(x, n)
+
+
+@torch.library.custom_op("mosaic::separate_gemm", mutates_args=())
+def separate_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
+                  res_qweight: torch.Tensor, res_scales: torch.Tensor, csr_ptr: torch.Tensor,
+                  csr_kt: torch.Tensor, csr_id: torch.Tensor, n: int, k: int, gs_tiles: int) -> torch.Tensor:
+    e = _empty_res(scales, qweight)
+    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, e[2], csr_ptr, csr_kt, csr_id,
+                          n, k, gs_tiles)
+    return launch(x, p, "separate")
+
+
+@separate_gemm.register_fake
+def _(x, qweight, scales, zeros, res_qweight, res_scales, csr_ptr, csr_kt, csr_id, n, k, gs_tiles):
+    return _fake_out(x, n)
+
+
+def call_op(x: torch.Tensor, p: PackedW4, variant: str) -> torch.Tensor:
+    """Dispatch to the custom op of ``variant`` (what QuantLinear calls)."""
+    if variant == "dense":
+        return torch.ops.mosaic.dense_gemm(x, p.qweight, p.scales, p.zeros, p.out_features, p.in_features, p.gs_tiles)
+    if variant == "zipper":
+        return torch.ops.mosaic.zipper_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
+                                            p.res_lut, p.out_features, p.in_features, p.gs_tiles)
+    if variant == "separate":
+        return torch.ops.mosaic.separate_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
+                                              p.res_csr_ptr, p.res_csr_kt, p.res_csr_id, p.out_features,
+                                              p.in_features, p.gs_tiles)
+    raise ValueError(f"unknown native variant {variant!r}")

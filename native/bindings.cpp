@@ -1,0 +1,118 @@
+// Thin pybind11 binding of the ZipperEngine kernels.
+// Tensors arrive as raw device pointers (tensor.data_ptr()) plus sizes: no libtorch ABI, so the
+// module builds with nvcc + pybind11 alone. The Python wrapper (mosaic_exp/kernels/ops.py) checks
+// dtypes/devices/shapes of the tensors; this layer re-checks everything it can see (sizes,
+// pointer alignment, null pointers, config/mode/dtype codes) and raises ValueError naming m, n, k.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "zipper.cuh"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string shape_str(long m, long n, long k) {
+  std::ostringstream os;
+  os << "(m=" << m << ", n=" << n << ", k=" << k << ")";
+  return os.str();
+}
+
+[[noreturn]] void fail(long m, long n, long k, const std::string& why) {
+  throw py::value_error("zipper gemm " + shape_str(m, n, k) + ": " + why);
+}
+
+void check_ptr(long m, long n, long k, std::uintptr_t p, const char* name, bool required, int align) {
+  if (p == 0) {
+    if (required) fail(m, n, k, std::string(name) + " is a null pointer");
+    return;
+  }
+  if (p % align) fail(m, n, k, std::string(name) + " is not " + std::to_string(align) + "-byte aligned");
+}
+
+void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
+          std::uintptr_t rs, std::uintptr_t lut, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
+          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, long M, long N, long K, long Np, long Kp,
+          long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream) {
+  if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
+  if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
+  if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
+  if (Np % 128 || Np < N || Np - N >= 128) fail(M, N, K, "padded n (" + std::to_string(Np) + ") is not N rounded up to 128");
+  if (Kp % 64 || Kp < K || Kp - K >= 64) fail(M, N, K, "padded k (" + std::to_string(Kp) + ") is not K rounded up to 64");
+  if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
+  if (mode < 0 || mode > 2) fail(M, N, K, "mode must be 0 (dense), 1 (zipper) or 2 (residual)");
+  if (cfg < 0 || cfg >= zipper::NUM_CONFIGS || (mode == zipper::MODE_RESIDUAL && cfg >= 3))
+    fail(M, N, K, "kernel config " + std::to_string(cfg) + " not available for mode " + std::to_string(mode));
+  if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
+  const long KT = Kp / 64;
+  zipper::ConfigInfo ci = zipper::config_info(cfg, mode);
+  const long mtiles = (M + ci.bm - 1) / ci.bm;
+  if (mode != zipper::MODE_RESIDUAL) {
+    if (splitk < 1 || kt_per_split < 1 || (splitk - 1) * kt_per_split >= KT || splitk * kt_per_split < KT)
+      fail(M, N, K, "bad split-K plan splitk=" + std::to_string(splitk) + " kt_per_split=" + std::to_string(kt_per_split));
+    if (splitk > 1) {
+      check_ptr(M, N, K, ws, "workspace", true, 16);
+      check_ptr(M, N, K, counters, "counters", true, 4);
+    }
+  }
+  check_ptr(M, N, K, x, "x", true, 16);
+  check_ptr(M, N, K, y, "y", true, 4);
+  check_ptr(M, N, K, scales, "scales", mode != zipper::MODE_RESIDUAL, 16);
+  check_ptr(M, N, K, w, "qweight", mode != zipper::MODE_RESIDUAL, 16);
+  check_ptr(M, N, K, zeros, "zeros", false, 16);
+  check_ptr(M, N, K, rw, "res_qweight", mode != zipper::MODE_DENSE, 16);
+  check_ptr(M, N, K, rs, "res_scales", mode != zipper::MODE_DENSE, 16);
+  check_ptr(M, N, K, lut, "res_lut", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, csr_ptr, "res_csr_ptr", mode == zipper::MODE_RESIDUAL, 4);
+  check_ptr(M, N, K, csr_kt, "res_csr_kt", mode == zipper::MODE_RESIDUAL, 4);
+  check_ptr(M, N, K, csr_id, "res_csr_id", mode == zipper::MODE_RESIDUAL, 4);
+
+  zipper::Params p{};
+  p.x = reinterpret_cast<const void*>(x);
+  p.w = reinterpret_cast<const void*>(w);
+  p.scales = reinterpret_cast<const void*>(scales);
+  p.zeros = reinterpret_cast<const void*>(zeros);
+  p.rw = reinterpret_cast<const void*>(rw);
+  p.rs = reinterpret_cast<const void*>(rs);
+  p.lut = reinterpret_cast<const int*>(lut);
+  p.csr_ptr = reinterpret_cast<const int*>(csr_ptr);
+  p.csr_kt = reinterpret_cast<const int*>(csr_kt);
+  p.csr_id = reinterpret_cast<const int*>(csr_id);
+  p.y = reinterpret_cast<void*>(y);
+  p.ws = reinterpret_cast<float*>(ws);
+  p.counters = reinterpret_cast<int*>(counters);
+  p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
+  p.NT = (int)(Np / 64); p.KT = (int)KT;
+  p.gs_tiles = (int)gs_tiles;
+  p.splitk = mode == zipper::MODE_RESIDUAL ? 1 : (int)splitk;
+  p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
+  p.mpad = (int)(mtiles * ci.bm);
+  const char* err = zipper::launch(p, dtype, mode, cfg, reinterpret_cast<void*>(stream));
+  if (err && err[0]) throw std::runtime_error("zipper gemm " + shape_str(M, N, K) + ": launch failed: " + err);
+}
+
+py::dict config(int cfg, int mode) {
+  zipper::ConfigInfo c = zipper::config_info(cfg, mode);
+  py::dict d;
+  d["bm"] = c.bm; d["bn"] = c.bn; d["stages"] = c.stages; d["smem_bytes"] = c.smem_bytes;
+  d["ctas_per_sm"] = c.ctas_per_sm;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_mosaic_native, m) {
+  m.doc() = "ZipperEngine W4A16 CUDA kernels (dense / zipper / residual-only)";
+  m.def("gemm", &gemm, "Launch one W4A16 kernel on raw device pointers", py::arg("x"), py::arg("w"),
+        py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("lut"), py::arg("csr_ptr"),
+        py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("M"),
+        py::arg("N"), py::arg("K"), py::arg("Np"), py::arg("Kp"), py::arg("gs_tiles"), py::arg("splitk"),
+        py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"));
+  m.def("config", &config, py::arg("cfg"), py::arg("mode"));
+  m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
+  m.attr("ABI_VERSION") = 1;
+}

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Benchmark ZipperEngine W4A16 kernels against cuBLAS bf16 and PyTorch's int4 kernel.
+
+    python scripts/bench_kernels.py --out bench/results            # full sweep (H100: ~3 min)
+    python scripts/bench_kernels.py --shapes llama3 --ms 1,16,64 --quick
+
+Weights are rotated through enough copies to exceed 2x the L2 (50 MB), each timed point is a
+CUDA graph of back-to-back launches (one per weight copy, repeated), timed with events over
+several replays; the median per-call time is reported. Effective GB/s counts the bytes each
+variant must read (its weights + X) and write (Y); TFLOP/s = 2MNK/t. Ceilings: 3.0 TB/s copy,
+771 TFLOP/s bf16 (measured on the H100, /work/shared/ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mosaic_exp.formats import QuantizedWeight  # noqa: E402
+from mosaic_exp.kernels import ops  # noqa: E402
+from mosaic_exp.kernels.packing import pack_quantized  # noqa: E402
+from mosaic_exp.quant.quantizer import pack_int4  # noqa: E402
+
+CEIL_BW = 3.0e12
+CEIL_FLOPS = 771e12
+L2_BYTES = 50 << 20
+
+SHAPES = {
+    "llama3": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672), ("down", 14336, 4096)],
+    "qwen3": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 24576), ("down", 12288, 4096)],
+}
+MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def git_commit() -> str:
+    if os.environ.get("MOSAIC_COMMIT"):
+        return os.environ["MOSAIC_COMMIT"]
+    f = ROOT / ".commit"
+    if f.exists():
+        return f.read_text().strip()
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def random_qw_gpu(n: int, k: int, budget: float, gs: int = 128, bs=(128, 128), seed: int = 0) -> QuantizedWeight:
+    g = torch.Generator(device="cuda")
+    g.manual_seed(seed)
+    dev = "cuda"
+    ng = math.ceil(k / gs)
+    codes = torch.randint(0, 16, (n, k), device=dev, dtype=torch.uint8, generator=g)
+    scales = (torch.rand(n, ng, device=dev, generator=g) * 0.02 + 0.005).half()
+    zeros = torch.randint(0, 16, (n, ng), device=dev, generator=g).half()
+    bh, bw = bs
+    gr, gc = math.ceil(n / bh), math.ceil(k / bw)
+    nb = int(round(budget * gr * gc))
+    res = {}
+    if nb:
+        lin = torch.sort(torch.randperm(gr * gc, device=dev, generator=g)[:nb]).values
+        idx = torch.stack((lin // gc, lin % gc), 1).int()
+        rc = torch.randint(0, 16, (nb, bh, bw), device=dev, dtype=torch.uint8, generator=g)
+        res = dict(res_index=idx, res_qweight=pack_int4(rc),
+                   res_scales=(torch.rand(nb, bh, device=dev, generator=g) * 0.004 + 0.001).half())
+    return QuantizedWeight(out_features=n, in_features=k, bits=4, group_size=gs, symmetric=False,
+                           base_qweight=pack_int4(codes), base_scales=scales, base_zeros=zeros, block_shape=bs, **res)
+
+
+def time_graph(fns, reps_min: int = 24, replays: int = 12) -> float:
+    """Median per-call seconds of a CUDA graph calling fns round-robin (>= reps_min calls)."""
+    n = len(fns)
+    reps = max(reps_min, n)
+    reps = math.ceil(reps / n) * n
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for f in fns:  # warm-up (allocations, workspace, cuBLAS handles) outside the capture
+            f()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(reps):
+            fns[i % n]()
+    graph.replay()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / reps)
+    del graph
+    return statistics.median(times)
+
+
+def copies_for(nbytes: int) -> int:
+    return max(2, min(64, math.ceil(2 * L2_BYTES / max(nbytes, 1))))
+
+
+def bench_shape(name: str, k: int, n: int, ms, budgets, variants, log) -> list[dict]:
+    rows = []
+    dev = "cuda"
+    # ---------------- cuBLAS bf16
+    wbytes = n * k * 2
+    nc = copies_for(wbytes)
+    w_bf16 = [torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02 for _ in range(nc)]
+    # ---------------- torch int4 (innerKTiles 8, group 128)
+    t4 = None
+    if "torch_int4" in variants:
+        try:
+            codes = torch.randint(0, 16, (n, k), device=dev, dtype=torch.int32)
+            u8 = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)
+            packed = torch.ops.aten._convert_weight_to_int4pack(u8, 8)
+            sz = torch.stack((torch.rand(k // 128, n, device=dev) * 0.02,
+                              torch.rand(k // 128, n, device=dev) * 0.1), -1).to(torch.bfloat16).contiguous()
+            t4bytes = packed.numel() * packed.element_size() + sz.numel() * 2
+            nc4 = copies_for(t4bytes)
+            t4 = [(packed.clone(), sz.clone()) for _ in range(nc4)]
+            del packed, sz, codes, u8
+        except Exception as e:  # noqa: BLE001
+            log(f"  torch int4 unavailable: {type(e).__name__}: {e}")
+    # ---------------- ours
+    ours = {}
+    need = {v.split("@")[0] for v in variants}
+    qbudgets = sorted(set([0.0] + (list(budgets) if need & {"zipper", "separate"} else [])))
+    for b in qbudgets:
+        qw = random_qw_gpu(n, k, b, seed=int(b * 1000) + 7)
+        p = pack_quantized(qw, torch.bfloat16, "cuda")
+        del qw
+        ncq = copies_for(p.nbytes())
+        ours[b] = [p] + [dataclasses.replace(p, **{kk: vv.clone() for kk, vv in p.tensors().items()})
+                         for _ in range(ncq - 1)]
+    for m in ms:
+        x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+        y = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
+        flops = 2.0 * m * n * k
+        act_bytes = m * k * 2 + m * n * 2
+        cases = []
+        if "cublas" in variants:
+            cases.append(("cublas", None, [lambda w=w: torch.nn.functional.linear(x, w) for w in w_bf16], wbytes))
+        if t4 is not None:
+            cases.append(("torch_int4", None,
+                          [lambda w=w, s=s: torch.ops.aten._weight_int4pack_mm(x, w, 128, s) for (w, s) in t4],
+                          t4bytes))
+        if "dense" in variants:
+            cases.append(("dense", 0.0, [lambda p=p: ops.launch(x, p, "dense", out=y) for p in ours[0.0]],
+                          ours[0.0][0].nbytes(residual=False)))
+        for b in budgets:
+            for v in ("separate", "zipper"):
+                if v in need:
+                    cases.append((f"{v}@{b:g}", b, [lambda p=p, v=v: ops.launch(x, p, v, out=y) for p in ours[b]],
+                                  ours[b][0].nbytes()))
+        for vname, b, fns, nbytes in cases:
+            try:
+                t = time_graph(fns)
+            except Exception as e:  # noqa: BLE001
+                log(f"  {name} M={m} {vname}: FAILED {type(e).__name__}: {e}")
+                continue
+            kern = ops.LAST_LAUNCH.get("kernels") if vname.split("@")[0] in ("dense", "zipper", "separate") else None
+            tot = nbytes + act_bytes
+            floor = max(tot / CEIL_BW, flops / CEIL_FLOPS)
+            rows.append(dict(shape=name, k=k, n=n, m=m, variant=vname, budget=b, time_us=t * 1e6,
+                             gbps=tot / t / 1e9, tflops=flops / t / 1e12, bytes=tot, roofline_us=floor * 1e6,
+                             frac_of_roofline=floor / t, kernels=kern))
+        del x, y
+    del w_bf16, t4, ours
+    torch.cuda.empty_cache()
+    return rows
+
+
+def geomean(v):
+    v = [x for x in v if x and x > 0]
+    return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
+
+
+def summarize(rows, ms, budgets) -> tuple[str, dict]:
+    idx = {(r["shape"], r["n"], r["k"], r["m"], r["variant"]): r for r in rows}
+    shapes = sorted({(r["shape"], r["n"], r["k"]) for r in rows}, key=lambda s: (s[2], s[1]))
+    variants = []
+    for r in rows:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+
+    def t(s, m, v):
+        r = idx.get((s[0], s[1], s[2], m, v))
+        return r["time_us"] if r else None
+
+    llama = [s for s in shapes if (s[2], s[1]) in {(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)}]
+    summary = {"geomean_speedup_vs_cublas_llama3": {}, "geomean_speedup_vs_torch_int4_llama3": {},
+               "residual_overhead_vs_dense_llama3": {}, "zipper_vs_separate_llama3": {}}
+    lines = ["## Geomean speedup vs cuBLAS bf16 over the 4 LLaMA-3-8B shapes (higher is better)", "",
+             "| M | " + " | ".join(v for v in variants if v != "cublas") + " |",
+             "|---|" + "---|" * (len(variants) - 1)]
+    for m in ms:
+        cells = []
+        for v in variants:
+            if v == "cublas":
+                continue
+            sp = geomean([t(s, m, "cublas") / t(s, m, v) for s in llama if t(s, m, "cublas") and t(s, m, v)])
+            summary["geomean_speedup_vs_cublas_llama3"].setdefault(v, {})[m] = sp
+            cells.append(f"{sp:.2f}x")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "## Zipper vs torch int4, residual overhead vs dense, zipper vs separate (LLaMA-3 geomeans)", "",
+              "| M | " + " | ".join(f"zipper@{b:g}/torch_int4" for b in budgets) + " | "
+              + " | ".join(f"overhead zipper@{b:g}" for b in budgets) + " | "
+              + " | ".join(f"separate@{b:g}/zipper@{b:g}" for b in budgets) + " |",
+              "|---|" + "---|" * (3 * len(budgets))]
+    for m in ms:
+        c1, c2, c3 = [], [], []
+        for b in budgets:
+            z = f"zipper@{b:g}"
+            sp = geomean([t(s, m, "torch_int4") / t(s, m, z) for s in llama if t(s, m, "torch_int4") and t(s, m, z)])
+            ov = geomean([t(s, m, z) / t(s, m, "dense") for s in llama if t(s, m, "dense") and t(s, m, z)]) - 1
+            zs = geomean([t(s, m, f"separate@{b:g}") / t(s, m, z) for s in llama
+                          if t(s, m, f"separate@{b:g}") and t(s, m, z)])
+            summary["geomean_speedup_vs_torch_int4_llama3"].setdefault(z, {})[m] = sp
+            summary["residual_overhead_vs_dense_llama3"].setdefault(z, {})[m] = ov
+            summary["zipper_vs_separate_llama3"].setdefault(z, {})[m] = zs
+            c1.append(f"{sp:.2f}x")
+            c2.append(f"{ov * 100:+.1f}%")
+            c3.append(f"{zs:.2f}x")
+        lines.append(f"| {m} | " + " | ".join(c1 + c2 + c3) + " |")
+    lines += ["", "## Per shape: time (us) / effective GB/s / fraction of roofline", ""]
+    for s in shapes:
+        lines += [f"### {s[0]} K={s[2]} -> N={s[1]}", "",
+                  "| M | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        for m in ms:
+            cells = []
+            for v in variants:
+                r = idx.get((s[0], s[1], s[2], m, v))
+                cells.append(f"{r['time_us']:.1f} / {r['gbps']:.0f} / {r['frac_of_roofline']:.2f}" if r else "-")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines), summary
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="llama3,qwen3")
+    ap.add_argument("--ms", default=",".join(map(str, MS)))
+    ap.add_argument("--budgets", default="0.03,0.1")
+    ap.add_argument("--variants", default="cublas,torch_int4,dense,separate,zipper")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--tag", default="kernels")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to benchmark", file=sys.stderr)
+        return 2
+    ms = [int(v) for v in a.ms.split(",")]
+    budgets = [float(v) for v in a.budgets.split(",")]
+    variants = a.variants.split(",")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def log(s):
+        print(s, flush=True)
+
+    props = torch.cuda.get_device_properties(0)
+    meta = dict(command=" ".join([Path(sys.executable).name] + sys.argv), device=props.name,
+                sms=props.multi_processor_count, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                commit=git_commit(), torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
+                ceilings=dict(copy_bytes_per_s=CEIL_BW, bf16_flops=CEIL_FLOPS), l2_rotation_bytes=2 * L2_BYTES,
+                timing="CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays")
+    rows = []
+    seen = set()
+    for fam in a.shapes.split(","):
+        for name, k, n in SHAPES[fam]:
+            if (k, n) in seen:
+                continue
+            seen.add((k, n))
+            log(f"== {fam}:{name} K={k} N={n}")
+            r = bench_shape(f"{name}", k, n, ms, budgets, variants, log)
+            for x in r:
+                x["family"] = fam
+            rows += r
+            for m in ms:
+                pts = {x["variant"]: x["time_us"] for x in r if x["m"] == m}
+                log(f"  M={m:5d} " + " ".join(f"{v}={t:.1f}" for v, t in pts.items()))
+    md, summary = summarize(rows, ms, budgets)
+    header = (f"# ZipperEngine W4A16 benchmark ({a.tag})\n\n- device: {meta['device']} ({meta['sms']} SMs)\n"
+              f"- date: {meta['date']}\n- commit: {meta['commit']}\n- command: `{meta['command']}`\n"
+              f"- torch {meta['torch']} / CUDA {meta['cuda']} / Python {meta['python']}\n"
+              f"- timing: {meta['timing']}\n- ceilings: 3.0 TB/s copy, 771 TFLOP/s bf16; cells are "
+              f"time us / effective GB/s / fraction of max(bytes/3.0TB/s, flops/771TF)\n\n")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (out / f"bench_{a.tag}_{stamp}.md").write_text(header + md + "\n")
+    (out / f"bench_{a.tag}_{stamp}.json").write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
+    print(header + md.split("## Per shape")[0], flush=True)
+    log(f"wrote {out}/bench_{a.tag}_{stamp}.{{md,json}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

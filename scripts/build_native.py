@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Build the ZipperEngine native module (raw nvcc + pybind11, no torch C++ extension).
+
+    python scripts/build_native.py                 # -> native/build/_mosaic_native<EXT_SUFFIX>
+    python scripts/build_native.py --arch 90a,80   # add sm_80 code (doubles compile time)
+    python scripts/build_native.py --ptxas-verbose # register / spill report
+
+The kernel TU and the binding TU compile in parallel, then nvcc links them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = ROOT / "native"
+MODULE = "_mosaic_native"
+
+
+def gencode_flags(archs: str) -> list[str]:
+    flags = []
+    for a in archs.split(","):
+        a = a.strip()
+        if a:
+            flags.append(f"-gencode=arch=compute_{a},code=sm_{a}")
+    return flags
+
+
+def find_nvcc() -> str | None:
+    for cand in (os.environ.get("NVCC"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False) -> Path:
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found (set NVCC or put it on PATH)")
+    import pybind11
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    py_inc = sysconfig.get_paths()["include"]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    target = out_dir / f"{MODULE}{suffix}"
+    common = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", f"-I{NATIVE}"]
+    gen = gencode_flags(archs)
+    kern_cmd = [nvcc, *common, *gen, "-lineinfo", "-c", str(NATIVE / "zipper_kernels.cu"),
+                "-o", str(out_dir / "zipper_kernels.o")]
+    if ptxas_verbose:
+        kern_cmd.insert(1, "-Xptxas=-v")
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        raise RuntimeError("no host C++ compiler (g++/c++) found")
+    # The binding has no device code: the host compiler builds it much faster than nvcc would.
+    bind_cmd = [cxx, "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", f"-I{NATIVE}",
+                f"-I{pybind11.get_include()}", f"-I{py_inc}", "-c", str(NATIVE / "bindings.cpp"),
+                "-o", str(out_dir / "bindings.o")]
+    link_cmd = [nvcc, "-shared", *gen, str(out_dir / "zipper_kernels.o"), str(out_dir / "bindings.o"),
+                "-o", str(target)]
+
+    def run(cmd):
+        t0 = time.time()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        return cmd, r, time.time() - t0
+
+    t0 = time.time()
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(run, [kern_cmd, bind_cmd]))
+    for cmd, r, dt in results + [run(link_cmd)]:
+        if not quiet:
+            print(f"[{dt:5.1f}s] {' '.join(cmd)}", flush=True)
+            if r.stdout.strip() or (r.stderr.strip() and (ptxas_verbose or r.returncode)):
+                print(r.stdout + r.stderr, flush=True)
+        if r.returncode:
+            raise RuntimeError(f"native build failed (rc={r.returncode}):\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
+    if not quiet:
+        print(f"built {target} in {time.time() - t0:.1f}s", flush=True)
+    return target
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(NATIVE / "build"))
+    ap.add_argument("--arch", default=os.environ.get("MOSAIC_NATIVE_ARCHS", "90a"),
+                    help="comma-separated compute capabilities, e.g. 90a or 90a,80")
+    ap.add_argument("--ptxas-verbose", action="store_true")
+    a = ap.parse_args()
+    build(Path(a.out), a.arch, a.ptxas_verbose)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One device call: build the native module, GPU tests, compute-sanitizer memcheck on a subset,
+# benchmark. Logs and results go to $OUT (default ./device_out).
+#   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
+#   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
+# Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), SAN_TIMEOUT (s, default 300).
+set -u -o pipefail
+OUT=${OUT:-$PWD/device_out}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+PY=${PY:-python3}
+STAGES=${STAGES:-"build test sanitizer bench"}
+[ -n "${MOSAIC_COMMIT:-}" ] || MOSAIC_COMMIT=$(cat .commit 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)
+export MOSAIC_COMMIT
+rc=0
+{
+  echo "commit=$MOSAIC_COMMIT date=$(date -u +%FT%TZ) stages=$STAGES"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv 2>&1
+  $PY -c 'import torch;print("torch",torch.__version__,torch.version.cuda)'
+} 2>&1 | tee "$OUT/env.log"
+for st in $STAGES; do
+  case $st in
+    build)
+      $PY scripts/build_native.py --ptxas-verbose 2>&1 | tee "$OUT/build.log" || { echo "BUILD FAILED"; exit 1; }
+      cuobjdump -sass native/build/_mosaic_native*.so > /tmp/sass.txt 2>&1 || true
+      { echo "HMMA: $(grep -c HMMA /tmp/sass.txt)  LDGSTS: $(grep -c LDGSTS /tmp/sass.txt)  LDS.128: $(grep -c 'LDS.128' /tmp/sass.txt)  LDL/STL: $(grep -cE 'LDL|STL' /tmp/sass.txt)"; } | tee "$OUT/sass_summary.log"
+      ;;
+    test)
+      timeout ${TEST_TIMEOUT:-420} $PY -m pytest tests/test_kernels.py -q --maxfail=${MAXFAIL:-15} -ra --timeout 400 ${TEST_ARGS:-} 2>&1 | tee "$OUT/test.log" | tail -25 || rc=1
+      ;;
+    sanitizer)
+      timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 \
+        $PY -m pytest tests/test_kernels.py -q -x -k "sanitizer_subset" -p no:cacheprovider 2>&1 \
+        | tee "$OUT/sanitizer.log" | tail -8 || rc=1
+      ;;
+    bench)
+      timeout ${BENCH_TIMEOUT:-480} $PY scripts/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -v "^  M=" || rc=1
+      ;;
+  esac
+done
+echo "device_kernels.sh done rc=$rc"
+exit $rc

@@ -1,0 +1,311 @@
+"""ZipperEngine W4A16 kernels: packing round-trips and reference QuantLinear (CPU, CI), native
+kernels vs a float64 reference (GPU, ``-m gpu``).
+
+Tolerances. The kernel multiplies fp16/bf16 activations with weights dequantized *in the
+activation dtype* ((q - z) * s rounded once, plus the residual by one more rounding FMA) and
+accumulates in fp32 on the tensor cores; the output is rounded to the activation dtype. The
+reference is the float64 product of the same activations with the float32 dequantized weights
+whose scales are pre-rounded to the activation dtype (``dequantize_like_kernel``: exactly what
+the kernel reads). What remains is (1) per-weight rounding to the dtype (unit roundoff u =
+2^-11 fp16, 2^-8 bf16; relative error uniform in [-u, u], rms u/sqrt(3); twice where a residual
+is added), (2) fp32 accumulation (~1e-6, negligible), (3) output rounding (rms <= u/sqrt(3)).
+Independent errors give a relative Frobenius error of about 1.5 u; we allow 3 u (REL_FRO:
+1.5e-3 fp16, 1.2e-2 bf16). Element-wise, |err| <= 2u|ref| +
+12 (u/sqrt(3)) rms(ref) (about 7 sigma of the accumulated weight rounding, so no false alarms
+over millions of elements, while a wrong tile, row or column, which is off by O(rms), fails
+even when the Frobenius norm hides it). Outputs are NaN-poisoned before each launch and must
+come back finite.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from mosaic_exp.kernels import (
+    QuantLinear,
+    UnsupportedFormat,
+    VariantUnavailable,
+    available_variants,
+    check_variant,
+    dequantize_packed,
+    pack_quantized,
+    reference_gemm,
+)
+from mosaic_exp.kernels.native import native_status
+from mosaic_exp.kernels.packing import dequantize_like_kernel, fragment_map, shuffle_units, unshuffle_units
+from mosaic_exp.kernels.testing import random_quantized
+
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+REL_FRO = {dt: 3 * u for dt, u in UNIT_ROUNDOFF.items()}
+
+HAS_CUDA = torch.cuda.is_available()
+NATIVE_OK, NATIVE_WHY = native_status() if HAS_CUDA else (False, "no CUDA device")
+gpu = pytest.mark.gpu
+needs_native = pytest.mark.skipif(not (HAS_CUDA and NATIVE_OK),
+                                  reason="no CUDA device" if not HAS_CUDA else f"native module: {NATIVE_WHY}")
+
+
+# ============================================================================ CPU: packing
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
+    (576, 576, 128, False, 0.1, (128, 128)),     # short last group (576 = 4*128 + 64), N not /128
+    (100, 200, 64, True, 0.5, (64, 64)),         # N, K not multiples of the tile
+    (192, 1536, -1, False, 1.0, (128, 128)),     # per-channel, all blocks
+    (130, 100, 64, False, 0.3, (64, 128)),       # non-square blocks, edges
+    (256, 320, 128, True, 0.0, (128, 128)),      # no residual
+    (320, 448, 64, False, 0.03, (64, 64)),       # odd multiples of the tile
+])
+def test_pack_roundtrip(dtype, n, k, gs, sym, budget, bs):
+    qw = random_quantized(n, k, gs, sym, budget, bs)
+    p = pack_quantized(qw, dtype)
+    ref = dequantize_like_kernel(qw, dtype)
+    assert p.qweight.shape == (p.n_pad // 64, p.k_pad // 64, 2048)
+    assert (p.zeros is None) == sym
+    for via in ("lut", "csr"):
+        w = dequantize_packed(p, via=via)
+        torch.testing.assert_close(w, ref, rtol=0, atol=1e-6)
+    assert int((p.res_lut >= 0).sum()) == p.num_res_units
+
+
+def test_fragment_map_is_permutation():
+    m = fragment_map()
+    assert torch.equal(torch.sort(m).values, torch.arange(4096))
+    codes = torch.randint(0, 16, (3, 64, 64), dtype=torch.uint8)
+    assert torch.equal(unshuffle_units(shuffle_units(codes)), codes)
+
+
+def test_per_block_residual_scale():
+    qw = random_quantized(256, 256, 64, False, 0.5, (128, 128), per_block_scale=True)
+    p = pack_quantized(qw, torch.float16)
+    torch.testing.assert_close(dequantize_packed(p), dequantize_like_kernel(qw, torch.float16), rtol=0, atol=1e-6)
+
+
+def test_pack_rejects_unsupported():
+    with pytest.raises(UnsupportedFormat, match="group size"):
+        pack_quantized(random_quantized(64, 256, 32), torch.float16)
+    with pytest.raises(UnsupportedFormat, match="block shape"):
+        pack_quantized(random_quantized(128, 128, 64, budget=0.5, block_shape=(32, 32)), torch.float16)
+    with pytest.raises(UnsupportedFormat, match="dtype"):
+        pack_quantized(random_quantized(64, 64, 64), torch.float32)
+
+
+# ============================================================================ CPU: reference / registry
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_reference_quantlinear_cpu(dtype):
+    qw = random_quantized(192, 576, 128, False, 0.1)
+    bias = torch.randn(192)
+    m = QuantLinear.from_quantized(qw, bias, "reference", dtype)
+    x = torch.randn(2, 5, 576).to(dtype)
+    y = m(x)
+    assert y.shape == (2, 5, 192) and y.dtype == dtype and m.last_kernel == "reference"
+    ref = reference_gemm(x.reshape(10, 576), qw) + bias.double()
+    err = (y.reshape(10, 192).double() - ref).norm() / ref.norm()
+    assert err < (REL_FRO.get(dtype, 1e-6) * 2 if dtype != torch.float32 else 1e-5), float(err)
+
+
+def test_registry_unknown_variant():
+    qw = random_quantized(64, 64, 64)
+    with pytest.raises(VariantUnavailable, match="unknown kernel variant 'marlin'"):
+        QuantLinear.from_quantized(qw, None, "marlin", torch.float16)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the no-CUDA error path")
+@pytest.mark.parametrize("variant", ["dense", "separate", "zipper"])
+def test_registry_native_unavailable_without_cuda(variant):
+    with pytest.raises(VariantUnavailable, match=f"'{variant}' unavailable: no CUDA device"):
+        QuantLinear.from_quantized(random_quantized(64, 64, 64), None, variant, torch.float16)
+    assert available_variants()["reference"] == "ok"
+
+
+def test_native_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, mosaic_exp.kernels, mosaic_exp.kernels.ops; "
+            "from mosaic_exp.kernels import native; "
+            "assert not native._state and '_mosaic_native' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bad_shapes_name_m_n_k():
+    from mosaic_exp.kernels import ops
+
+    with pytest.raises(ValueError, match=r"m=3, n=192, k=576"):
+        ops.check_inputs(torch.empty(3, 500, dtype=torch.float16), 192, 576, torch.float16)
+    with pytest.raises(TypeError, match=r"m=3, n=192, k=576"):
+        ops.check_inputs(torch.empty(3, 576, dtype=torch.float32), 192, 576, torch.float16)
+    with pytest.raises(TypeError, match=r"m=3, n=192, k=576"):
+        ops.check_inputs(torch.empty(3, 576, dtype=torch.bfloat16), 192, 576, torch.float16)
+    with pytest.raises(ValueError, match=r"m=3, n=192, k=576.*CUDA"):
+        ops.check_inputs(torch.empty(3, 576, dtype=torch.float16), 192, 576, torch.float16)
+
+
+def test_fake_impl_meta_shapes():
+    from mosaic_exp.kernels import ops
+
+    qw = random_quantized(192, 576, 128, False, 0.1)
+    p = pack_quantized(qw, torch.float16).to("meta")
+    x = torch.empty(2, 7, 576, dtype=torch.float16, device="meta")
+    for v in ("dense", "zipper", "separate"):
+        y = ops.call_op(x, p, v)
+        assert y.shape == (2, 7, 192) and y.dtype == torch.float16
+
+
+# ============================================================================ GPU: kernels
+def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
+    assert torch.isfinite(y).all(), f"{what}: non-finite output (unwritten poisoned elements?)"
+    y = y.double()
+    u = UNIT_ROUNDOFF[dtype]
+    rel = float((y - ref).norm() / ref.norm().clamp_min(1e-30))
+    assert rel < REL_FRO[dtype], f"{what}: relative Frobenius error {rel:.2e} >= {REL_FRO[dtype]:.2e}"
+    rms = float(ref.pow(2).mean().sqrt())
+    bound = 2 * u * ref.abs() + 12 * u / math.sqrt(3) * rms
+    bad = (y - ref).abs() > bound
+    assert not bad.any(), (f"{what}: {int(bad.sum())} elements over the element-wise bound, first at "
+                           f"{tuple(torch.nonzero(bad)[0].tolist())}")
+
+
+def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
+              cfg=None, splitk=None):
+    from mosaic_exp.kernels import ops
+
+    dev = torch.device("cuda")
+    qw = random_quantized(n, k, gs, sym, budget, bs, seed=seed)
+    p = pack_quantized(qw, dtype, dev)
+    x = (torch.randn(m, k, device=dev)).to(dtype)
+    w_full = dequantize_like_kernel(qw, dtype).to(dev)
+    ref_full = x.double() @ w_full.double().t()
+    for v in variants:
+        if v == "dense":
+            kw = {f: getattr(qw, f) for f in qw.__dataclass_fields__}
+            for f in ("res_index", "res_qweight", "res_scales"):
+                kw.pop(f)
+            qb = type(qw)(**kw)
+            ref = x.double() @ dequantize_like_kernel(qb, dtype).to(dev).double().t()
+        else:
+            ref = ref_full
+        out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
+        y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk)
+        torch.cuda.synchronize()
+        assert y.data_ptr() == out.data_ptr()
+        _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
+                              f"{ops.LAST_LAUNCH.get('kernels')}")
+
+
+M_ALL = [1, 2, 3, 7, 16, 33, 64, 127, 256, 1000, 4096]
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("m", M_ALL)
+def test_all_m(m, dtype):
+    _run_case(m, 1536, 576, 128, False, 0.1, (128, 128), dtype)   # SmolLM2 down_proj shape (K=576 short group)
+
+
+SHAPES = [  # (n, k): real model shapes, odd multiples of the tile, ragged edges
+    (576, 576), (192, 576), (1536, 576), (576, 1536), (6144, 4096), (4096, 14336), (64 * 3, 64 * 5),
+    (64 * 7, 64 * 9), (100, 200), (130, 104), (72, 100),
+]
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n,k", SHAPES)
+@pytest.mark.parametrize("m", [1, 33, 256])
+def test_shapes(m, n, k, dtype):
+    _run_case(m, n, k, 64, True, 0.1, (64, 64), dtype)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("budget", [0.0, 0.03, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("bs", [(64, 64), (128, 128)])
+@pytest.mark.parametrize("gs,sym", [(64, True), (64, False), (128, True), (128, False), (-1, True), (-1, False)])
+@pytest.mark.parametrize("m", [1, 16, 127])
+def test_budgets_groups(m, gs, sym, bs, budget):
+    dtype = torch.bfloat16 if (m + gs) % 2 else torch.float16
+    _run_case(m, 768, 1152, gs, sym, budget, bs, dtype)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("splitk", [1, 3, 7])
+def test_configs_splitk(cfg, splitk):
+    """Every tile config with forced split-K factors (the planner only picks some combinations)."""
+    _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk)
+
+
+@gpu
+@needs_native
+def test_large_real_shape_m4096():
+    _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), torch.bfloat16, variants=("zipper",))
+
+
+@gpu
+@needs_native
+def test_repeated_launch_deterministic():
+    """Split-K counters self-reset: the same launch twice gives bit-identical results."""
+    from mosaic_exp.kernels import ops
+
+    qw = random_quantized(4096, 4096, 128, False, 0.1)
+    p = pack_quantized(qw, torch.float16, "cuda")
+    x = torch.randn(5, 4096, device="cuda", dtype=torch.float16)
+    y1 = ops.launch(x, p, "zipper").clone()
+    assert "splitk1]" not in ops.LAST_LAUNCH["kernels"][0]
+    for _ in range(3):
+        y2 = ops.launch(x, p, "zipper")
+        assert torch.equal(y1, y2)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("variant", ["dense", "separate", "zipper"])
+def test_quantlinear_gpu_and_compile(variant):
+    qw = random_quantized(576, 1536, 128, False, 0.0 if variant == "dense" else 0.1)
+    bias = torch.randn(576)
+    m = QuantLinear.from_quantized(qw, bias, variant, torch.bfloat16)
+    x = torch.randn(3, 4, 1536, device="cuda", dtype=torch.bfloat16)
+    y = m(x)
+    assert m.last_kernel == variant and m.kernel_name == variant
+    ref = reference_gemm(x.reshape(12, 1536), qw, weight=dequantize_like_kernel(qw, torch.bfloat16)) + bias.double().cuda()
+    _check(y.reshape(12, 576), ref, torch.bfloat16, f"QuantLinear {variant}")
+    f = torch.compile(m, fullgraph=True)
+    torch.testing.assert_close(f(x), y, rtol=0, atol=0)
+
+
+@gpu
+@needs_native
+def test_dense_refuses_residual_and_bad_inputs():
+    qw = random_quantized(256, 256, 64, False, 0.5)
+    with pytest.raises(VariantUnavailable, match="dense"):
+        QuantLinear.from_quantized(qw, None, "dense", torch.float16)
+    m = QuantLinear.from_quantized(qw, None, "zipper", torch.float16)
+    with pytest.raises(ValueError, match=r"m=4, n=256, k=256"):
+        m(torch.randn(4, 200, device="cuda", dtype=torch.float16))
+    with pytest.raises(TypeError, match=r"m=4, n=256, k=256"):
+        m(torch.randn(4, 256, device="cuda", dtype=torch.bfloat16))
+    nat = __import__("mosaic_exp.kernels.native", fromlist=["load_native"]).load_native()
+    with pytest.raises(ValueError, match=r"m=4, n=256, k=250"):
+        nat.gemm(16, 16, 16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 4, 256, 250, 256, 256, 1, 1, 4, 0, 0, 0, 0)
+
+
+@gpu
+@needs_native
+def test_sanitizer_subset():
+    """Small cases of every variant/config for compute-sanitizer memcheck (scripts/device_kernels.sh)."""
+    for m in (1, 33, 130):
+        for (n, k, bs) in ((130, 104, (64, 64)), (576, 576, (128, 128))):
+            _run_case(m, n, k, 64, False, 0.5, bs, torch.float16)
+            _run_case(m, n, k, -1, True, 1.0, bs, torch.bfloat16)
+    _run_case(5, 384, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, splitk=5)
+
+
+if os.environ.get("MOSAIC_KERNEL_TESTS_VERBOSE"):
+    print(available_variants())

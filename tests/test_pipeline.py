@@ -1,0 +1,83 @@
+"""End-to-end runs on the tiny random models with the real configs and the real local data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mosaic_exp.runner.entry import run_experiment
+from tests.conftest import ROOT
+
+TINY = ["debug=tiny", "logger=none"]
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_qwen3"])
+@pytest.mark.parametrize("quant", ["fp16", "rtn", "gptq", "mosaic"])
+def test_tiny_run_writes_records(compose, tmp_path, data_dir, model, quant):
+    cfg = compose([*TINY, f"model={model}", f"quant={quant}"], tmp_path)
+    ppl = run_experiment(cfg, run_dir=str(tmp_path))
+    assert math.isfinite(ppl) and ppl > 1
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "ok"
+    assert m["headline_name"] == "ppl/wikitext2@64"
+    assert m["metrics"]["eval/wikitext2_windows"] == 4
+    assert len(m["config_hash"]) == 12
+    assert m["environment"]["versions"]["torch"]
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "environment.json").exists()
+    bpw = m["metrics"]["bits_per_weight"]
+    if quant == "fp16":
+        assert bpw == 32.0  # tiny configs run in float32
+    else:
+        # 4-bit codes + fp16 scale and 4-bit zero per 64-column group (K=64 or 160 -> groups of <=128)
+        assert 4.0 < bpw < 4.7
+
+
+@pytest.mark.parametrize("scope", ["per_layer", "global"])
+def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scope):
+    """Tiny blocks so the tiny model has enough of them; the kept fraction must equal the budget."""
+    cfg = compose([*TINY, "quant=mosaic", "quant.base=rtn", "quant.a_bits=8", "residual.block_size=16",
+                   "residual.budget=0.25", f"residual.scope={scope}"], tmp_path)
+    ppl = run_experiment(cfg, run_dir=str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert math.isfinite(ppl)
+    kept = m["metrics"]["residual/kept_fraction"]
+    # per layer: floor(0.25 * blocks) each (positive-score blocks only); global: floor over all blocks
+    assert 0.2 <= kept <= 0.25, kept
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    assert any("chosen" in v for v in layers.values())
+
+
+def test_rtn_perplexity_orders_with_bits(compose, tmp_path, data_dir):
+    """More bits never hurts on the same windows: W8 RTN is closer to fp than W3 RTN."""
+    res = {}
+    for name, ov in {"fp": ["quant=fp16"], "w8": ["quant=rtn", "quant.w_bits=8"],
+                     "w3": ["quant=rtn", "quant.w_bits=3"]}.items():
+        cfg = compose([*TINY, *ov], tmp_path / name)
+        res[name] = run_experiment(cfg, run_dir=str(tmp_path / name))
+    assert abs(res["w8"] - res["fp"]) < abs(res["w3"] - res["fp"])
+
+
+def test_multirun_survives_a_failing_job_and_logs_offline_wandb(tmp_path, data_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "MOSAIC_DATA_DIR": str(data_dir)}
+    sweep = tmp_path / "sweep"
+    p = subprocess.run(
+        [sys.executable, "run.py", "-m", "debug=tiny", "logger=wandb_offline", "quant.group_size=64,0,32",
+         f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = sorted(sweep.rglob("metrics.json"))
+    assert len(metrics) == 3
+    status = {json.loads(f.read_text())["config"]["quant"]["group_size"]: json.loads(f.read_text())["status"]
+              for f in metrics}
+    assert status == {64: "ok", 0: "failed", 32: "ok"}
+    offline_runs = list(sweep.rglob("offline-run-*"))
+    assert len(offline_runs) == 2  # the failed job stopped at validation, before any logger
+    table = subprocess.run([sys.executable, "-m", "mosaic_exp.logging.results_table", str(sweep)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0 and "failed" in table.stdout and "ok" in table.stdout
