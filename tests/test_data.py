@@ -41,7 +41,7 @@ def fake_dir(tmp_path: Path) -> Path:
     (tmp_path / "c4").mkdir()
     with open(tmp_path / "c4" / "c4_validation_2k.jsonl", "w") as f:
         for i in range(1200):
-            words = " ".join(f"word{i}_{k}" for k in range(5 + (i % 7) * 10))
+            words = " ".join(["the cat sat on the mat"] * (1 + (i % 7) * 2)) + f" doc {i}"
             f.write(json.dumps({"text": words, "timestamp": "t", "url": "u"}) + "\n")
     return tmp_path
 
@@ -162,10 +162,10 @@ def test_eval_tokens_cache_and_c4_cut(fake_dir, tok, tmp_path, monkeypatch):
     monkeypatch.setattr(text_mod, "load_rows", lambda *a, **k: pytest.fail("cache miss"))
     assert torch.equal(get_eval_tokens(tok, "ptb", fake_dir, cache_dir=cache), a)
     monkeypatch.undo()
-    full = get_eval_tokens(tok, "c4", fake_dir)
+    full = get_eval_tokens(tok, "c4", fake_dir, cache_dir=cache)
     docs = load_rows("c4", fake_dir)
     assert torch.equal(full, text_mod.tokenize_text(tok, " ".join(docs[:1100])))
-    cut = get_eval_tokens(tok, "c4", fake_dir, seqlen=8)
+    cut = get_eval_tokens(tok, "c4", fake_dir, seqlen=8, cache_dir=cache)
     assert torch.equal(cut, full[:, : 256 * 8])
 
 

@@ -18,7 +18,7 @@ def make(seed, n, k, bits=4, group_size=32, symmetric=True, bs=(16, 16), gran="r
     W = torch.randn(n, k, generator=g)
     codes, scales, zeros = rtn_quantize(W, bits, group_size, symmetric)
     Q = dequantize_weight(codes, scales, zeros, group_size)
-    rc, rs, QR = quantize_residual(W - Q, bs, gran)
+    rc, rs, _QR = quantize_residual(W - Q, bs, gran)
     mask = topk_per_layer(torch.rand(rc.shape[:2], generator=g), budget)
     qw = build_quantized_weight(codes, scales, zeros, bits, group_size, symmetric, rc, rs, mask, bs,
                                 meta={"seed": seed})
@@ -37,7 +37,7 @@ CASES = [  # (n, k, bits, group_size, symmetric, block_shape, granularity)
 @pytest.mark.parametrize("case", CASES)
 def test_dequantize_equals_independent_scatter(case):
     n, k, bits, gs, sym, bs, gran = case
-    W, codes, scales, zeros, rc, rs, mask, qw = make(1, n, k, bits, gs, sym, bs, gran)
+    _W, codes, scales, zeros, rc, rs, mask, qw = make(1, n, k, bits, gs, sym, bs, gran)
     assert qw.num_residual_blocks == int(mask.sum()) > 0
     idx = qw.res_index.tolist()
     assert idx == sorted(idx) and idx == mask.nonzero().tolist()  # row-major
@@ -87,7 +87,7 @@ def test_bits_per_weight(case):
 
 
 def test_build_validation():
-    W, codes, scales, zeros, rc, rs, mask, qw = make(5, 32, 32)
+    _W, codes, scales, zeros, rc, rs, mask, _qw = make(5, 32, 32)
     with pytest.raises(ValueError):
         build_quantized_weight(codes, scales, zeros, 4, 32, True, None, None, mask, (16, 16))
     with pytest.raises(ValueError):

@@ -110,7 +110,7 @@ def test_hopeless_hessian_falls_back_to_rtn(bad):
     gq.H = -10 * torch.eye(k) if bad == "negative" else torch.full((k, k), float("nan"))
     res = gq.quantize(4, 8, True, max_damp_retries=2)  # -10 + 0.01*10^2*10 < 0: every try fails
     assert res.stats["fallback"] == "rtn"
-    codes, scales, zeros = rtn_quantize(W, 4, 8, True)
+    codes, scales, _zeros = rtn_quantize(W, 4, 8, True)
     assert torch.equal(res.codes, codes) and torch.equal(res.scales, scales)
 
 

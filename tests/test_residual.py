@@ -9,7 +9,12 @@ from mosaic_exp.quant.gptq import GPTQ
 from mosaic_exp.quant.mosaic import finalize, mosaic_candidates, mosaic_quantize
 from mosaic_exp.quant.rtn import rtn_dequantize, rtn_quantize
 from mosaic_exp.residual.blocks import (
-    block_numel, expand_mask, from_blocks, grid_shape, resolve_block_shape, to_blocks,
+    block_numel,
+    expand_mask,
+    from_blocks,
+    grid_shape,
+    resolve_block_shape,
+    to_blocks,
 )
 from mosaic_exp.residual.quantize import quantize_residual
 from mosaic_exp.residual.scores import SELECTORS, delta_hessian, output_exact, score_blocks
@@ -81,7 +86,7 @@ def test_quantize_residual(granularity, shape, bs):
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("bs", [(8, 8), (16, 7), (40, 1)])
 def test_delta_hessian_matches_loop(seed, bs):
-    W, X, H, R = layer(seed)
+    _W, _X, H, R = layer(seed)
     h = torch.diagonal(H).clone()
     _, _, QR = quantize_residual(R, bs, "row")
     QR = QR.double()
@@ -102,7 +107,7 @@ def test_delta_hessian_matches_loop(seed, bs):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("bs", [(8, 8), (16, 7), (40, 5)])
 def test_output_exact_equals_measured_reduction(seed, bs):
-    W, X, H, R = layer(seed)
+    _W, X, H, R = layer(seed)
     _, _, QR = quantize_residual(R, bs, "row")
     QR = QR.double()
     S = output_exact(R, QR, H, bs)  # float64 in -> float64 math, float32 out
@@ -126,7 +131,7 @@ def test_output_exact_equals_measured_reduction(seed, bs):
 
 
 def test_selectors_registry_and_shapes():
-    W, X, H, R = layer(3)
+    W, _X, H, R = layer(3)
     h = torch.diagonal(H)
     _, _, QR = quantize_residual(R, (8, 8), "row")
     assert set(SELECTORS) == {"delta_hessian", "magnitude", "residual_norm", "output_exact", "channel",
@@ -205,7 +210,7 @@ def test_topk_global():
 @pytest.mark.parametrize("selector", ["delta_hessian", "output_exact", "magnitude", "residual_norm", "random"])
 @pytest.mark.parametrize("granularity", ["row", "block"])
 def test_mosaic_quantize_rtn(selector, granularity):
-    W, X, H, _ = layer(6, n=44, k=72)
+    W, _X, H, _ = layer(6, n=44, k=72)
     W, H = W.float(), H.float()
     qw, info = mosaic_quantize(W, base="rtn", H=H, bits=4, group_size=32, symmetric=True, budget=0.25,
                                block_shape=(16, 16), selector=selector, granularity=granularity, seed=1)
@@ -226,7 +231,7 @@ def test_mosaic_quantize_rtn(selector, granularity):
 
 
 def test_budget_monotone_and_zero_budget():
-    W, X, H, _ = layer(7, n=48, k=64)
+    W, _X, H, _ = layer(7, n=48, k=64)
     W, H = W.float(), H.float()
     errs = []
     for budget in (0.0, 0.2, 0.5, 1.0):
@@ -242,7 +247,7 @@ def test_budget_monotone_and_zero_budget():
 
 
 def test_gptq_base_candidates_finalize_and_channel():
-    W, X, H, _ = layer(8, n=32, k=96, tokens=400)
+    W, X, _H, _ = layer(8, n=32, k=96, tokens=400)
     W, X = W.float(), X.float()
     gq = GPTQ(W)
     gq.add_batch(X)

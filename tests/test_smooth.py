@@ -14,7 +14,7 @@ from mosaic_exp.quant.smooth import (
 
 # float64 throughout: smoothing is an exact identity, so only rounding (~1e-15 relative) remains;
 # 1e-10 relative is far below any real mistake (a wrong fold changes outputs by O(1)).
-TOL = dict(rtol=1e-10, atol=1e-10)
+TOL = {"rtol": 1e-10, "atol": 1e-10}
 
 
 class RMSNorm(nn.Module):

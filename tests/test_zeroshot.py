@@ -147,7 +147,9 @@ def test_scoring_argmax_and_norm():
 
 
 def test_tiny_model_all_tasks(model, tok, data_dir):
-    res = evaluate_zeroshot(model, tok, DEFAULT_TASKS, data_dir, limit=5, batch_size=8, progress=False)
+    res = evaluate_zeroshot(
+        model, tok, DEFAULT_TASKS, data_dir, limit=5, batch_size=8, max_length=192, progress=False
+    )
     assert res["backend"] == "local" and res["limit"] == 5
     assert set(res["tasks"]) == set(DEFAULT_TASKS)
     for t, d in res["tasks"].items():
@@ -155,7 +157,9 @@ def test_tiny_model_all_tasks(model, tok, data_dir):
     assert res["tasks"]["lambada_openai"]["perplexity"] > 1.0
     flat = flatten_results(res)
     assert "zeroshot/piqa/acc_norm" in flat and "zeroshot/lambada_openai/perplexity" in flat
-    again = evaluate_zeroshot(model, tok, ["lambada", "piqa"], data_dir, limit=5, progress=False)
+    again = evaluate_zeroshot(
+        model, tok, ["lambada", "piqa"], data_dir, limit=5, max_length=192, progress=False
+    )
     assert again["tasks"]["piqa"]["acc"] == res["tasks"]["piqa"]["acc"]
 
 

@@ -14,7 +14,7 @@ _EXPORTS = {
     "Candidates": "mosaic", "candidates_info": "mosaic",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):

@@ -9,7 +9,7 @@ The math runs in float32 (float64 stays float64) and returns the input dtype.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from mosaic_exp.quant.gptq import GPTQ
-from mosaic_exp.quant.rtn import rtn_quantize
-from mosaic_exp.quant.quantizer import dequantize_weight
 from mosaic_exp.formats import RESIDUAL_ZERO
+from mosaic_exp.quant.gptq import GPTQ
+from mosaic_exp.quant.quantizer import dequantize_weight
+from mosaic_exp.quant.rtn import rtn_quantize
 from mosaic_exp.residual.blocks import block_sum, expand_mask, from_blocks, to_blocks
 from mosaic_exp.residual.build import build_quantized_weight
 from mosaic_exp.residual.quantize import quantize_residual
@@ -64,14 +64,14 @@ class Candidates:
     def num_blocks(self) -> int:
         return self.scores.numel()
 
-    def to(self, device) -> "Candidates":
+    def to(self, device) -> Candidates:
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in kw.items():
             if isinstance(v, torch.Tensor):
                 kw[k] = v.to(device)
         return Candidates(**kw)
 
-    def cpu(self) -> "Candidates":
+    def cpu(self) -> Candidates:
         return self.to("cpu")
 
 

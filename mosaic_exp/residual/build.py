@@ -32,9 +32,9 @@ def build_quantized_weight(
     bh, bw = int(block_shape[0]), int(block_shape[1])
     base_q = pack_int4(codes) if bits == 4 else codes.to(torch.uint8)
     dev = codes.device
-    kw = dict(res_index=torch.zeros(0, 2, dtype=torch.int32, device=dev),
-              res_qweight=torch.zeros(0, bh, (bw + 1) // 2, dtype=torch.uint8, device=dev),
-              res_scales=torch.zeros(0, bh, dtype=scale_dtype, device=dev))
+    kw = {"res_index": torch.zeros(0, 2, dtype=torch.int32, device=dev),
+          "res_qweight": torch.zeros(0, bh, (bw + 1) // 2, dtype=torch.uint8, device=dev),
+          "res_scales": torch.zeros(0, bh, dtype=scale_dtype, device=dev)}
     if mask is not None and bool(mask.any()):
         if residual_codes is None or residual_scales is None:
             raise ValueError("a non-empty mask needs residual_codes and residual_scales")
@@ -43,9 +43,9 @@ def build_quantized_weight(
                              f"{tuple(mask.shape)} and block_shape {(bh, bw)}")
         idx = mask.nonzero()  # row-major (sorted) order
         r, c = idx[:, 0], idx[:, 1]
-        kw = dict(res_index=idx.to(torch.int32),
-                  res_qweight=pack_int4(residual_codes[r, c]),
-                  res_scales=residual_scales[r, c].to(scale_dtype))
+        kw = {"res_index": idx.to(torch.int32),
+              "res_qweight": pack_int4(residual_codes[r, c]),
+              "res_scales": residual_scales[r, c].to(scale_dtype)}
     return QuantizedWeight(out_features=n, in_features=k, bits=bits, group_size=group_size,
                            symmetric=symmetric, base_qweight=base_q, base_scales=scales.to(scale_dtype),
                            base_zeros=zeros.to(scale_dtype), block_shape=(bh, bw), meta=dict(meta or {}), **kw)

@@ -29,7 +29,7 @@ def _check_budget(budget: float) -> float:
 
 def budget_count(budget: float, num_blocks: int) -> int:
     """K = floor(budget * num_blocks) (with a 1e-9 guard against float error)."""
-    return min(num_blocks, int(math.floor(_check_budget(budget) * num_blocks + 1e-9)))
+    return min(num_blocks, math.floor(_check_budget(budget) * num_blocks + 1e-9))
 
 
 def _eligible(flat: torch.Tensor, allow_nonpositive: bool) -> torch.Tensor:
