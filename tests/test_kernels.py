@@ -293,7 +293,7 @@ def test_dense_refuses_residual_and_bad_inputs():
         m(torch.randn(4, 256, device="cuda", dtype=torch.bfloat16))
     nat = __import__("mosaic_exp.kernels.native", fromlist=["load_native"]).load_native()
     with pytest.raises(ValueError, match=r"m=4, n=256, k=250"):
-        nat.gemm(16, 16, 16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 4, 256, 250, 256, 256, 1, 1, 4, 0, 0, 0, 0)
+        nat.gemm(16, 16, 16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 0, 1, 4, 256, 250, 256, 256, 1, 1, 4, 0, 0, 0, 0)
 
 
 @gpu

@@ -309,3 +309,28 @@ def test_gptq_in_loop_residual(act_order):
         finalize(cand, mask)  # needs the GPTQ object
     with pytest.raises(ValueError):
         mosaic_candidates(W, base="gptq", gptq=gq, selector="output_exact", gptq_residual="in_loop")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    """The whole layer path runs on CUDA tensors and agrees with the CPU run (codes may differ where
+    a value sits on a rounding boundary, so compare errors, 2% relative)."""
+    W, X, _H, _ = layer(10, n=64, k=200, tokens=600)
+    W, X = W.float(), X.float()
+    out = {}
+    for dev in ("cpu", "cuda"):
+        gq = GPTQ(W.to(dev))
+        gq.add_batch(X.to(dev))
+        for base, mode, sel in (("rtn", "post", "output_exact"), ("gptq", "post", "delta_hessian"),
+                                ("gptq", "in_loop", "delta_hessian"), ("rtn", "post", "random")):
+            qw, info = mosaic_quantize(W.to(dev), base=base, gptq=gq, group_size=128, budget=0.3,
+                                       block_shape=(16, 32), selector=sel, gptq_residual=mode)
+            assert qw.base_qweight.device.type == dev and qw.res_scales.device.type == dev
+            out[dev, base, mode, sel] = info
+    for key in {k[1:] for k in out}:
+        a, b = out[("cpu", *key)], out[("cuda", *key)]
+        assert b["output_err_final"] == pytest.approx(a["output_err_final"], rel=2e-2), key
+        assert b["chosen"] == a["chosen"]
+    assert out["cuda", "gptq", "in_loop", "delta_hessian"]["output_err_final"] < \
+        out["cuda", "gptq", "in_loop", "delta_hessian"]["output_err_base"]

@@ -170,3 +170,101 @@ def test_lm_eval_backend_never_switches_silently(model, tok, data_dir):
         evaluate_zeroshot(model, tok, ["piqa"], data_dir, limit=2, backend="auto")
     with pytest.raises(ValueError, match="not a zero-shot task"):
         evaluate_zeroshot(model, tok, ["wikitext2"], data_dir, limit=2)
+
+
+def _hf_layout(task: str, data_dir, n: int) -> list[dict]:
+    """The first n local records converted to the HF dataset layout lm-eval's YAMLs read."""
+    import json
+
+    def jl(rel):
+        with open(data_dir / rel, encoding="utf-8") as f:
+            return [json.loads(line) for line, _ in zip(f, range(n))]
+
+    if task == "piqa":
+        labels = (data_dir / "piqa/valid-labels.lst").read_text().split()
+        return [dict(r, label=int(lab)) for r, lab in zip(jl("piqa/valid.jsonl"), labels)]
+    if task.startswith("arc_"):
+        rel = (
+            "arc_easy/ARC-Easy-Test.jsonl" if task == "arc_easy" else "arc_challenge/ARC-Challenge-Test.jsonl"
+        )
+        return [
+            {
+                "id": r["id"],
+                "question": r["question"]["stem"],
+                "choices": {
+                    "text": [c["text"] for c in r["question"]["choices"]],
+                    "label": [c["label"] for c in r["question"]["choices"]],
+                },
+                "answerKey": r["answerKey"],
+            }
+            for r in jl(rel)
+        ]
+    if task == "boolq":
+        return [dict(r, label=int(r["label"] == "true")) for r in jl("boolq/val.jsonl")]
+    if task == "winogrande":
+        return jl("winogrande/dev.jsonl")
+    return jl("lambada/lambada_test.jsonl")
+
+
+def test_requests_match_lm_eval_task_configs(data_dir, tmp_path):
+    """Requests, gold labels and choices equal those lm-eval builds from its own task YAMLs."""
+    pytest.importorskip("lm_eval")
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import lm_eval
+    import yaml
+    from lm_eval.api.task import ConfigurableTask
+
+    root = Path(lm_eval.__file__).parent / "tasks"
+    ymls = {
+        "piqa": "piqa/piqa.yaml",
+        "arc_easy": "arc/arc_easy.yaml",
+        "arc_challenge": "arc/arc_easy.yaml",  # arc_challenge.yaml includes it, only the data differ
+        "boolq": "super_glue/boolq/default.yaml",
+        "lambada_openai": "lambada/lambada_openai.yaml",
+    }
+    spec = importlib.util.spec_from_file_location("pw", root / "winogrande/preprocess_winogrande.py")
+    pw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pw)
+    n = 40
+    for task in EXPECTED:
+        path = tmp_path / f"{task}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in _hf_layout(task, data_dir, n)))
+        if task == "winogrande":
+            cfg = {
+                "output_type": "multiple_choice",
+                "doc_to_text": pw.doc_to_text,
+                "doc_to_target": pw.doc_to_target,
+                "doc_to_choice": pw.doc_to_choice,
+                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+            }
+        else:
+            cfg = yaml.safe_load((root / ymls[task]).read_text())
+        for k in ("tag", "training_split", "validation_split"):
+            cfg.pop(k, None)
+        cfg.update(
+            task=f"{task}_local",
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": {"test": str(path)}, "cache_dir": str(tmp_path / "hf")},
+            test_split="test",
+        )
+        lm_task = ConfigurableTask(config=cfg)
+        lm_task.build_all_requests(limit=None, rank=0, world_size=1)
+        by_doc: dict[int, list] = {}
+        for inst in lm_task.instances:
+            by_doc.setdefault(inst.doc_id, []).append(inst)
+        mine = load_task(task, data_dir, limit=n)
+        assert len(by_doc) == len(mine) == n, task
+        for d, (_, insts) in zip(mine, sorted(by_doc.items())):
+            insts.sort(key=lambda i: i.idx)
+            assert [tuple(i.arguments) for i in insts] == d.requests, task
+            doc = insts[0].doc
+            if task == "winogrande":
+                assert lm_task.doc_to_text(doc) == d.label
+            elif task != "lambada_openai":
+                assert lm_task.doc_to_target(doc) == d.label, task
+            if task in ("piqa", "arc_easy", "arc_challenge"):
+                assert lm_task.doc_to_choice(doc) == d.choices
