@@ -36,7 +36,7 @@ void check_ptr(long m, long n, long k, std::uintptr_t p, const char* name, bool 
 
 void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
           std::uintptr_t rs, std::uintptr_t lut, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
-          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, long M, long N, long K, long Np, long Kp,
+          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_prefix, long rslots, long M, long N, long K, long Np, long Kp,
           long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream) {
   if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
   if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
@@ -67,6 +67,9 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   check_ptr(M, N, K, rw, "res_qweight", mode != zipper::MODE_DENSE, 16);
   check_ptr(M, N, K, rs, "res_scales", mode != zipper::MODE_DENSE, 16);
   check_ptr(M, N, K, lut, "res_lut", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, res_prefix, "res_prefix", mode == zipper::MODE_ZIPPER, 4);
+  if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > ci.stages))
+    fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(ci.stages) + "]");
   check_ptr(M, N, K, csr_ptr, "res_csr_ptr", mode == zipper::MODE_RESIDUAL, 4);
   check_ptr(M, N, K, csr_kt, "res_csr_kt", mode == zipper::MODE_RESIDUAL, 4);
   check_ptr(M, N, K, csr_id, "res_csr_id", mode == zipper::MODE_RESIDUAL, 4);
@@ -85,9 +88,15 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.y = reinterpret_cast<void*>(y);
   p.ws = reinterpret_cast<float*>(ws);
   p.counters = reinterpret_cast<int*>(counters);
+  p.res_prefix = reinterpret_cast<const int*>(res_prefix);
+  p.rslots = (int)rslots;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   p.NT = (int)(Np / 64); p.KT = (int)KT;
   p.gs_tiles = (int)gs_tiles;
+  p.gs_shift = -1;
+  if (gs_tiles == 0) p.gs_shift = 31;
+  for (int sh = 0; sh < 30; ++sh)
+    if (gs_tiles == (1L << sh)) p.gs_shift = sh;
   p.splitk = mode == zipper::MODE_RESIDUAL ? 1 : (int)splitk;
   p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
   p.mpad = (int)(mtiles * ci.bm);
@@ -100,6 +109,9 @@ py::dict config(int cfg, int mode) {
   py::dict d;
   d["bm"] = c.bm; d["bn"] = c.bn; d["stages"] = c.stages; d["smem_bytes"] = c.smem_bytes;
   d["ctas_per_sm"] = c.ctas_per_sm;
+  d["ring_unit_bytes"] = c.ring_unit_bytes;
+  d["static_smem"] = c.static_smem;
+  d["threads"] = c.threads;
   return d;
 }
 
@@ -109,10 +121,12 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.doc() = "ZipperEngine W4A16 CUDA kernels (dense / zipper / residual-only)";
   m.def("gemm", &gemm, "Launch one W4A16 kernel on raw device pointers", py::arg("x"), py::arg("w"),
         py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("lut"), py::arg("csr_ptr"),
-        py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("M"),
+        py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("res_prefix"), py::arg("rslots"), py::arg("M"),
         py::arg("N"), py::arg("K"), py::arg("Np"), py::arg("Kp"), py::arg("gs_tiles"), py::arg("splitk"),
         py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"));
   m.def("config", &config, py::arg("cfg"), py::arg("mode"));
+  m.def("kernel_regs", &zipper::kernel_regs, "registers/thread of a config's kernel (-1: no CUDA device)",
+        py::arg("cfg"), py::arg("mode"));
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 1;
+  m.attr("ABI_VERSION") = 2;
 }

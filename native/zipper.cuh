@@ -12,6 +12,10 @@ namespace zipper {
 //   rw         [R][128] uint4              residual units, same fragment order, code 8 = 0
 //   rs         [R][64]  T                  residual scale per unit row
 //   lut        [NT][KT] int32              residual unit id or -1   (zipper)
+//   res_prefix [NT][KT] int32              # residual units in row nt before kt; the zipper
+//                                          kernel keeps residual tiles in a ring of `rslots`
+//                                          slots per unit (slot = prefix % rslots), sized by the
+//                                          host to the densest window of STAGES k-tiles
 //   csr_ptr    [NT+1], csr_kt [R], csr_id [R]   residual units by n-tile (separate)
 struct Params {
   const void* x;
@@ -27,8 +31,11 @@ struct Params {
   void* y;
   float* ws;
   int* counters;
+  const int* res_prefix;  // [NT][KT] residual units before kt in row nt (zipper ring slots)
+  int rslots;             // residual ring slots per unit (zipper), 1..STAGES
   int M, N, K, Np, Kp, NT, KT;
   int gs_tiles;      // group size in k-tiles of 64 (0 = per-channel)
+  int gs_shift;      // log2(gs_tiles) when a power of two (31 for per-channel), else -1
   int splitk;        // number of K splits (1 = none)
   int kt_per_split;  // k-tiles per split
   int mpad;          // m_tiles * BM (workspace rows)
@@ -39,7 +46,13 @@ enum DType { DT_FP16 = 0, DT_BF16 = 1 };
 
 struct ConfigInfo {
   int bm, bn, stages, smem_bytes, ctas_per_sm;
+  int ring_unit_bytes;  // zipper: dynamic smem per residual ring slot (x NW x rslots on top)
+  int static_smem;      // static shared memory of the kernel (bookkeeping arrays)
+  int threads;          // threads per CTA (128 x warps along K)
 };
+
+// registers per thread of a config's kernel (bf16 instantiation), -1 without a CUDA device
+int kernel_regs(int cfg, int mode);
 
 constexpr int NUM_CONFIGS = 7;
 ConfigInfo config_info(int cfg, int mode);

@@ -103,10 +103,12 @@ struct Layout {
   static constexpr int BM = MT * 16;
   static constexpr int X_BYTES = BM * 128;                         // BM x 64 halves, swizzled
   static constexpr int W_BYTES = MODE == MODE_RESIDUAL ? 0 : NW * UNIT_BYTES;
-  static constexpr int R_BYTES = MODE == MODE_DENSE ? 0 : NW * UNIT_BYTES;
+  // per-stage residual buffers only for the residual-only kernel; zipper uses a ring after the stages
+  static constexpr int R_BYTES = MODE == MODE_RESIDUAL ? NW * UNIT_BYTES : 0;
   static constexpr int S_BYTES = MODE == MODE_RESIDUAL ? 0 : NW * 128;  // 64 scales / unit
   static constexpr int Z_BYTES = S_BYTES;
-  static constexpr int RS_BYTES = MODE == MODE_DENSE ? 0 : NW * 128;
+  static constexpr int RS_BYTES = MODE == MODE_RESIDUAL ? NW * 128 : 0;
+  static constexpr int RING_UNIT = UNIT_BYTES + 128;  // zipper ring slot: codes + 64 row scales
   static constexpr int OFF_W = X_BYTES;
   static constexpr int OFF_R = OFF_W + W_BYTES;
   static constexpr int OFF_S = OFF_R + R_BYTES;
@@ -115,19 +117,26 @@ struct Layout {
   static constexpr int STAGE = OFF_RS + RS_BYTES;
 };
 
-template <typename T, int MT, int NW, int MODE, int STAGES>
-__global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
+// WK = warps along K inside the CTA: with WK=2 (256 threads) warps 4-7 take the k16 steps
+// 2,3 of every 64-wide k-tile and warps 0-3 steps 0,1; the two halves are summed through
+// shared memory at the end. Twice the warps per CTA for the same shared memory. Measured
+// (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
+// configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
+template <typename T, int MT, int NW, int MODE, int STAGES, int WK>
+__global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2) : 0) w4a16_kernel(const Params p) {
+  constexpr int NTHR = THREADS * WK;
+  constexpr int KS_PER = 4 / WK;
   using Tr = Traits<T>;
   using T2 = typename Tr::T2;
   using L = Layout<MT, NW, MODE>;
   constexpr int BM = L::BM;
   extern __shared__ __align__(16) uint8_t smem[];
-  constexpr int MAX_PRE = MODE == MODE_DENSE ? 1 : 256;
+  constexpr int MAX_PRE = MODE == MODE_DENSE ? 1 : 128;
   __shared__ int pre_a[MODE == MODE_RESIDUAL ? MAX_PRE : MAX_PRE * NW];
-  __shared__ int pre_b[MODE == MODE_RESIDUAL ? MAX_PRE : 1];
+  __shared__ int pre_b[MODE == MODE_RESIDUAL ? MAX_PRE : MODE == MODE_ZIPPER ? MAX_PRE * NW : 1];
   __shared__ int is_last_s;
 
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tid = threadIdx.x, warp = (tid >> 5) & 3, wk = tid >> 7, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
   const int ncta = blockIdx.x, split = blockIdx.y, mtile = blockIdx.z;
   const int nt0 = ncta * NW;
@@ -147,16 +156,24 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
 
   // Residual bookkeeping for this CTA's k-range, prefetched once into shared memory so the
   // mainloop never waits on a dependent global load (zipper: LUT entries; residual: CSR lists).
-  if (MODE != MODE_DENSE) {
-    const int npre = min(ntiles, MAX_PRE);
-    for (int i = tid; i < npre * NW; i += THREADS) {
-      const int u = i / npre, t = i - u * npre;
-      if (MODE == MODE_ZIPPER) {
-        pre_a[u * MAX_PRE + t] = __ldg(p.lut + (size_t)(nt0 + u) * p.KT + t_begin + t);
-      } else {
-        pre_a[t] = __ldg(p.csr_id + t_begin + t);
-        pre_b[t] = __ldg(p.csr_kt + t_begin + t);
-      }
+  // Zipper: the LUT loads go out first and land in registers while the prologue's base/X
+  // copies are issued; they are stored to shared memory before the residual copies.
+  constexpr int LREG = MODE == MODE_ZIPPER ? (MAX_PRE * NW + NTHR - 1) / NTHR : 1;
+  int lreg[LREG], creg[LREG];
+  const int npre = min(ntiles, MAX_PRE);
+  if (MODE == MODE_ZIPPER) {
+#pragma unroll
+    for (int r = 0; r < LREG; ++r) {
+      const int i = tid + r * NTHR;
+      const int u = i / max(npre, 1), t = i - u * max(npre, 1);
+      const size_t off = (size_t)(nt0 + u) * p.KT + t_begin + t;
+      lreg[r] = i < npre * NW ? __ldg(p.lut + off) : -1;
+      creg[r] = i < npre * NW ? __ldg(p.res_prefix + off) : 0;
+    }
+  } else if (MODE == MODE_RESIDUAL) {
+    for (int i = tid; i < npre; i += NTHR) {
+      pre_a[i] = __ldg(p.csr_id + t_begin + i);
+      pre_b[i] = __ldg(p.csr_kt + t_begin + i);
     }
     __syncthreads();
   }
@@ -166,7 +183,28 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
     return MODE == MODE_ZIPPER ? __ldg(p.lut + (size_t)(nt0 + u) * p.KT + t_begin + t) : __ldg(p.csr_id + t_begin + t);
   };
 
-  auto issue = [&](int t, int slot) {
+  // zipper ring slot of tile t's residual unit u
+  auto ring_slot = [&](int t, int u) -> int {
+    const int c = t < MAX_PRE ? pre_b[u * MAX_PRE + t] : __ldg(p.res_prefix + (size_t)(nt0 + u) * p.KT + t_begin + t);
+    return c % p.rslots;
+  };
+  uint8_t* const ring = smem + STAGES * L::STAGE;
+
+  // per-thread source pointers hoisted out of the mainloop (advanced by kt in issue())
+  const uint4* const wsrc = static_cast<const uint4*>(p.w) + (size_t)nt0 * p.KT * THREADS;
+  const T* sz_src = nullptr;  // threads 0..8NW-1 copy scales, 64..64+8NW-1 zeros (16 B each)
+  int sz_dst = 0;
+  if (MODE != MODE_RESIDUAL) {
+    if (tid < 8 * NW) {
+      sz_src = static_cast<const T*>(p.scales) + (size_t)nt0 * 64 + tid * 8;
+      sz_dst = L::OFF_S + tid * 16;
+    } else if (p.zeros != nullptr && tid >= 64 && tid < 64 + 8 * NW) {
+      sz_src = static_cast<const T*>(p.zeros) + (size_t)nt0 * 64 + (tid - 64) * 8;
+      sz_dst = L::OFF_Z + (tid - 64) * 16;
+    }
+  }
+
+  auto issue = [&](int t, int slot, bool with_res, bool with_base) {
     uint8_t* st = smem + slot * L::STAGE;
     int kt;
     int rid[NW];
@@ -180,38 +218,43 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
     }
     // activations: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row
 #pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      int c = tid + i * THREADS;
+    for (int i = 0; i < (MT * THREADS + NTHR - 1) / NTHR; ++i) {
+      if (!with_base) break;
+      int c = tid + i * NTHR;
+      if (c >= MT * THREADS) break;
       int r = c >> 3, ch = c & 7;
       int grow = m0 + r, gk = kt * 64 + ch * 8;
       bool pred = grow < p.M && gk < p.K;
       const T* src = X + (pred ? (size_t)grow * p.K + gk : 0);
       cp_async16(st + r * 128 + ((ch ^ (r & 7)) << 4), src, pred);
     }
-    if (MODE != MODE_RESIDUAL) {
-      const uint4* W = static_cast<const uint4*>(p.w);
+    if (MODE != MODE_RESIDUAL && with_base) {
 #pragma unroll
-      for (int u = 0; u < NW; ++u)
-        cp_async16(st + L::OFF_W + u * UNIT_BYTES + tid * 16, W + ((size_t)(nt0 + u) * p.KT + kt) * THREADS + tid,
-                   true);
-      const int grp = p.gs_tiles ? kt / p.gs_tiles : 0;
-      if (tid < 8 * NW) {
-        const T* S = static_cast<const T*>(p.scales) + (size_t)grp * p.Np + (size_t)nt0 * 64;
-        cp_async16(st + L::OFF_S + tid * 16, S + tid * 8, true);
-      } else if (p.zeros != nullptr && tid >= 64 && tid < 64 + 8 * NW) {
-        const T* Z = static_cast<const T*>(p.zeros) + (size_t)grp * p.Np + (size_t)nt0 * 64;
-        cp_async16(st + L::OFF_Z + (tid - 64) * 16, Z + (tid - 64) * 8, true);
+      for (int i = 0; i < (NW * THREADS + NTHR - 1) / NTHR; ++i) {
+        const int c = tid + i * NTHR, u = c >> 7, lt = c & 127;
+        if (c < NW * THREADS)
+          cp_async16(st + L::OFF_W + u * UNIT_BYTES + lt * 16, wsrc + ((size_t)u * p.KT + kt) * THREADS + lt, true);
+      }
+      if (sz_src != nullptr) {
+        const int grp = p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles;
+        cp_async16(st + sz_dst, sz_src + (size_t)grp * p.Np, true);
       }
     }
-    if (MODE != MODE_DENSE) {
+    if (MODE != MODE_DENSE && with_res) {
       const uint4* R = static_cast<const uint4*>(p.rw);
       const T* RS = static_cast<const T*>(p.rs);
 #pragma unroll
       for (int u = 0; u < NW; ++u) {
         if (rid[u] >= 0) {
-          cp_async16(st + L::OFF_R + u * UNIT_BYTES + tid * 16, R + (size_t)rid[u] * THREADS + tid, true);
-          if (tid >= 32 && tid < 40)
-            cp_async16(st + L::OFF_RS + u * 128 + (tid - 32) * 16, RS + (size_t)rid[u] * 64 + (tid - 32) * 8, true);
+          uint8_t* rb = st + L::OFF_R + u * UNIT_BYTES;
+          uint8_t* rsb = st + L::OFF_RS + u * 128;
+          if (MODE == MODE_ZIPPER) {
+            rb = ring + (u * p.rslots + ring_slot(t, u)) * L::RING_UNIT;
+            rsb = rb + UNIT_BYTES;
+          }
+          if (tid < THREADS) cp_async16(rb + tid * 16, R + (size_t)rid[u] * THREADS + tid, true);
+          const int stid = WK == 1 ? tid - 32 : tid - THREADS;  // 8 threads copy the row scales
+          if (stid >= 0 && stid < 8) cp_async16(rsb + stid * 16, RS + (size_t)rid[u] * 64 + stid * 8, true);
         }
       }
     }
@@ -227,19 +270,37 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ntiles) issue(s, s);
+    if (s < ntiles) issue(s, s, MODE != MODE_ZIPPER, true);
     cp_async_commit();
+  }
+  if (MODE == MODE_ZIPPER) {
+#pragma unroll
+    for (int r = 0; r < LREG; ++r) {
+      const int i = tid + r * NTHR;
+      if (i < npre * NW) {
+        const int u = i / npre, t = i - u * npre;
+        pre_a[u * MAX_PRE + t] = lreg[r];
+        pre_b[u * MAX_PRE + t] = creg[r];
+      }
+    }
+    __syncthreads();
+    for (int s = 0; s < STAGES - 1; ++s)
+      if (s < ntiles) issue(s, s, true, false);
+    cp_async_commit();  // one extra group: waited for in full at t = 0
   }
 
   const unsigned short e8_bits = Tr::E8;
   const T2 e8 = as_t2<T2>((uint32_t)e8_bits | ((uint32_t)e8_bits << 16));
 
   for (int t = 0; t < ntiles; ++t) {
-    cp_async_wait<STAGES - 2>();
+    if (MODE == MODE_ZIPPER && t == 0)
+      cp_async_wait<0>();
+    else
+      cp_async_wait<STAGES - 2>();
     __syncthreads();
     {
       int tn = t + STAGES - 1;
-      if (tn < ntiles) issue(tn, tn % STAGES);
+      if (tn < ntiles) issue(tn, tn % STAGES, true, true);
       cp_async_commit();
     }
     const int slot = t % STAGES;
@@ -268,15 +329,22 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
       }
       hasr[j] = MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && tile_rid(t, u) >= 0);
       if (MODE != MODE_DENSE && hasr[j]) {
-        rq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_R + u * UNIT_BYTES + (ws * 32 + lane) * 16);
-        const T* RS = reinterpret_cast<const T*>(st + L::OFF_RS) + u * 64 + ws * 16 + g;
+        const uint8_t* rb = st + L::OFF_R + u * UNIT_BYTES;
+        const uint8_t* rsb = st + L::OFF_RS + u * 128;
+        if (MODE == MODE_ZIPPER) {
+          rb = ring + (u * p.rslots + ring_slot(t, u)) * L::RING_UNIT;
+          rsb = rb + UNIT_BYTES;
+        }
+        rq[j] = *reinterpret_cast<const uint4*>(rb + (ws * 32 + lane) * 16);
+        const T* RS = reinterpret_cast<const T*>(rsb) + ws * 16 + g;
         rs2[j][0] = T2{RS[0], RS[0]};
         rs2[j][1] = T2{RS[8], RS[8]};
       }
     }
 
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
+    for (int kk = 0; kk < KS_PER; ++kk) {
+      const int ks = wk * KS_PER + kk;
       uint32_t bfrag[NW][2][2];
 #pragma unroll
       for (int j = 0; j < NW; ++j) {
@@ -319,11 +387,35 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
   }
   cp_async_wait<0>();
 
+  // k-warp halves -> one accumulator set (warps 0-3 keep it; warps 4-7 only join barriers)
+  const bool active = wk == 0;
+  if (WK > 1) {
+    __syncthreads();  // every warp is done with the pipeline stages: reuse them
+    float* red = reinterpret_cast<float*>(smem);
+    if (!active) {
+#pragma unroll
+      for (int a = 0; a < MT; ++a)
+#pragma unroll
+        for (int b = 0; b < 2 * NW; ++b)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) red[((a * 2 * NW + b) * 4 + c) * THREADS + (tid & (THREADS - 1))] = acc[a][b][c];
+    }
+    __syncthreads();
+    if (active) {
+#pragma unroll
+      for (int a = 0; a < MT; ++a)
+#pragma unroll
+        for (int b = 0; b < 2 * NW; ++b)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[a][b][c] += red[((a * 2 * NW + b) * 4 + c) * THREADS + tid];
+    }
+  }
+
   // ------------------------------------------------------------------ epilogue
   T* Y = static_cast<T*>(p.y);
   const bool vec_ok = (p.N & 1) == 0;
   auto store = [&](int row, int col, float v0, float v1) {
-    if (row >= p.M || col >= p.N) return;
+    if (!active || row >= p.M || col >= p.N) return;
     T* dst = Y + (size_t)row * p.N + col;
     if (MODE == MODE_RESIDUAL) {
       v0 += Tr::to_f(dst[0]);
@@ -365,8 +457,8 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
         const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
         const int row = m0 + mt * 16 + g;
         float* w0 = p.ws + split * plane + (size_t)row * p.Np + col;
-        if (row < p.M) __stcg(reinterpret_cast<float2*>(w0), make_float2(acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]));
-        if (row + 8 < p.M)
+        if (active && row < p.M) __stcg(reinterpret_cast<float2*>(w0), make_float2(acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]));
+        if (active && row + 8 < p.M)
           __stcg(reinterpret_cast<float2*>(w0 + 8 * (size_t)p.Np), make_float2(acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]));
       }
   __threadfence();
@@ -401,7 +493,7 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
             const int col = nbase + (warp * NW + (c >> 1)) * 16 + (c & 1) * 8 + 2 * t4;
             const int row = m0 + (mg + mi) * 16 + g;
             const float* w0 = p.ws + (size_t)(s0 + q) * plane + (size_t)row * p.Np + col;
-            const bool okq = s0 + q < p.splitk;
+            const bool okq = active && s0 + q < p.splitk;
             v[q][mi][c][0] = okq && row < p.M ? __ldcg(reinterpret_cast<const float2*>(w0)) : make_float2(0.f, 0.f);
             v[q][mi][c][1] = okq && row + 8 < p.M ? __ldcg(reinterpret_cast<const float2*>(w0 + 8 * (size_t)p.Np))
                                                   : make_float2(0.f, 0.f);
@@ -439,42 +531,51 @@ __global__ void __launch_bounds__(THREADS) w4a16_kernel(const Params p) {
 template <int CFG>
 struct Cfg;
 template <>
-struct Cfg<0> { static constexpr int MT = 1, NW = 1, STAGES = 8; };
+struct Cfg<0> { static constexpr int MT = 1, NW = 1, STAGES = 8, WK = 1; };
 template <>
-struct Cfg<1> { static constexpr int MT = 2, NW = 1, STAGES = 6; };
+struct Cfg<1> { static constexpr int MT = 2, NW = 1, STAGES = 6, WK = 1; };
 template <>
-struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4; };
+struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4, WK = 1; };
 template <>
-struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4; };
+struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4, WK = 1; };
 // wide-n configs for small M: two n16 slices per warp amortize the per-tile overhead
 // (address math, barrier, scale loads, A fragments) over twice the weight bytes
 template <>
-struct Cfg<4> { static constexpr int MT = 1, NW = 2, STAGES = 6; };
+struct Cfg<4> { static constexpr int MT = 1, NW = 2, STAGES = 6, WK = 1; };
 template <>
-struct Cfg<5> { static constexpr int MT = 2, NW = 2, STAGES = 5; };
+struct Cfg<5> { static constexpr int MT = 2, NW = 2, STAGES = 5, WK = 1; };
 template <>
-struct Cfg<6> { static constexpr int MT = 4, NW = 2, STAGES = 4; };
+struct Cfg<6> { static constexpr int MT = 4, NW = 2, STAGES = 4, WK = 1; };
 
+// dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
   return Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>::STAGE * Cfg<CFG>::STAGES;
+}
+template <int CFG, int MODE>
+constexpr int smem_max_bytes() {
+  return smem_bytes<CFG, MODE>() +
+         (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * Cfg<CFG>::STAGES * Layout<1, 1, MODE>::RING_UNIT : 0);
 }
 
 template <typename T, int CFG, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using C = Cfg<CFG>;
-  constexpr int SMEM = smem_bytes<CFG, MODE>();
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES>;
+  constexpr int SMEM_MAX = smem_max_bytes<CFG, MODE>();
+  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > C::STAGES)) return "rslots out of range [1, STAGES]";
+  const int SMEM = smem_bytes<CFG, MODE>() +
+                   (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK>;
   static bool attr_set = false;
   if (!attr_set) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX);
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
   const int bm = C::MT * 16, bn = 64 * C::NW;
   const int mtiles = (p.M + bm - 1) / bm;
   dim3 grid(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles);
-  kern<<<grid, THREADS, SMEM, stream>>>(p);
+  kern<<<grid, THREADS * C::WK, SMEM, stream>>>(p);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return cudaGetErrorString(e);
   return "";
@@ -508,18 +609,32 @@ const char* launch_dtype(const Params& p, int mode, int cfg, cudaStream_t stream
 
 }  // namespace
 
+template <int CFG, int MODE>
+int regs_of() {
+  using C = Cfg<CFG>;
+  cudaFuncAttributes a;
+  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, C::STAGES, C::WK>) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return a.numRegs;
+}
+
 ConfigInfo config_info(int cfg, int mode) {
-  auto mk = [](int mt, int nw, int stages, int smem) {
+  auto mk = [](int mt, int nw, int stages, int smem, int mode, int wk) {
     ConfigInfo c;
+    c.threads = THREADS * wk;
     c.bm = mt * 16;
     c.bn = nw * 64;
     c.stages = stages;
     c.smem_bytes = smem;
-    int per = (228 * 1024 - 1024) / (smem + 1024);
+    c.ring_unit_bytes = mode == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
+    c.static_smem = mode == MODE_DENSE ? 16 : mode == MODE_ZIPPER ? 128 * nw * 8 + 16 : 128 * 8 + 16;
+    int per = (228 * 1024) / (smem + c.static_smem + 1024);
     c.ctas_per_sm = per < 1 ? 1 : (per > 8 ? 8 : per);
     return c;
   };
-#define ZCFG(C, MODE) mk(Cfg<C>::MT, Cfg<C>::NW, Cfg<C>::STAGES, smem_bytes<C, MODE>())
+#define ZCFG(C, MODE) mk(Cfg<C>::MT, Cfg<C>::NW, Cfg<C>::STAGES, smem_bytes<C, MODE>(), MODE, Cfg<C>::WK)
   switch (mode) {
     case MODE_DENSE:
       switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0);
@@ -535,6 +650,15 @@ ConfigInfo config_info(int cfg, int mode) {
   }
 #undef ZCFG
   return ConfigInfo{0, 0, 0, 0, 0};
+}
+
+int kernel_regs(int cfg, int mode) {
+#define ZR(C, M) if (cfg == C && mode == M) return regs_of<C, M>();
+  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0)
+  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1)
+  ZR(0, 2) ZR(1, 2) ZR(2, 2)
+#undef ZR
+  return -1;
 }
 
 const char* launch(const Params& p, int dtype, int mode, int cfg, void* stream_) {

@@ -30,10 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mosaic_exp.formats import QuantizedWeight  # noqa: E402
-from mosaic_exp.kernels import ops  # noqa: E402
-from mosaic_exp.kernels.packing import pack_quantized  # noqa: E402
-from mosaic_exp.quant.quantizer import pack_int4  # noqa: E402
+from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.kernels import ops
+from mosaic_exp.kernels.packing import pack_quantized
+from mosaic_exp.quant.quantizer import pack_int4
 
 CEIL_BW = 3.0e12
 CEIL_FLOPS = 771e12
@@ -69,14 +69,14 @@ def random_qw_gpu(n: int, k: int, budget: float, gs: int = 128, bs=(128, 128), s
     zeros = torch.randint(0, 16, (n, ng), device=dev, generator=g).half()
     bh, bw = bs
     gr, gc = math.ceil(n / bh), math.ceil(k / bw)
-    nb = int(round(budget * gr * gc))
+    nb = round(budget * gr * gc)
     res = {}
     if nb:
         lin = torch.sort(torch.randperm(gr * gc, device=dev, generator=g)[:nb]).values
         idx = torch.stack((lin // gc, lin % gc), 1).int()
         rc = torch.randint(0, 16, (nb, bh, bw), device=dev, dtype=torch.uint8, generator=g)
-        res = dict(res_index=idx, res_qweight=pack_int4(rc),
-                   res_scales=(torch.rand(nb, bh, device=dev, generator=g) * 0.004 + 0.001).half())
+        res = {"res_index": idx, "res_qweight": pack_int4(rc),
+                   "res_scales": (torch.rand(nb, bh, device=dev, generator=g) * 0.004 + 0.001).half()}
     return QuantizedWeight(out_features=n, in_features=k, bits=4, group_size=gs, symmetric=False,
                            base_qweight=pack_int4(codes), base_scales=scales, base_zeros=zeros, block_shape=bs, **res)
 
@@ -156,18 +156,18 @@ def bench_shape(name: str, k: int, n: int, ms, budgets, variants, log) -> list[d
         act_bytes = m * k * 2 + m * n * 2
         cases = []
         if "cublas" in variants:
-            cases.append(("cublas", None, [lambda w=w: torch.nn.functional.linear(x, w) for w in w_bf16], wbytes))
+            cases.append(("cublas", None, [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in w_bf16], wbytes))
         if t4 is not None:
             cases.append(("torch_int4", None,
-                          [lambda w=w, s=s: torch.ops.aten._weight_int4pack_mm(x, w, 128, s) for (w, s) in t4],
+                          [lambda w=w, s=s, x=x: torch.ops.aten._weight_int4pack_mm(x, w, 128, s) for (w, s) in t4],
                           t4bytes))
         if "dense" in variants:
-            cases.append(("dense", 0.0, [lambda p=p: ops.launch(x, p, "dense", out=y) for p in ours[0.0]],
+            cases.append(("dense", 0.0, [lambda p=p, x=x, y=y: ops.launch(x, p, "dense", out=y) for p in ours[0.0]],
                           ours[0.0][0].nbytes(residual=False)))
         for b in budgets:
             for v in ("separate", "zipper"):
                 if v in need:
-                    cases.append((f"{v}@{b:g}", b, [lambda p=p, v=v: ops.launch(x, p, v, out=y) for p in ours[b]],
+                    cases.append((f"{v}@{b:g}", b, [lambda p=p, v=v, x=x, y=y: ops.launch(x, p, v, out=y) for p in ours[b]],
                                   ours[b][0].nbytes()))
         for vname, b, fns, nbytes in cases:
             try:
@@ -178,9 +178,9 @@ def bench_shape(name: str, k: int, n: int, ms, budgets, variants, log) -> list[d
             kern = ops.LAST_LAUNCH.get("kernels") if vname.split("@")[0] in ("dense", "zipper", "separate") else None
             tot = nbytes + act_bytes
             floor = max(tot / CEIL_BW, flops / CEIL_FLOPS)
-            rows.append(dict(shape=name, k=k, n=n, m=m, variant=vname, budget=b, time_us=t * 1e6,
-                             gbps=tot / t / 1e9, tflops=flops / t / 1e12, bytes=tot, roofline_us=floor * 1e6,
-                             frac_of_roofline=floor / t, kernels=kern))
+            rows.append({"shape": name, "k": k, "n": n, "m": m, "variant": vname, "budget": b, "time_us": t * 1e6,
+                             "gbps": tot / t / 1e9, "tflops": flops / t / 1e12, "bytes": tot, "roofline_us": floor * 1e6,
+                             "frac_of_roofline": floor / t, "kernels": kern})
         del x, y
     del w_bf16, t4, ours
     torch.cuda.empty_cache()
@@ -275,11 +275,11 @@ def main() -> int:
         print(s, flush=True)
 
     props = torch.cuda.get_device_properties(0)
-    meta = dict(command=" ".join([Path(sys.executable).name] + sys.argv), device=props.name,
-                sms=props.multi_processor_count, date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                commit=git_commit(), torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
-                ceilings=dict(copy_bytes_per_s=CEIL_BW, bf16_flops=CEIL_FLOPS), l2_rotation_bytes=2 * L2_BYTES,
-                timing="CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays")
+    meta = {"command": " ".join([Path(sys.executable).name] + sys.argv), "device": props.name,
+                "sms": props.multi_processor_count, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "commit": git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+                "ceilings": {"copy_bytes_per_s": CEIL_BW, "bf16_flops": CEIL_FLOPS}, "l2_rotation_bytes": 2 * L2_BYTES,
+                "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays"}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):
@@ -301,9 +301,9 @@ def main() -> int:
               f"- torch {meta['torch']} / CUDA {meta['cuda']} / Python {meta['python']}\n"
               f"- timing: {meta['timing']}\n- ceilings: 3.0 TB/s copy, 771 TFLOP/s bf16; cells are "
               f"time us / effective GB/s / fraction of max(bytes/3.0TB/s, flops/771TF)\n\n")
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out / f"bench_{a.tag}_{stamp}.md").write_text(header + md + "\n")
-    (out / f"bench_{a.tag}_{stamp}.json").write_text(json.dumps(dict(meta=meta, summary=summary, rows=rows), indent=1))
+    (out / f"bench_{a.tag}_{stamp}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))
     print(header + md.split("## Per shape")[0], flush=True)
     log(f"wrote {out}/bench_{a.tag}_{stamp}.{{md,json}}")
     return 0

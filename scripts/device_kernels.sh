@@ -26,7 +26,7 @@ for st in $STAGES; do
       cuobjdump -sass native/build/_mosaic_native*.so > /tmp/sass.txt 2>&1 || true
       { echo "SASS: HMMA: $(grep -c HMMA /tmp/sass.txt)  LDGSTS: $(grep -c LDGSTS /tmp/sass.txt)  LDS.128: $(grep -c 'LDS.128' /tmp/sass.txt)  LDL/STL: $(grep -cE 'LDL|STL' /tmp/sass.txt)"; } | tee -a "$OUT/build.log"
       # SASS of the small-M kernels (bf16, MT=1, NW=2, 8 stages): dense and zipper
-      awk '/Function : .*13__nv_bfloat16Li1ELi2ELi[01]ELi8E/{p=1} /Function : /&&!/13__nv_bfloat16Li1ELi2ELi[01]ELi8E/{p=0} p' /tmp/sass.txt > "$OUT/sass_small_m.txt" || true
+      awk '/Function : .*13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=1} /Function : /&&!/13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=0} p' /tmp/sass.txt > "$OUT/sass_small_m.txt" || true
       ;;
     test)
       timeout ${TEST_TIMEOUT:-420} $PY -m pytest tests/test_kernels.py -q --maxfail=${MAXFAIL:-15} -ra --timeout 400 ${TEST_ARGS:-} 2>&1 | tee "$OUT/test.log" | tail -25 || rc=1

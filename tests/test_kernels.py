@@ -30,7 +30,6 @@ from mosaic_exp.kernels import (
     UnsupportedFormat,
     VariantUnavailable,
     available_variants,
-    check_variant,
     dequantize_packed,
     pack_quantized,
     reference_gemm,
@@ -240,6 +239,14 @@ def test_budgets_groups(m, gs, sym, bs, budget):
 def test_configs_splitk(cfg, splitk):
     """Every tile config with forced split-K factors (the planner only picks some combinations)."""
     _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("m", [1, 70])
+def test_more_residual_tiles_than_prefetch(m):
+    """> 128 residual tiles per CTA row: the LUT/CSR prefetch (128 entries) falls back to global reads."""
+    _run_case(m, 128, 9216, 128, False, 1.0, (64, 64), torch.bfloat16, splitk=1)
 
 
 @gpu

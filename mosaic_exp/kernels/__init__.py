@@ -17,6 +17,16 @@ from mosaic_exp.kernels.quant_linear import (
 from mosaic_exp.kernels.reference import reference_gemm
 
 __all__ = [
-    "NativeUnavailable", "native_status", "PackedW4", "UnsupportedFormat", "dequantize_packed", "pack_quantized",
-    "VARIANTS", "QuantLinear", "VariantUnavailable", "available_variants", "check_variant", "reference_gemm",
+    "VARIANTS",
+    "NativeUnavailable",
+    "PackedW4",
+    "QuantLinear",
+    "UnsupportedFormat",
+    "VariantUnavailable",
+    "available_variants",
+    "check_variant",
+    "dequantize_packed",
+    "native_status",
+    "pack_quantized",
+    "reference_gemm",
 ]

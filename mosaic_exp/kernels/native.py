@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "native" / "build"
 MODULE = "_mosaic_native"
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _state: dict = {}
 
@@ -52,7 +52,7 @@ def load_native():
         spec = importlib.util.spec_from_file_location(MODULE, path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001 - report why
+    except Exception as e:
         _state["error"] = f"native module at {path} failed to load: {type(e).__name__}: {e}"
         raise NativeUnavailable(_state["error"]) from e
     if getattr(mod, "ABI_VERSION", None) != ABI_VERSION:

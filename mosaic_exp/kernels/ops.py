@@ -46,8 +46,23 @@ class Plan:
 def _config(cfg: int, mode: int) -> dict:
     key = (cfg, mode)
     if key not in _cfg_cache:
-        _cfg_cache[key] = load_native().config(cfg, mode)
+        nat = load_native()
+        c = dict(nat.config(cfg, mode))
+        c["regs"] = nat.kernel_regs(cfg, mode)
+        _cfg_cache[key] = c
     return _cfg_cache[key]
+
+
+def ctas_per_sm(c: dict, mode: int, rslots: int = 1) -> int:
+    """Resident CTAs per SM (H100: 228 KB smem, 64K registers, 2048 threads) for config c."""
+    smem = c["smem_bytes"] + c["static_smem"] + 1024
+    if mode == MODE_ZIPPER:
+        smem += (c["bn"] // TILE) * min(rslots, c["stages"]) * c["ring_unit_bytes"]
+    lim = min(8, (228 * 1024) // smem, 2048 // c["threads"])
+    if c.get("regs", -1) > 0:
+        per_warp = -(-c["regs"] * 32 // 256) * 256
+        lim = min(lim, 65536 // (per_warp * (c["threads"] // 32)))
+    return max(1, lim)
 
 
 def _sm_count(device: torch.device) -> int:
@@ -58,7 +73,7 @@ def _sm_count(device: torch.device) -> int:
 
 
 def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | None = None,
-         splitk: int | None = None) -> Plan:
+         splitk: int | None = None, rslots: int = 1) -> Plan:
     """Tile config by M; split-K so that about one full wave of CTAs is resident."""
     if cfg is None:
         cfg = 4 if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
@@ -72,10 +87,11 @@ def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | No
         return Plan(cfg, bm, bn, 1, kt, mtiles, nctas)
     if splitk is None:
         base = mtiles * nctas
-        target = sm_count * c["ctas_per_sm"]
-        # at most MAX_SPLITK splits of at least MIN_TILES_PER_SPLIT k-tiles each
-        splitk = 1 if base >= target else min(math.ceil(target / base), MAX_SPLITK,
-                                              max(1, kt // MIN_TILES_PER_SPLIT))
+        target = sm_count * ctas_per_sm(c, mode, rslots)
+        # the most splits (<= MAX_SPLITK, >= MIN_TILES_PER_SPLIT k-tiles each) that still fit in
+        # one wave of resident CTAs (a partial second wave costs a whole pass of latency)
+        splitk = 1 if base >= target else max(1, min(target // base, MAX_SPLITK,
+                                                     max(1, kt // MIN_TILES_PER_SPLIT)))
         while splitk > 1 and splitk * mtiles * bm * n_pad * 4 > MAX_WORKSPACE_BYTES:
             splitk -= 1
     splitk = max(1, min(int(splitk), kt))
@@ -126,10 +142,10 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     if variant not in ("dense", "zipper", "separate"):
         raise ValueError(f"unknown native variant {variant!r} (m={m}, n={n}, k={k})")
     lead = x.shape[:-1]
-    if out is not None:
-        if out.shape != (m, n) or out.dtype != x.dtype or out.device != x.device or not out.is_contiguous():
-            raise ValueError(f"zipper gemm (m={m}, n={n}, k={k}): out must be contiguous [{m}, {n}] {x.dtype} "
-                             f"on {x.device}, got {tuple(out.shape)} {out.dtype} {out.device}")
+    if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.device != x.device
+                            or not out.is_contiguous()):
+        raise ValueError(f"zipper gemm (m={m}, n={n}, k={k}): out must be contiguous [{m}, {n}] {x.dtype} "
+                         f"on {x.device}, got {tuple(out.shape)} {out.dtype} {out.device}")
     y = out if out is not None else torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m == 0:
         return y.view(*lead, n)
@@ -146,20 +162,23 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     mode = {"dense": MODE_DENSE, "zipper": MODE_ZIPPER, "separate": MODE_DENSE}[variant]
     if mode == MODE_ZIPPER and not p.has_residual:
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
-    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk)
+    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk, p.res_window_max)
+    rslots = min(p.res_window_max, _config(pl.cfg, mode)["stages"])
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
              p.res_lut.data_ptr(), p.res_csr_ptr.data_ptr(), 0, 0,
-             y.data_ptr(), ws.data_ptr(), cnt.data_ptr(), m, n, kk, p.n_pad, p.k_pad, p.gs_tiles,
-             pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream)
-    kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}]"]
+             y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
+             p.res_prefix.data_ptr() if (mode == MODE_ZIPPER and p.res_prefix is not None) else 0, rslots,
+             m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream)
+    kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}"
+               + (f",rslots{rslots}]" if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
         pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
         nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
                  p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
-                 y.data_ptr(), 0, 0, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
+                 y.data_ptr(), 0, 0, 0, 1, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
                  dt, MODE_RESIDUAL, pr.cfg, stream)
         kernels.append(f"residual[cfg{pr.cfg}]")
     LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
@@ -168,12 +187,12 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
 
 # ---------------------------------------------------------------------------- custom ops
 def _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, csr_ptr, csr_kt, csr_id,
-                      n, k, gs_tiles) -> PackedW4:
+                      n, k, gs_tiles, res_prefix=None, res_window_max=1) -> PackedW4:
     return PackedW4(out_features=n, in_features=k, n_pad=scales.shape[1], k_pad=qweight.shape[1] * TILE,
                     group_size=gs_tiles * TILE if gs_tiles else k, gs_tiles=gs_tiles, dtype=scales.dtype,
                     qweight=qweight, scales=scales, zeros=zeros, block_shape=(TILE, TILE),
                     res_qweight=res_qweight, res_scales=res_scales, res_lut=res_lut, res_csr_ptr=csr_ptr,
-                    res_csr_kt=csr_kt, res_csr_id=csr_id)
+                    res_csr_kt=csr_kt, res_csr_id=csr_id, res_prefix=res_prefix, res_window_max=res_window_max)
 
 
 def _empty_res(scales: torch.Tensor, qweight: torch.Tensor):
@@ -203,14 +222,15 @@ def _(x, qweight, scales, zeros, n, k, gs_tiles):
 @torch.library.custom_op("mosaic::zipper_gemm", mutates_args=())
 def zipper_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                 res_qweight: torch.Tensor, res_scales: torch.Tensor, res_lut: torch.Tensor,
-                n: int, k: int, gs_tiles: int) -> torch.Tensor:
+                res_prefix: torch.Tensor, n: int, k: int, gs_tiles: int, res_window_max: int) -> torch.Tensor:
     e = _empty_res(scales, qweight)
-    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, e[3], e[4], e[5], n, k, gs_tiles)
+    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, e[3], e[4], e[5], n, k, gs_tiles,
+                          res_prefix, res_window_max)
     return launch(x, p, "zipper")
 
 
 @zipper_gemm.register_fake
-def _(x, qweight, scales, zeros, res_qweight, res_scales, res_lut, n, k, gs_tiles):
+def _(x, qweight, scales, zeros, res_qweight, res_scales, res_lut, res_prefix, n, k, gs_tiles, res_window_max):
     return _fake_out(x, n)
 
 
@@ -235,7 +255,8 @@ def call_op(x: torch.Tensor, p: PackedW4, variant: str) -> torch.Tensor:
         return torch.ops.mosaic.dense_gemm(x, p.qweight, p.scales, p.zeros, p.out_features, p.in_features, p.gs_tiles)
     if variant == "zipper":
         return torch.ops.mosaic.zipper_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
-                                            p.res_lut, p.out_features, p.in_features, p.gs_tiles)
+                                            p.res_lut, p.res_prefix, p.out_features, p.in_features, p.gs_tiles,
+                                            p.res_window_max)
     if variant == "separate":
         return torch.ops.mosaic.separate_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
                                               p.res_csr_ptr, p.res_csr_kt, p.res_csr_id, p.out_features,

@@ -89,6 +89,8 @@ class PackedW4:
     res_csr_ptr: torch.Tensor
     res_csr_kt: torch.Tensor
     res_csr_id: torch.Tensor
+    res_prefix: torch.Tensor | None = None  # [NT, KT] int32: residual units before kt in row nt
+    res_window_max: int = 1                  # most residual units of one row in 8 consecutive k-tiles
 
     @property
     def num_res_units(self) -> int:
@@ -101,7 +103,7 @@ class PackedW4:
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
 
-    def to(self, device) -> "PackedW4":
+    def to(self, device) -> PackedW4:
         kw = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in kw.items():
             if isinstance(v, torch.Tensor):
@@ -214,7 +216,14 @@ def pack_quantized(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, devi
         csr_ptr = torch.zeros(nt + 1, dtype=torch.int32, device=dev)
         csr_kt = torch.zeros(0, dtype=torch.int32, device=dev)
         csr_id = torch.zeros(0, dtype=torch.int32, device=dev)
+    has = (lut.view(nt, kt) >= 0).to(torch.int32)
+    prefix = (torch.cumsum(has, 1) - has).to(torch.int32).contiguous()
+    incl = torch.zeros(nt, kt + 1, dtype=torch.int32, device=dev)
+    incl[:, 1:] = torch.cumsum(has, 1)
+    w = min(8, kt)
+    window_max = int((incl[:, w:] - incl[:, :-w]).max()) if nt else 0
     return PackedW4(
+        res_prefix=prefix, res_window_max=max(1, window_max),
         out_features=n, in_features=k, n_pad=np_, k_pad=kp, group_size=gs, gs_tiles=gs_tiles, dtype=dtype,
         qweight=qweight.contiguous(), scales=s_p, zeros=z_p, block_shape=(int(bh), int(bw)),
         res_qweight=res_qweight, res_scales=res_scales, res_lut=lut.view(nt, kt).contiguous(),
@@ -265,5 +274,15 @@ def dequantize_like_kernel(qw: QuantizedWeight, dtype: torch.dtype) -> torch.Ten
     return QuantizedWeight(**kw).dequantize()
 
 
-__all__ = ["PackedW4", "UnsupportedFormat", "pack_quantized", "dequantize_packed", "dequantize_like_kernel",
-           "shuffle_units", "unshuffle_units", "fragment_map", "TILE", "UNIT_BYTES"]
+__all__ = [
+    "TILE",
+    "UNIT_BYTES",
+    "PackedW4",
+    "UnsupportedFormat",
+    "dequantize_like_kernel",
+    "dequantize_packed",
+    "fragment_map",
+    "pack_quantized",
+    "shuffle_units",
+    "unshuffle_units",
+]

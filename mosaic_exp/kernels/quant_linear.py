@@ -101,7 +101,7 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_quantized(cls, qw: QuantizedWeight, bias: torch.Tensor | None = None, variant: str = "reference",
-                       dtype: torch.dtype = torch.float16, device: torch.device | str | None = None) -> "QuantLinear":
+                       dtype: torch.dtype = torch.float16, device: torch.device | str | None = None) -> QuantLinear:
         return cls(qw, bias=bias, variant=variant, dtype=dtype, device=device)
 
     @property

@@ -28,7 +28,7 @@ def random_quantized(n: int, k: int, group_size: int = 128, symmetric: bool = Fa
     bh, bw = block_shape
     gr, gc = math.ceil(n / bh), math.ceil(k / bw)
     total = gr * gc
-    nb = min(total, int(round(budget * total)))
+    nb = min(total, round(budget * total))
     if budget > 0 and nb == 0:
         nb = 1
     if nb:
@@ -51,7 +51,7 @@ def random_quantized(n: int, k: int, group_size: int = 128, symmetric: bool = Fa
         rcodes = torch.randint(0, 16, (b, bh, bw), generator=gen, dtype=torch.uint8)
         rs_shape = (b, 1) if per_block_scale else (b, bh)
         rscales = (torch.rand(*rs_shape, generator=gen) * 0.004 + 0.001).to(scale_dtype)
-        res = dict(res_index=idx, res_qweight=pack_int4(rcodes), res_scales=rscales)
+        res = {"res_index": idx, "res_qweight": pack_int4(rcodes), "res_scales": rscales}
     else:
         res = {}
     qw = QuantizedWeight(out_features=n, in_features=k, bits=4, group_size=group_size, symmetric=symmetric,
