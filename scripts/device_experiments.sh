@@ -42,6 +42,9 @@ declare -A SUITES=(
   [alpha]="-m experiment=smooth_alpha_sweep"
   [global]="-m experiment=paper_protocol quant=mosaic quant.smooth_alpha=0 quant.base=rtn residual.budget=0.03,0.1 residual.scope=global"
   [speed8b]="experiment=qwen3_8b_random_speed"
+  [gptq_ao]="-m experiment=paper_protocol quant=gptq quant.act_order=true quant.group_size=-1,128"
+  [act_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0.5 quant.a_bits=16,8,4 residual.budget=0,0.1"
+  [budgets_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0 residual.budget=0.03,0.2"
 )
 for suite in "$@"; do
   args=${SUITES[$suite]:-}

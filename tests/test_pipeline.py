@@ -104,3 +104,20 @@ def test_multirun_survives_a_failing_job_and_logs_offline_wandb(tmp_path, data_d
     table = subprocess.run([sys.executable, "-m", "mosaic_exp.logging.results_table", str(sweep)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "failed" in table.stdout and "ok" in table.stdout
+
+
+def test_native_kernel_without_cuda_fails_before_loading(compose, tmp_path, data_dir):
+    import time
+
+    import torch
+
+    from mosaic_exp.kernels import VariantUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this checks the no-CUDA error path")
+    cfg = compose([*TINY, "kernel=zipper"], tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(VariantUnavailable, match="zipper.*no CUDA device"):
+        run_experiment(cfg, run_dir=str(tmp_path))
+    assert time.perf_counter() - t0 < 5.0
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"

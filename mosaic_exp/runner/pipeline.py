@@ -40,6 +40,11 @@ def preflight(cfg: RunConfig) -> None:
     from mosaic_exp.models.loader import check_model_available
 
     check_model_available(cfg.model)
+    if cfg.kernel.variant != "reference":
+        from mosaic_exp.kernels.swap import check_kernel_config
+
+        check_kernel_config(cfg.kernel.variant, cfg.quant.w_bits, cfg.quant.a_bits, cfg.quant.method,
+                            resolve_device(cfg.device))
     from mosaic_exp.runner.layer_quant import needs_calibration
 
     if needs_calibration(cfg):
@@ -145,9 +150,12 @@ class Pipeline:
         variant = self.cfg.kernel.variant
         if variant == "reference":
             return "reference (dequantized weights in torch.nn.Linear)"
-        from mosaic_exp.kernels import swap_quant_linears
+        from mosaic_exp.kernels.swap import swap_quant_linears
 
-        return swap_quant_linears(self.model, self.report.weights, variant, self.cfg.quant.a_bits)
+        dtype = torch.float16 if self.model.dtype == torch.float32 else self.model.dtype
+        if dtype != self.model.dtype:  # the native kernels take fp16/bf16 activations
+            self.model.to(dtype)
+        return swap_quant_linears(self.model, self.report.weights, variant, dtype)
 
     def evaluate(self) -> None:
         from mosaic_exp.data import get_eval_tokens

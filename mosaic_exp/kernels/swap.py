@@ -1,0 +1,39 @@
+"""Put QuantLinear modules (a chosen kernel variant) in place of a model's quantized nn.Linear layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.kernels.quant_linear import VARIANTS, QuantLinear, check_variant
+
+
+def check_kernel_config(variant: str, w_bits: int, a_bits: int, method: str, device) -> None:
+    """Fail before any expensive work when a variant cannot run this configuration here."""
+    spec = check_variant(variant, device)  # raises VariantUnavailable naming the variant and why
+    if not spec.native:
+        return
+    if method == "fp16":
+        raise ValueError(f"kernel.variant={variant!r} needs a quantized model; quant.method='fp16' has none")
+    if w_bits != 4 or a_bits != 16:
+        raise ValueError(f"kernel.variant={variant!r} is a W4A16 kernel; got quant.w_bits={w_bits}, "
+                         f"quant.a_bits={a_bits} (use kernel=reference for other widths)")
+
+
+def swap_quant_linears(model: nn.Module, weights: dict[str, QuantizedWeight], variant: str,
+                       dtype: torch.dtype | None = None) -> str:
+    """Replace each linear named in ``weights`` by a QuantLinear running ``variant``.
+
+    Returns a description of what runs (the kernel name each QuantLinear reports after a forward).
+    """
+    spec = VARIANTS[variant]
+    for name, qw in weights.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        ql = QuantLinear.from_quantized(qw, bias=None if old.bias is None else old.bias.detach(), variant=variant,
+                                        dtype=dtype or old.weight.dtype)
+        # Activation fake-quant pre-hooks (a_bits < 16) only exist for the reference path.
+        setattr(parent, child, ql.to(old.weight.device))
+    return f"{variant}: {spec.description} ({len(weights)} linears)"
