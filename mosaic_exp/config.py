@@ -90,6 +90,7 @@ class ModelConfig:
 @dataclass
 class CalibConfig:
     dataset: str = "c4"
+    split: Optional[str] = None  # None: the dataset's calibration default (c4 validation excerpt, else train)
     nsamples: int = 128
     seqlen: int = 2048
     seed: int = 0

@@ -121,3 +121,14 @@ def test_native_kernel_without_cuda_fails_before_loading(compose, tmp_path, data
         run_experiment(cfg, run_dir=str(tmp_path))
     assert time.perf_counter() - t0 < 5.0
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_zeroshot_through_the_pipeline(compose, tmp_path, data_dir):
+    cfg = compose([*TINY, "quant=rtn", "eval=zeroshot", "eval.zeroshot=[piqa,arc_easy]", "eval.zeroshot_limit=3",
+                   "eval.seqlen=64", "eval.max_windows=2"], tmp_path)
+    run_experiment(cfg, run_dir=str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert m["zeroshot/backend"] == "local"
+    for task in ("piqa", "arc_easy"):
+        acc = m[f"zeroshot/{task}/acc"]
+        assert 0.0 <= acc <= 1.0

@@ -48,9 +48,11 @@ def preflight(cfg: RunConfig) -> None:
     from mosaic_exp.runner.layer_quant import needs_calibration
 
     if needs_calibration(cfg):
-        check_available(cfg.calib.dataset, data_dir_of(cfg), purpose="calibration")
+        check_available(cfg.calib.dataset, data_dir_of(cfg), split=cfg.calib.split, purpose="calibration")
     for d in cfg.eval.perplexity:
         check_available(d, data_dir_of(cfg))
+    for task in cfg.eval.zeroshot:
+        check_available(task, data_dir_of(cfg))
 
 
 class Pipeline:
@@ -121,7 +123,8 @@ class Pipeline:
         c = self.cfg.calib
         with self._stage("calibrate"):
             self.calib_ids = get_calibration_windows(self.tokenizer, c.dataset, c.nsamples, c.seqlen, c.seed,
-                                                     data_dir_of(self.cfg), cache_dir=self._cache("tokens"))
+                                                     data_dir_of(self.cfg), split=c.split,
+                                                     cache_dir=self._cache("tokens"))
 
     def quantize(self) -> None:
         q = self.cfg.quant
@@ -178,10 +181,13 @@ class Pipeline:
             if e.zeroshot:
                 from mosaic_exp.eval.zeroshot import evaluate_zeroshot
 
+                from mosaic_exp.eval.zeroshot import flatten_results
+
                 zs = evaluate_zeroshot(self.model, self.tokenizer, list(e.zeroshot), data_dir=data_dir_of(self.cfg),
-                                       limit=e.zeroshot_limit, backend=e.zeroshot_backend, device=self.device)
-                for k, v in zs.items():
-                    self.metrics[f"zeroshot/{k}"] = v
+                                       limit=e.zeroshot_limit, backend=e.zeroshot_backend, device=self.device,
+                                       progress=progress_enabled())
+                self.metrics.update(flatten_results(zs))
+                self.metrics["zeroshot/backend"] = zs["backend"]
 
     # ------------------------------------------------------------------ driver
     def run(self) -> float:
