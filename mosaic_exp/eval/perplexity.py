@@ -30,7 +30,8 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
-def _progress(iterable, total: int, enabled: bool, desc: str):
+def progress_bar(iterable, total: int, enabled: bool, desc: str):
+    """tqdm over iterable when enabled and stderr is a terminal (quiet in CI logs and multirun files)."""
     if not enabled or not sys.stderr.isatty():
         return iterable
     try:
@@ -90,7 +91,7 @@ def evaluate_perplexity(
     starts = range(0, n, batch_size)
     try:
         with torch.inference_mode():
-            for s in _progress(starts, total=len(starts), enabled=progress, desc=f"ppl@{seqlen}"):
+            for s in progress_bar(starts, total=len(starts), enabled=progress, desc=f"ppl@{seqlen}"):
                 batch = windows[s : s + batch_size].to(device)
                 out = _forward(model, batch)
                 logits = out.logits if hasattr(out, "logits") else out[0]

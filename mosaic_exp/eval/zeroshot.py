@@ -33,13 +33,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from mosaic_exp.eval.perplexity import progress_bar
 
 from ..data.sources import (
     ZEROSHOT_TASKS,
@@ -182,14 +183,6 @@ def load_task(task: str, data_dir=None, limit: int | None = None) -> list[Doc]:
 # loglikelihood engine
 
 
-def _progress(it, total: int, enabled: bool, desc: str):
-    if not enabled or not sys.stderr.isatty():
-        return it
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return it
-    return tqdm(it, total=total, desc=desc, leave=False)
 
 
 class LoglikelihoodEngine:
@@ -284,7 +277,7 @@ class LoglikelihoodEngine:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for batch in _progress(batches, len(batches), progress, "loglikelihood"):
+                for batch in progress_bar(batches, len(batches), progress, "loglikelihood"):
                     L = len(batch[0][1])
                     ids = torch.full((len(batch), L), self.pad_token_id, dtype=torch.long)
                     mask = torch.zeros((len(batch), L), dtype=torch.long)

@@ -193,6 +193,7 @@ class Pipeline:
     def run(self) -> float:
         """Run every stage; always write metrics.json (status ok/failed). Returns the headline metric."""
         write_json(self.run_dir / "environment.json", self.env)
+        self.fabric.seed_everything(self.cfg.seed, verbose=False)  # every RNG the run may touch
         try:
             self.setup()
             self.calibrate()
