@@ -50,20 +50,6 @@ def check_model_available(cfg: ModelConfig) -> None:
         pass  # the tokenizer's own model is checked when it loads (a packaged GGUF, always present)
 
 
-def _hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable()
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _resolve_hf(cfg: ModelConfig) -> str:
     """Local path if given and present; else the hub id if the weights are cached or the hub answers."""
     if cfg.path:
@@ -81,7 +67,9 @@ def _resolve_hf(cfg: ModelConfig) -> str:
             return cfg.hf_id
     except Exception:  # noqa: BLE001 - any cache lookup failure just means "not cached"
         pass
-    if _hf_offline():
+    from mosaic_exp.data.sources import hub_reachable  # one hub probe policy (env + cached 2 s probe)
+
+    if not hub_reachable():
         raise ModelUnavailableError(
             f"model {cfg.name!r} ({cfg.hf_id}) is not in the local HF cache and the hub is unreachable "
             f"(offline). Provide the weights with model.path=/dir/with/checkpoint, or download "
