@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -46,8 +47,7 @@ def check_model_available(cfg: ModelConfig) -> None:
         gguf_path(cfg)
     elif cfg.source == "hf":
         _resolve_hf(cfg)
-    elif cfg.source == "random" and cfg.random.tokenizer:
-        pass  # the tokenizer's own model is checked when it loads (a packaged GGUF, always present)
+    # source == "random": nothing to fetch; a borrowed tokenizer is checked when it loads.
 
 
 def _resolve_hf(cfg: ModelConfig) -> str:
@@ -103,7 +103,10 @@ def _load_gguf(cfg: ModelConfig, cache_root: str):
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.rename(cached) if not cached.exists() else None
+    if cached.exists():  # another process cached it first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(cached)
     return model, tok
 
 
