@@ -129,3 +129,20 @@ def test_weight_override_and_blocksize_alignment():
     b = gq.quantize(4, 32, True, blocksize=70, weight=W)  # rounded to 64
     assert torch.equal(a.codes, b.codes)
     assert out_err(X, W, a.dequantized) < out_err(X, W, rtn_dequantize(*rtn_quantize(W, 4, 32, True), 32))
+
+
+@pytest.mark.parametrize("act_order,group_size", [(False, 128), (True, 64), (False, -1)])
+def test_quantize_many_equals_separate_runs(act_order, group_size):
+    """Stacking weights that share H (q/k/v) gives each weight's own GPTQ result exactly."""
+    g = torch.Generator().manual_seed(11)
+    _, X = correlated_data(6, 8, 200)
+    Ws = [torch.randn(n, 200, generator=g) * 0.05 for n in (24, 8, 17)]
+    gq = GPTQ(Ws[0])
+    gq.add_batch(X)
+    many = gq.quantize_many(Ws, bits=4, group_size=group_size, symmetric=False, act_order=act_order)
+    for W, r in zip(Ws, many):
+        one = gq.quantize(4, group_size, False, act_order=act_order, weight=W)
+        assert torch.equal(r.codes, one.codes) and torch.equal(r.scales, one.scales)
+        assert torch.equal(r.zeros, one.zeros)
+        assert torch.allclose(r.dequantized, one.dequantized, rtol=0, atol=0)
+        assert r.codes.shape == W.shape and r.stats["stacked"] == 3

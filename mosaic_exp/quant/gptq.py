@@ -115,6 +115,34 @@ class GPTQ:
         self.H = None  # type: ignore[assignment]
 
     @torch.no_grad()
+    def quantize_many(self, weights: list[torch.Tensor], residual_masks: list[torch.Tensor] | None = None,
+                      residual_scales: list[torch.Tensor] | None = None, **kwargs) -> list[GPTQResult]:
+        """Quantize several weights that share this layer's input (q/k/v, gate/up) in ONE pass.
+
+        GPTQ treats rows independently given H, so stacking the weights' rows gives exactly the
+        per-weight results at the cost of one column loop instead of one per weight (the loop is
+        launch-bound on a GPU). Damping retries are shared (same H). Returns one result per weight;
+        ``stats`` are the pass's (``stats["stacked"]`` = number of weights).
+        """
+        if not weights:
+            return []
+        rows = [int(w.shape[0]) for w in weights]
+        W = torch.cat([w.detach().float().to(self.H.device) for w in weights], dim=0)
+        if residual_masks is not None:
+            kwargs["residual_mask"] = torch.cat([m.to(self.H.device) for m in residual_masks], dim=0)
+            kwargs["residual_scales"] = torch.cat([s.to(self.H.device) for s in residual_scales], dim=0)
+        res = self.quantize(weight=W, **kwargs)
+        res.stats["stacked"] = len(weights)
+
+        def split(t):
+            return [None] * len(rows) if t is None else list(torch.split(t, rows, dim=0))
+
+        parts = zip(split(res.codes), split(res.scales), split(res.zeros), split(res.dequantized),
+                    split(res.col_err), split(res.residual_codes))
+        return [GPTQResult(c, s, z, dq, dict(res.stats), col_err=ce, hinv_diag=res.hinv_diag, residual_codes=rc)
+                for c, s, z, dq, ce, rc in parts]
+
+    @torch.no_grad()
     def quantize(
         self,
         bits: int,
@@ -145,9 +173,9 @@ class GPTQ:
         if self.nsamples == 0:
             raise ValueError("GPTQ.quantize called before add_batch (no calibration data)")
         W0 = (self.weight if weight is None else weight).detach()
-        if tuple(W0.shape) != (self.rows, self.columns):
-            raise ValueError(f"weight shape {tuple(W0.shape)} != {(self.rows, self.columns)}")
-        N, K = self.rows, self.columns
+        if W0.dim() != 2 or W0.shape[1] != self.columns:
+            raise ValueError(f"weight shape {tuple(W0.shape)} does not have {self.columns} input columns")
+        N, K = W0.shape
         dev = self.H.device
         ng = num_groups(K, group_size)
         gs = effective_group_size(K, group_size)
@@ -206,6 +234,9 @@ class GPTQ:
         if use_res:
             if residual_scales is None:
                 raise ValueError("residual_mask needs residual_scales")
+            if tuple(residual_mask.shape) != (N, K) or tuple(residual_scales.shape) != (N, K):
+                raise ValueError(f"residual_mask/scales must be {(N, K)}, got {tuple(residual_mask.shape)} "
+                                 f"and {tuple(residual_scales.shape)}")
             rmask = residual_mask.to(dev).bool()
             rscale = residual_scales.to(device=dev, dtype=torch.float32)
             rscale = torch.where(rmask & (rscale > 0), rscale, torch.ones_like(rscale))
@@ -215,46 +246,53 @@ class GPTQ:
             rzero = torch.full((N,), float(RESIDUAL_ZERO), device=dev)
             stats["residual_in_loop"] = True
             stats["residual_elements"] = int(rmask.sum())
-        col_err = torch.zeros(N, K, device=dev)
 
         if grouped and not static_groups:
             blocksize = gs * max(1, blocksize // gs)
+        maxq = 2**bits - 1
         codes = torch.zeros(N, K, dtype=torch.uint8, device=dev)
+        col_err = torch.zeros(N, K, device=dev)
         Q = torch.zeros(N, K, device=dev)
         losses = torch.zeros(N, device=dev)
+        # The column loop is launch-bound on a GPU: per column only the ops the recursion needs
+        # (quantize, error, rank-1 update); codes, errors and losses are written per lazy block.
         for i1 in range(0, K, blocksize):
             i2 = min(i1 + blocksize, K)
             W1 = W[:, i1:i2].clone()
             Q1 = torch.zeros_like(W1)
-            Err1 = torch.zeros_like(W1)
+            C1 = torch.zeros_like(W1)    # base codes (float) of this block
+            E1 = torch.zeros_like(W1)    # w - Q(w) before propagation (col_err)
+            Err1 = torch.zeros_like(W1)  # (w - q) / d: GPTQ's scaled error of the stored weight
             Hinv1 = Hinv[i1:i2, i1:i2]
             for i in range(i2 - i1):
                 col = i1 + i
                 w = W1[:, i]
-                d = Hinv1[i, i]
                 if grouped and not static_groups and col % gs == 0:
                     # The whole group lies in this block (blocksize is a multiple of gs).
                     g = col // gs
                     scales[:, g], zeros[:, g] = compute_qparams(W1[:, i:i + gs], bits, symmetric, clip_ratio)
                 g = col_group[col]
                 s, z = scales[:, g], zeros[:, g]
-                q = quantize_codes(w, s, z, bits)
-                codes[:, col] = q.to(torch.uint8)
-                qd = (q - z) * s
-                col_err[:, col] = w - qd
+                q = torch.round(w / s).add_(z).clamp_(0, maxq)  # = quantize_codes(w, s, z, bits)
+                C1[:, i] = q
+                qd = (q - z).mul_(s)
+                e = w - qd
+                E1[:, i] = e
                 if use_res:
-                    m = rmask[:, col]
-                    rq = quantize_codes(w - qd, rscale[:, col], rzero, RESIDUAL_BITS)
-                    rq = torch.where(m, rq, rzero)
+                    rq = quantize_codes(e, rscale[:, col], rzero, RESIDUAL_BITS)
+                    rq = torch.where(rmask[:, col], rq, rzero)
                     rcodes[:, col] = rq.to(torch.uint8)
                     qd = qd + (rq - rzero) * rscale[:, col]
+                    e = w - qd
                 Q1[:, i] = qd
-                err = (w - qd) / d
-                losses += (w - qd) ** 2 / d**2 / 2
-                W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+                err = e / Hinv1[i, i]
                 Err1[:, i] = err
+                W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1.0)
+            codes[:, i1:i2] = C1.to(torch.uint8)
+            col_err[:, i1:i2] = E1
             Q[:, i1:i2] = Q1
-            W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+            losses += Err1.pow(2).sum(dim=1) / 2  # sum over columns of (w - q)^2 / d^2 / 2
+            W[:, i2:].addmm_(Err1, Hinv[i1:i2, i2:], alpha=-1.0)
 
         d = torch.diagonal(Hinv).clone()
         if perm is not None:

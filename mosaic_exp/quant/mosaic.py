@@ -7,7 +7,8 @@
     W_q = Q(W_hat) + M_S * Q(R)
 
 Two entry points:
-  * ``mosaic_quantize``: per-layer budget, one call -> (QuantizedWeight, info).
+  * ``mosaic_quantize``: per-layer budget, one call -> (QuantizedWeight, info);
+    ``mosaic_quantize_group`` does the same for linears sharing H with one stacked GPTQ pass.
   * ``mosaic_candidates`` + ``finalize``: for a global (model-wide) budget. Build the candidates of
     every layer (``Candidates.cpu()`` to park them), rank with ``residual.select.topk_global``
     over ``{name: cand.scores}``, then ``finalize(cand, mask)`` per layer.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from mosaic_exp.formats import RESIDUAL_ZERO
-from mosaic_exp.quant.gptq import GPTQ
+from mosaic_exp.quant.gptq import GPTQ, GPTQResult
 from mosaic_exp.quant.quantizer import dequantize_weight
 from mosaic_exp.quant.rtn import rtn_quantize
 from mosaic_exp.residual.blocks import block_sum, expand_mask, from_blocks, to_blocks
@@ -104,6 +105,7 @@ def mosaic_candidates(
     clip_ratio: float = 1.0,
     gptq_options: dict | None = None,
     gptq_residual: str = "post",
+    base_result: GPTQResult | None = None,
 ) -> Candidates:
     """Base quantization + quantized residual of every block + block scores.
 
@@ -118,6 +120,8 @@ def mosaic_candidates(
                  available in this mode (R~ is not an output-space residual).
 
     h [K] (diag Hessian) and/or H [K, K] (full Hessian, 2 X^T X / T) default to the GPTQ object's.
+    base_result: this weight's GPTQ base when it was already computed (``GPTQ.quantize_many`` over the
+    linears sharing H); otherwise ``gptq.quantize`` runs here.
     The "channel" selector forces block_shape (N, 1) and granularity "block" (one scale per
     channel; per-row scales of a 1-wide block would be one fp16 scale per weight); recorded in
     ``stats["overrides"]``.
@@ -144,8 +148,8 @@ def mosaic_candidates(
     if base == "gptq":
         if gptq is None:
             raise ValueError("base='gptq' needs a GPTQ object with calibration data")
-        res = gptq.quantize(bits, group_size, symmetric, clip_ratio=clip_ratio, weight=W,
-                            **(gptq_options or {}))
+        res = base_result if base_result is not None else gptq.quantize(
+            bits, group_size, symmetric, clip_ratio=clip_ratio, weight=W, **(gptq_options or {}))
         codes, scales, zeros, Qw = res.codes, res.scales, res.zeros, res.dequantized
         stats["gptq"] = res.stats
         if in_loop and res.stats["fallback"]:
@@ -182,11 +186,23 @@ def mosaic_candidates(
                                        clip_ratio=clip_ratio, **(gptq_options or {})) if in_loop else {})
 
 
+def in_loop_inputs(candidates: Candidates, mask: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise residual mask and scales [N, K] for GPTQ's in-loop pass over the blocks of ``mask``."""
+    c = candidates
+    elem_mask = expand_mask(mask.to(device), c.shape, c.block_shape)
+    bh, bw = c.block_shape
+    rs = c.residual_scales.to(device)
+    elem_scales = from_blocks(rs.unsqueeze(-1).expand(*rs.shape[:2], bh, bw), c.shape)
+    return elem_mask, elem_scales
+
+
 def finalize(candidates: Candidates, mask: torch.Tensor, meta: dict | None = None,
-             scale_dtype: torch.dtype = torch.float32, gptq: GPTQ | None = None):
+             scale_dtype: torch.dtype = torch.float32, gptq: GPTQ | None = None,
+             in_loop_result: GPTQResult | None = None):
     """QuantizedWeight with the residual blocks of ``mask`` [nbr, nbc] kept (scales stored as
-    ``scale_dtype``). In-loop candidates with a non-empty mask need ``gptq`` (the same GPTQ object,
-    H still present): GPTQ is re-run with the residual of the masked blocks in its loop."""
+    ``scale_dtype``). In-loop candidates with a non-empty mask need GPTQ re-run with the residual of
+    the masked blocks in its loop: pass its result (``in_loop_result``, from ``in_loop_inputs``) or the
+    layer's GPTQ object (``gptq``, H still present) to run it here."""
     c = candidates
     if tuple(mask.shape) != tuple(c.scores.shape):
         raise ValueError(f"mask shape {tuple(mask.shape)} != score grid {tuple(c.scores.shape)}")
@@ -196,15 +212,13 @@ def finalize(candidates: Candidates, mask: torch.Tensor, meta: dict | None = Non
     codes, scales, zeros = c.base_codes, c.base_scales, c.base_zeros
     rcodes, rs = c.residual_codes, c.residual_scales
     if c.in_loop and bool(mask.any()):
-        if gptq is None or gptq.H is None:
-            raise ValueError("in-loop candidates need the layer's GPTQ object (with H) to finalize")
-        dev = gptq.H.device
-        elem_mask = expand_mask(mask.to(dev), c.shape, c.block_shape)
-        bh, bw = c.block_shape
-        rs = c.residual_scales.to(dev)
-        elem_scales = from_blocks(rs.unsqueeze(-1).expand(*rs.shape[:2], bh, bw), c.shape)
-        res = gptq.quantize(weight=c.W_hat.to(dev), residual_mask=elem_mask, residual_scales=elem_scales,
-                            **c.gptq_kwargs)
+        res = in_loop_result
+        if res is None:
+            if gptq is None or gptq.H is None:
+                raise ValueError("in-loop candidates need the layer's GPTQ object (with H) to finalize")
+            elem_mask, elem_scales = in_loop_inputs(c, mask, gptq.H.device)
+            res = gptq.quantize(weight=c.W_hat.to(gptq.H.device), residual_mask=elem_mask,
+                                residual_scales=elem_scales, **c.gptq_kwargs)
         if res.residual_codes is None:
             raise RuntimeError(f"in-loop GPTQ pass failed: {res.stats.get('fallback_reason')}")
         codes, scales, zeros = res.codes, res.scales, res.zeros
@@ -213,7 +227,7 @@ def finalize(candidates: Candidates, mask: torch.Tensor, meta: dict | None = Non
         m["gptq_in_loop"] = {"gptq_loss": res.stats["gptq_loss"],
                              "residual_elements": res.stats["residual_elements"]}
     return build_quantized_weight(codes, scales, zeros, c.bits, c.group_size,
-                                  c.symmetric, rcodes, rs,
+                                  c.symmetric, rcodes, rs.to(rcodes.device),
                                   mask.to(rcodes.device), c.block_shape, meta=m,
                                   scale_dtype=scale_dtype)
 
@@ -228,8 +242,8 @@ def _summary(t: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def mosaic_quantize(
-    W_hat: torch.Tensor,
+def mosaic_quantize_group(
+    W_hats: list[torch.Tensor],
     *,
     base: str = "rtn",
     gptq: GPTQ | None = None,
@@ -248,23 +262,52 @@ def mosaic_quantize(
     gptq_residual: str = "post",
     allow_nonpositive: bool = False,
     scale_dtype: torch.dtype = torch.float32,
-):
-    """One layer, per-layer budget -> (QuantizedWeight, info). The info's final errors are
-    measured on the stored weight (``qw.dequantize()``, i.e. with ``scale_dtype`` scales)."""
-    _, H = _resolve_h(gptq, h, H)
-    cand = mosaic_candidates(W_hat, base=base, gptq=gptq, h=h, H=H, bits=bits, group_size=group_size,
-                             symmetric=symmetric, block_shape=block_shape, selector=selector,
-                             granularity=granularity, seed=seed, clip_ratio=clip_ratio,
-                             gptq_options=gptq_options, gptq_residual=gptq_residual)
-    mask = topk_per_layer(cand.scores, budget, allow_nonpositive=allow_nonpositive)
-    qw = finalize(cand, mask, meta={"budget": float(budget)}, scale_dtype=scale_dtype, gptq=gptq)
-    info = candidates_info(cand, mask, budget)
-    Rf = W_hat.detach().float() - qw.dequantize().to(W_hat.device)  # R - M_S * Q(R)
-    info["weight_err_final"] = float((Rf * Rf).sum())
-    if H is not None:  # exact output error tr(R' H R'^T) of the final layer
-        info["output_err_final"] = float(((Rf @ H.float().to(Rf.device)) * Rf).sum())
-    info["bits_per_weight"] = qw.bits_per_weight()
-    return qw, info
+) -> list[tuple]:
+    """Linears sharing one input (q/k/v, gate/up), per-layer budget -> [(QuantizedWeight, info)].
+
+    Each weight gets its own blocks, scores and top-K, exactly as one ``mosaic_quantize`` call per
+    weight; only the GPTQ passes (base, and the in-loop re-run) are stacked into one column loop.
+    The info's final errors are measured on the stored weight (``qw.dequantize()``).
+    """
+    h, H = _resolve_h(gptq, h, H)
+    base_results = [None] * len(W_hats)
+    if base == "gptq":
+        if gptq is None:
+            raise ValueError("base='gptq' needs a GPTQ object with calibration data")
+        get_selector(selector)  # clear error on unknown names before the GPTQ pass
+        base_results = gptq.quantize_many([w.detach().float() for w in W_hats], bits=bits, group_size=group_size,
+                                          symmetric=symmetric, clip_ratio=clip_ratio, **(gptq_options or {}))
+    cands = [mosaic_candidates(W, base=base, gptq=gptq, h=h, H=H, bits=bits, group_size=group_size,
+                               symmetric=symmetric, block_shape=block_shape, selector=selector,
+                               granularity=granularity, seed=seed, clip_ratio=clip_ratio,
+                               gptq_options=gptq_options, gptq_residual=gptq_residual, base_result=r)
+             for W, r in zip(W_hats, base_results)]
+    masks = [topk_per_layer(c.scores, budget, allow_nonpositive=allow_nonpositive) for c in cands]
+    in_loop_results: list = [None] * len(cands)
+    rerun = [i for i, (c, mk) in enumerate(zip(cands, masks)) if c.in_loop and bool(mk.any())]
+    if rerun:
+        dev = gptq.H.device
+        inputs = [in_loop_inputs(cands[i], masks[i], dev) for i in rerun]
+        results = gptq.quantize_many([cands[i].W_hat for i in rerun], residual_masks=[m for m, _ in inputs],
+                                     residual_scales=[s for _, s in inputs], **cands[rerun[0]].gptq_kwargs)
+        for i, r in zip(rerun, results):
+            in_loop_results[i] = r
+    out = []
+    for W, cand, mask, r in zip(W_hats, cands, masks, in_loop_results):
+        qw = finalize(cand, mask, meta={"budget": float(budget)}, scale_dtype=scale_dtype, in_loop_result=r)
+        info = candidates_info(cand, mask, budget)
+        Rf = W.detach().float() - qw.dequantize().to(W.device)  # R - M_S * Q(R)
+        info["weight_err_final"] = float((Rf * Rf).sum())
+        if H is not None:  # exact output error tr(R' H R'^T) of the final layer
+            info["output_err_final"] = float(((Rf @ H.float().to(Rf.device)) * Rf).sum())
+        info["bits_per_weight"] = qw.bits_per_weight()
+        out.append((qw, info))
+    return out
+
+
+def mosaic_quantize(W_hat: torch.Tensor, **kwargs):
+    """One layer, per-layer budget -> (QuantizedWeight, info); see ``mosaic_quantize_group``."""
+    return mosaic_quantize_group([W_hat], **kwargs)[0]
 
 
 def candidates_info(cand: Candidates, mask: torch.Tensor, budget: float | None = None) -> dict:

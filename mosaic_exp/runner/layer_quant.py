@@ -1,6 +1,7 @@
-"""Glue between the layer-wise runner and the pure quantization math: one LinearQuantizer per linear.
+"""Glue between the layer-wise runner and the pure quantization math: one GroupQuantizer per group of
+linears that share an input.
 
-It collects the input statistics a method needs (full Hessian for GPTQ / output_exact, its diagonal for
+It collects the input statistics (once per group) a method needs (full Hessian for GPTQ / output_exact, its diagonal for
 the Delta-Hessian score) through a forward pre-hook, then calls the method and returns a QuantizedWeight.
 """
 
@@ -49,15 +50,24 @@ def _dense_qweight(codes, scales, zeros, cfg: RunConfig, meta: dict) -> Quantize
                                   cfg.residual.block_shape, meta=meta, scale_dtype=torch.float16).to("cpu")
 
 
-class LinearQuantizer:
-    def __init__(self, name: str, weight: torch.Tensor, cfg: RunConfig):
-        self.name = name
-        self.weight = weight
+class GroupQuantizer:
+    """The linears of one group share their input (q/k/v; gate/up): one statistics collector (one H,
+    hooked on the first member) and, for GPTQ, one stacked column loop for all members (GPTQ rows are
+    independent given H, so this equals one GPTQ run per linear). Residual blocks, scores and top-K
+    stay per linear."""
+
+    def __init__(self, names: list[str], weights: list[torch.Tensor], cfg: RunConfig):
+        if len(names) != len(weights) or not names:
+            raise ValueError("GroupQuantizer needs one weight per name")
+        if len({w.shape[1] for w in weights}) != 1:
+            raise ValueError(f"linears {names} do not share an input size: {[tuple(w.shape) for w in weights]}")
+        self.names = list(names)
+        self.weights = list(weights)
         self.cfg = cfg
         q, r = cfg.quant, cfg.residual
         self.full_hessian = q.method == "gptq" or (
             q.method == "mosaic" and (q.base == "gptq" or r.selector in _FULL_HESSIAN_SELECTORS))
-        self.gptq = GPTQ(weight.detach().float()) if self.full_hessian else None
+        self.gptq = GPTQ(weights[0].detach().float()) if self.full_hessian else None
         self.h_sum: torch.Tensor | None = None  # running sum of X^2 (diagonal only)
         self.tokens = 0
 
@@ -78,22 +88,29 @@ class LinearQuantizer:
             return self.gptq.h_diag
         return 2.0 * self.h_sum / max(self.tokens, 1)
 
-    def quantize(self) -> LinearResult:
+    def quantize(self) -> dict[str, LinearResult]:
         q = self.cfg.quant
-        w = self.weight.detach().float()
+        ws = [w.detach().float() for w in self.weights]
         if q.method == "rtn":
-            codes, scales, zeros = rtn_quantize(w, q.w_bits, q.group_size, q.symmetric, q.clip_ratio)
-            qw = _dense_qweight(codes, scales, zeros, self.cfg, {"method": "rtn"})
-            return LinearResult(qw.dequantize().to(w.device), qw, info={"bits_per_weight": qw.bits_per_weight()})
+            out = {}
+            for n, w in zip(self.names, ws):
+                codes, scales, zeros = rtn_quantize(w, q.w_bits, q.group_size, q.symmetric, q.clip_ratio)
+                qw = _dense_qweight(codes, scales, zeros, self.cfg, {"method": "rtn"})
+                out[n] = LinearResult(qw.dequantize().to(w.device), qw, info={"bits_per_weight": qw.bits_per_weight()})
+            return out
         if q.method == "gptq":
-            res = self.gptq.quantize(q.w_bits, q.group_size, q.symmetric, q.percdamp, q.act_order,
-                                     q.static_groups, clip_ratio=q.clip_ratio)
-            qw = _dense_qweight(res.codes, res.scales, res.zeros, self.cfg, {"method": "gptq"})
+            results = self.gptq.quantize_many(ws, bits=q.w_bits, group_size=q.group_size, symmetric=q.symmetric,
+                                              percdamp=q.percdamp, act_order=q.act_order,
+                                              static_groups=q.static_groups, clip_ratio=q.clip_ratio)
             self._free()
-            return LinearResult(qw.dequantize().to(w.device), qw,
-                                info={"bits_per_weight": qw.bits_per_weight(), **res.stats})
+            out = {}
+            for n, w, res in zip(self.names, ws, results):
+                qw = _dense_qweight(res.codes, res.scales, res.zeros, self.cfg, {"method": "gptq"})
+                out[n] = LinearResult(qw.dequantize().to(w.device), qw,
+                                      info={"bits_per_weight": qw.bits_per_weight(), **res.stats})
+            return out
         if q.method == "mosaic":
-            return self._mosaic(w)
+            return self._mosaic(ws)
         raise ValueError(f"quant.method={q.method!r} has no layer quantizer")
 
     def _mosaic_kwargs(self) -> dict:
@@ -105,23 +122,33 @@ class LinearQuantizer:
                     gptq_options=dict(percdamp=q.percdamp, act_order=q.act_order, static_groups=q.static_groups),
                     gptq_residual=r.gptq_residual)
 
-    def _mosaic(self, w: torch.Tensor) -> LinearResult:
-        from mosaic_exp.quant.mosaic import finalize, mosaic_candidates, mosaic_quantize
+    def _mosaic(self, ws: list[torch.Tensor]) -> dict[str, LinearResult]:
+        from mosaic_exp.quant.mosaic import finalize, mosaic_candidates, mosaic_quantize_group
 
         r = self.cfg.residual
+        kw = self._mosaic_kwargs()
         if r.scope == "global":
-            cand = mosaic_candidates(w, **self._mosaic_kwargs())
-            # Until the global selection, the model computes with the base only.
-            base = finalize(cand, torch.zeros_like(cand.scores, dtype=torch.bool))
-            if cand.in_loop:
+            if kw["base"] == "gptq" and r.gptq_residual == "in_loop":
                 raise ValueError("residual.scope=global needs residual.gptq_residual=post "
                                  "(in-loop GPTQ re-runs need every layer's Hessian at selection time)")
+            base_results = [None] * len(ws)
+            if kw["base"] == "gptq":
+                base_results = self.gptq.quantize_many(ws, bits=kw["bits"], group_size=kw["group_size"],
+                                                       symmetric=kw["symmetric"], clip_ratio=kw["clip_ratio"],
+                                                       **kw["gptq_options"])
+            out = {}
+            for n, w, br in zip(self.names, ws, base_results):
+                cand = mosaic_candidates(w, base_result=br, **kw)
+                # Until the global selection, the model computes with the base only.
+                base = finalize(cand, torch.zeros_like(cand.scores, dtype=torch.bool))
+                out[n] = LinearResult(base.dequantize().to(w.device), candidates=cand.cpu(),
+                                      info={"num_blocks": cand.num_blocks})
             self._free()
-            return LinearResult(base.dequantize().to(w.device), candidates=cand.cpu(),
-                                info={"num_blocks": cand.num_blocks})
-        qw, info = mosaic_quantize(w, budget=r.budget, scale_dtype=torch.float16, **self._mosaic_kwargs())
+            return out
+        results = mosaic_quantize_group(ws, budget=r.budget, scale_dtype=torch.float16, **kw)
         self._free()
-        return LinearResult(qw.dequantize().to(w.device), qw.to("cpu"), info=info)
+        return {n: LinearResult(qw.dequantize().to(w.device), qw.to("cpu"), info=info)
+                for n, w, (qw, info) in zip(self.names, ws, results)}
 
     def _free(self) -> None:
         if self.gptq is not None:

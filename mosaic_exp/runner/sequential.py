@@ -21,7 +21,7 @@ from mosaic_exp.formats import QuantizedWeight
 from mosaic_exp.models.adapters import ArchAdapter
 from mosaic_exp.runner.capture import capture_layer0_inputs, layer_forward
 from mosaic_exp.runner.layer_quant import (
-    LinearQuantizer,
+    GroupQuantizer,
     finalize_global,
     install_act_quant,
     needs_calibration,
@@ -104,7 +104,7 @@ def quantize_weights_only(model: nn.Module, adapter: ArchAdapter, cfg: RunConfig
     for i, layer in enumerate(layers):
         layer.to(device)
         for n, m in adapter.linears(layer).items():
-            result = LinearQuantizer(f"model.layers.{i}.{n}", m.weight, cfg).quantize()
+            result = GroupQuantizer([n], [m.weight], cfg).quantize()[n]
             m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
             report.weights[f"model.layers.{i}.{n}"] = result.qweight
             report.layer_info[f"model.layers.{i}.{n}"] = result.info
@@ -146,16 +146,16 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
                                                                  device, bs)
         for group in adapter.linear_groups:
             mods = {n: layer.get_submodule(n) for n in group}
-            quantizers = {n: LinearQuantizer(prefix + n, m.weight, cfg) for n, m in mods.items()}
-            if needs_stats(cfg):
-                handles = [m.register_forward_pre_hook(quantizers[n].hook) for n, m in mods.items()]
+            gq = GroupQuantizer(list(mods), [m.weight for m in mods.values()], cfg)
+            if needs_stats(cfg):  # the group's linears share their input: hook the first one
+                handle = next(iter(mods.values())).register_forward_pre_hook(gq.hook)
                 try:
                     _forward_all(layer, inps, kwargs, device, bs)
                 finally:
-                    for h in handles:
-                        h.remove()
+                    handle.remove()
+            results = gq.quantize()
             for n, m in mods.items():
-                result = quantizers[n].quantize()
+                result = results[n]
                 report.layer_info[prefix + n] = result.info
                 m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
                 if global_scope:
