@@ -122,6 +122,9 @@ class QuantConfig:
     percdamp: float = 0.01
     act_order: bool = False
     static_groups: bool = False
+    # Weight of each calibration window's first token (the attention sink) in the Hessian statistics
+    # (H for GPTQ, h for the Delta-Hessian score): 1 = plain average, 0 = drop it, >1 = up-weight it.
+    sink_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("quant", "method", self.method, METHODS)
@@ -139,6 +142,7 @@ class QuantConfig:
         _range("quant", "a_clip_ratio", self.a_clip_ratio, 1e-3, 1.0, "(0, 1]")
         _range("quant", "smooth_alpha", self.smooth_alpha, 0.0, 1.0, "[0, 1]")
         _range("quant", "percdamp", self.percdamp, 0.0, 10.0, "[0, 10]")
+        _range("quant", "sink_weight", self.sink_weight, 0.0, 1e6, "[0, 1e6]")
 
 
 @dataclass

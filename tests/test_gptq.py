@@ -146,3 +146,24 @@ def test_quantize_many_equals_separate_runs(act_order, group_size):
         assert torch.equal(r.zeros, one.zeros)
         assert torch.allclose(r.dequantized, one.dequantized, rtol=0, atol=0)
         assert r.codes.shape == W.shape and r.stats["stacked"] == 3
+
+
+@pytest.mark.parametrize("method,sink_weight", [("gptq", 0.0), ("gptq", 4.0), ("mosaic", 9.0)])
+def test_sink_weight_reweights_first_token(compose, method, sink_weight):
+    """quant.sink_weight scales each window's first token's contribution to H (GPTQ) / h (Delta-Hessian)."""
+    from mosaic_exp.config import validate
+    from mosaic_exp.runner.layer_quant import GroupQuantizer
+
+    cfg = validate(compose([f"quant={method}", "quant.base=rtn", f"quant.sink_weight={sink_weight}"]))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 10, 24, generator=g)  # [windows, tokens, K]
+    gq = GroupQuantizer(["a", "b"], [torch.randn(8, 24, generator=g), torch.randn(5, 24, generator=g)], cfg)
+    gq.hook(None, (x,))
+    w = torch.ones(3, 10, 1)
+    w[:, 0] = sink_weight
+    xf = x.reshape(-1, 24).double()
+    H = 2 * (xf * w.reshape(-1, 1)).T @ xf / xf.shape[0]
+    torch.testing.assert_close(gq.h_diag.double(), torch.diagonal(H), rtol=1e-5, atol=1e-6)
+    if method == "gptq":
+        torch.testing.assert_close(gq.gptq.H.double(), H, rtol=1e-5, atol=1e-6)
+    assert torch.equal(x, torch.randn(3, 10, 24, generator=torch.Generator().manual_seed(2)))  # input untouched

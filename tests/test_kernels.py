@@ -70,6 +70,29 @@ def test_pack_roundtrip(dtype, n, k, gs, sym, budget, bs):
     assert int((p.res_lut >= 0).sum()) == p.num_res_units
 
 
+@pytest.mark.parametrize("n,k,budget,bs", [(576, 576, 0.1, (128, 128)), (192, 4160, 0.3, (64, 64)),
+                                           (128, 9216, 1.0, (64, 64)), (256, 2048, 0.0, (128, 128))])
+def test_residual_bit_words(n, k, budget, bs):
+    """res_bits / res_base (what the zipper kernel reads) encode exactly res_lut: for every
+    (nt, kt) with a residual, id = base[nt, kt//32] + #bits of word kt//32 below kt%32."""
+    p = pack_quantized(random_quantized(n, k, 64, False, budget, bs), torch.float16)
+    nt, kt = p.res_lut.shape
+    kw = (kt + 31) // 32
+    assert p.res_bits.shape == (nt, kw) and p.res_base.shape == (nt, kw)
+    assert p.res_bits.dtype == torch.int32 and p.res_base.dtype == torch.int32
+    words = p.res_bits.to(torch.int64) & 0xFFFFFFFF
+    ids = torch.full((nt, kt), -1, dtype=torch.int64)
+    for w in range(kw):
+        for i in range(min(32, kt - 32 * w)):
+            on = ((words[:, w] >> i) & 1).bool()
+            below = words[:, w] & ((1 << i) - 1)
+            cnt = torch.tensor([bin(int(v)).count("1") for v in below])
+            ids[on, 32 * w + i] = (p.res_base[:, w].to(torch.int64) + cnt)[on]
+    assert torch.equal(ids, p.res_lut.to(torch.int64))
+    if kt % 32:  # bits past KT are clear
+        assert int((words[:, -1] >> (kt % 32)).sum()) == 0
+
+
 def test_fragment_map_is_permutation():
     m = fragment_map()
     assert torch.equal(torch.sort(m).values, torch.arange(4096))

@@ -168,9 +168,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
-             p.res_lut.data_ptr(), p.res_csr_ptr.data_ptr(), 0, 0,
+             p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_csr_ptr.data_ptr(), 0, 0,
              y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
-             p.res_prefix.data_ptr() if (mode == MODE_ZIPPER and p.res_prefix is not None) else 0, rslots,
+             p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
              m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream)
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}"
                + (f",rslots{rslots}]" if mode == MODE_ZIPPER else "]")]
@@ -187,12 +187,13 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
 
 # ---------------------------------------------------------------------------- custom ops
 def _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, csr_ptr, csr_kt, csr_id,
-                      n, k, gs_tiles, res_prefix=None, res_window_max=1) -> PackedW4:
+                      n, k, gs_tiles, res_bits=None, res_base=None, res_window_max=1) -> PackedW4:
     return PackedW4(out_features=n, in_features=k, n_pad=scales.shape[1], k_pad=qweight.shape[1] * TILE,
                     group_size=gs_tiles * TILE if gs_tiles else k, gs_tiles=gs_tiles, dtype=scales.dtype,
                     qweight=qweight, scales=scales, zeros=zeros, block_shape=(TILE, TILE),
                     res_qweight=res_qweight, res_scales=res_scales, res_lut=res_lut, res_csr_ptr=csr_ptr,
-                    res_csr_kt=csr_kt, res_csr_id=csr_id, res_prefix=res_prefix, res_window_max=res_window_max)
+                    res_csr_kt=csr_kt, res_csr_id=csr_id, res_bits=res_bits, res_base=res_base,
+                    res_window_max=res_window_max)
 
 
 def _empty_res(scales: torch.Tensor, qweight: torch.Tensor):
@@ -221,16 +222,16 @@ def _(x, qweight, scales, zeros, n, k, gs_tiles):
 
 @torch.library.custom_op("mosaic::zipper_gemm", mutates_args=())
 def zipper_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
-                res_qweight: torch.Tensor, res_scales: torch.Tensor, res_lut: torch.Tensor,
-                res_prefix: torch.Tensor, n: int, k: int, gs_tiles: int, res_window_max: int) -> torch.Tensor:
+                res_qweight: torch.Tensor, res_scales: torch.Tensor, res_bits: torch.Tensor,
+                res_base: torch.Tensor, n: int, k: int, gs_tiles: int, res_window_max: int) -> torch.Tensor:
     e = _empty_res(scales, qweight)
-    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, e[3], e[4], e[5], n, k, gs_tiles,
-                          res_prefix, res_window_max)
+    p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, e[2], e[3], e[4], e[5], n, k, gs_tiles,
+                          res_bits, res_base, res_window_max)
     return launch(x, p, "zipper")
 
 
 @zipper_gemm.register_fake
-def _(x, qweight, scales, zeros, res_qweight, res_scales, res_lut, res_prefix, n, k, gs_tiles, res_window_max):
+def _(x, qweight, scales, zeros, res_qweight, res_scales, res_bits, res_base, n, k, gs_tiles, res_window_max):
     return _fake_out(x, n)
 
 
@@ -255,7 +256,7 @@ def call_op(x: torch.Tensor, p: PackedW4, variant: str) -> torch.Tensor:
         return torch.ops.mosaic.dense_gemm(x, p.qweight, p.scales, p.zeros, p.out_features, p.in_features, p.gs_tiles)
     if variant == "zipper":
         return torch.ops.mosaic.zipper_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
-                                            p.res_lut, p.res_prefix, p.out_features, p.in_features, p.gs_tiles,
+                                            p.res_bits, p.res_base, p.out_features, p.in_features, p.gs_tiles,
                                             p.res_window_max)
     if variant == "separate":
         return torch.ops.mosaic.separate_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,

@@ -14,7 +14,9 @@ Kernel layout (see native/zipper.cuh):
     symmetric weights (z = 8 is a kernel constant).
   * residual blocks (bh, bw multiples of 64) are split into 64x64 units ``res_qweight``
     [R, 2048] with per-row scales ``res_scales`` [R, 64]; ``res_lut`` [NT, KT] int32 holds the
-    unit id or -1 (zipper), ``res_csr_ptr/kt/id`` list the units per n-tile (separate).
+    unit id or -1 (reference / tests), ``res_bits`` / ``res_base`` [NT, ceil(KT/32)] the same map as
+    bit words plus first ids (what the zipper kernel reads), ``res_csr_ptr/kt/id`` list the units
+    per n-tile (separate).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ class PackedW4:
     res_csr_ptr: torch.Tensor
     res_csr_kt: torch.Tensor
     res_csr_id: torch.Tensor
-    res_prefix: torch.Tensor | None = None  # [NT, KT] int32: residual units before kt in row nt
+    res_bits: torch.Tensor | None = None    # [NT, KW] int32, KW = ceil(KT/32): bit kt%32 of word kt//32
+    res_base: torch.Tensor | None = None    # [NT, KW] int32: id of the first residual unit at/after (nt, 32w)
     res_window_max: int = 1                  # most residual units of one row in 8 consecutive k-tiles
 
     @property
@@ -116,7 +119,11 @@ class PackedW4:
             b += self.zeros.numel() * self.zeros.element_size()
         if residual:
             b += self.res_qweight.numel() + self.res_scales.numel() * self.res_scales.element_size()
-            b += self.res_lut.numel() * 4
+            # the zipper kernel's bookkeeping: residual bit words + first ids (the LUT is host-side)
+            if self.res_bits is not None and self.res_base is not None:
+                b += (self.res_bits.numel() + self.res_base.numel()) * 4
+            else:
+                b += self.res_lut.numel() * 4
         return b
 
 
@@ -217,18 +224,36 @@ def pack_quantized(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, devi
         csr_kt = torch.zeros(0, dtype=torch.int32, device=dev)
         csr_id = torch.zeros(0, dtype=torch.int32, device=dev)
     has = (lut.view(nt, kt) >= 0).to(torch.int32)
-    prefix = (torch.cumsum(has, 1) - has).to(torch.int32).contiguous()
+    res_bits, res_base = residual_bit_words(has)
     incl = torch.zeros(nt, kt + 1, dtype=torch.int32, device=dev)
     incl[:, 1:] = torch.cumsum(has, 1)
     w = min(8, kt)
     window_max = int((incl[:, w:] - incl[:, :-w]).max()) if nt else 0
     return PackedW4(
-        res_prefix=prefix, res_window_max=max(1, window_max),
+        res_bits=res_bits, res_base=res_base, res_window_max=max(1, window_max),
         out_features=n, in_features=k, n_pad=np_, k_pad=kp, group_size=gs, gs_tiles=gs_tiles, dtype=dtype,
         qweight=qweight.contiguous(), scales=s_p, zeros=z_p, block_shape=(int(bh), int(bw)),
         res_qweight=res_qweight, res_scales=res_scales, res_lut=lut.view(nt, kt).contiguous(),
         res_csr_ptr=csr_ptr, res_csr_kt=csr_kt, res_csr_id=csr_id,
     )
+
+
+def residual_bit_words(has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[NT, KT] 0/1 residual map -> (bits, base), both [NT, KW] int32 with KW = ceil(KT/32).
+
+    ``bits[nt, w]`` has bit i set where a residual unit exists at k-tile 32w + i (as int32 two's
+    complement); ``base[nt, w]`` is the id of the first residual unit at or after (nt, 32w) in
+    (nt, kt) order, which is the order of ``res_qweight`` (ids of one row are consecutive)."""
+    nt, kt = has.shape
+    kw = max(1, (kt + 31) // 32)
+    h = torch.zeros(nt, kw * 32, dtype=torch.int64, device=has.device)
+    h[:, :kt] = has.to(torch.int64)
+    words = (h.view(nt, kw, 32) << torch.arange(32, device=has.device, dtype=torch.int64)).sum(-1)
+    bits = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).contiguous()
+    flat = h.reshape(-1)
+    excl = torch.cumsum(flat, 0) - flat  # ids in (nt, kt) order
+    base = excl.view(nt, kw, 32)[:, :, 0].to(torch.int32).contiguous()
+    return bits, base
 
 
 def dequantize_packed(p: PackedW4, residual: bool = True, via: str = "lut") -> torch.Tensor:
@@ -283,6 +308,7 @@ __all__ = [
     "dequantize_packed",
     "fragment_map",
     "pack_quantized",
+    "residual_bit_words",
     "shuffle_units",
     "unshuffle_units",
 ]
