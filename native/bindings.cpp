@@ -35,9 +35,10 @@ void check_ptr(long m, long n, long k, std::uintptr_t p, const char* name, bool 
 }
 
 void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
-          std::uintptr_t rs, std::uintptr_t lut, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
-          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_prefix, long rslots, long M, long N, long K, long Np, long Kp,
-          long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream) {
+          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
+          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
+          long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream,
+          int zflags) {
   if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
   if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
   if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
@@ -66,8 +67,8 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   check_ptr(M, N, K, zeros, "zeros", false, 16);
   check_ptr(M, N, K, rw, "res_qweight", mode != zipper::MODE_DENSE, 16);
   check_ptr(M, N, K, rs, "res_scales", mode != zipper::MODE_DENSE, 16);
-  check_ptr(M, N, K, lut, "res_lut", mode == zipper::MODE_ZIPPER, 4);
-  check_ptr(M, N, K, res_prefix, "res_prefix", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
   if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > ci.stages))
     fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(ci.stages) + "]");
   check_ptr(M, N, K, csr_ptr, "res_csr_ptr", mode == zipper::MODE_RESIDUAL, 4);
@@ -81,17 +82,20 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.zeros = reinterpret_cast<const void*>(zeros);
   p.rw = reinterpret_cast<const void*>(rw);
   p.rs = reinterpret_cast<const void*>(rs);
-  p.lut = reinterpret_cast<const int*>(lut);
+  p.res_bits = reinterpret_cast<const uint32_t*>(res_bits);
   p.csr_ptr = reinterpret_cast<const int*>(csr_ptr);
   p.csr_kt = reinterpret_cast<const int*>(csr_kt);
   p.csr_id = reinterpret_cast<const int*>(csr_id);
   p.y = reinterpret_cast<void*>(y);
   p.ws = reinterpret_cast<float*>(ws);
   p.counters = reinterpret_cast<int*>(counters);
-  p.res_prefix = reinterpret_cast<const int*>(res_prefix);
+  p.res_base = reinterpret_cast<const int*>(res_base);
   p.rslots = (int)rslots;
+  if (zflags < 0 || zflags > 1) fail(M, N, K, "zflags must be 0 or 1");
+  p.zflags = zflags;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   p.NT = (int)(Np / 64); p.KT = (int)KT;
+  p.KW = (int)((KT + 31) / 32);
   p.gs_tiles = (int)gs_tiles;
   p.gs_shift = -1;
   if (gs_tiles == 0) p.gs_shift = 31;
@@ -120,13 +124,14 @@ py::dict config(int cfg, int mode) {
 PYBIND11_MODULE(_mosaic_native, m) {
   m.doc() = "ZipperEngine W4A16 CUDA kernels (dense / zipper / residual-only)";
   m.def("gemm", &gemm, "Launch one W4A16 kernel on raw device pointers", py::arg("x"), py::arg("w"),
-        py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("lut"), py::arg("csr_ptr"),
-        py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("res_prefix"), py::arg("rslots"), py::arg("M"),
+        py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("res_bits"), py::arg("csr_ptr"),
+        py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("res_base"), py::arg("rslots"), py::arg("M"),
         py::arg("N"), py::arg("K"), py::arg("Np"), py::arg("Kp"), py::arg("gs_tiles"), py::arg("splitk"),
-        py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"));
+        py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"),
+        py::arg("zflags") = 0);
   m.def("config", &config, py::arg("cfg"), py::arg("mode"));
   m.def("kernel_regs", &zipper::kernel_regs, "registers/thread of a config's kernel (-1: no CUDA device)",
         py::arg("cfg"), py::arg("mode"));
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 2;
+  m.attr("ABI_VERSION") = 3;
 }

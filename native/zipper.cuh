@@ -11,11 +11,13 @@ namespace zipper {
 //   zeros      [G][Np]  T  or null         E + z (E = 1024 fp16, 128 bf16); null -> symmetric z=8
 //   rw         [R][128] uint4              residual units, same fragment order, code 8 = 0
 //   rs         [R][64]  T                  residual scale per unit row
-//   lut        [NT][KT] int32              residual unit id or -1   (zipper)
-//   res_prefix [NT][KT] int32              # residual units in row nt before kt; the zipper
-//                                          kernel keeps residual tiles in a ring of `rslots`
-//                                          slots per unit (slot = prefix % rslots), sized by the
-//                                          host to the densest window of STAGES k-tiles
+//   res_bits   [NT][KW] uint32             KW = ceil(KT/32): bit (kt & 31) of word kt >> 5 is set
+//                                          where a residual unit exists at (nt, kt)   (zipper)
+//   res_base   [NT][KW] int32              id of the first residual unit at or after (nt, 32w)
+//                                          (units are sorted by (nt, kt): ids are consecutive);
+//                                          the zipper kernel keeps residual tiles in a ring of
+//                                          `rslots` slots per unit (slot = id % rslots), sized by
+//                                          the host to the densest window of STAGES k-tiles
 //   csr_ptr    [NT+1], csr_kt [R], csr_id [R]   residual units by n-tile (separate)
 struct Params {
   const void* x;
@@ -24,16 +26,18 @@ struct Params {
   const void* zeros;
   const void* rw;
   const void* rs;
-  const int* lut;
+  const uint32_t* res_bits;  // [NT][KW] (zipper)
   const int* csr_ptr;
   const int* csr_kt;
   const int* csr_id;
   void* y;
   float* ws;
   int* counters;
-  const int* res_prefix;  // [NT][KT] residual units before kt in row nt (zipper ring slots)
+  const int* res_base;    // [NT][KW] (zipper)
   int rslots;             // residual ring slots per unit (zipper), 1..STAGES
+  int zflags;             // zipper: bit 0 = wait for the residual bit words before the prologue
   int M, N, K, Np, Kp, NT, KT;
+  int KW;            // words of res_bits per n-tile row = ceil(KT / 32)
   int gs_tiles;      // group size in k-tiles of 64 (0 = per-channel)
   int gs_shift;      // log2(gs_tiles) when a power of two (31 for per-channel), else -1
   int splitk;        // number of K splits (1 = none)
@@ -54,7 +58,7 @@ struct ConfigInfo {
 // registers per thread of a config's kernel (bf16 instantiation), -1 without a CUDA device
 int kernel_regs(int cfg, int mode);
 
-constexpr int NUM_CONFIGS = 7;
+constexpr int NUM_CONFIGS = 8;
 ConfigInfo config_info(int cfg, int mode);
 
 // Returns an empty string on success, else an error message.

@@ -18,6 +18,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 namespace zipper {
 
 namespace {
@@ -115,14 +117,34 @@ struct Layout {
   static constexpr int OFF_Z = OFF_S + S_BYTES;
   static constexpr int OFF_RS = OFF_Z + Z_BYTES;
   static constexpr int STAGE = OFF_RS + RS_BYTES;
+  // residual-only kernel: CSR entries of the CTA prefetched to dynamic smem after the stages
+  static constexpr int MAX_PRE = 128;
+  static constexpr int PRE_BYTES = MODE == MODE_RESIDUAL ? 2 * MAX_PRE * 4 : 0;
 };
+
+// cp.async.wait_group with a run-time count (n <= 7)
+__device__ __forceinline__ void cp_async_wait_dyn(int n) {
+  switch (n) {
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    case 4: cp_async_wait<4>(); break;
+    case 5: cp_async_wait<5>(); break;
+    case 6: cp_async_wait<6>(); break;
+    case 7: cp_async_wait<7>(); break;
+    default: cp_async_wait<0>(); break;
+  }
+}
 
 // WK = warps along K inside the CTA: with WK=2 (256 threads) warps 4-7 take the k16 steps
 // 2,3 of every 64-wide k-tile and warps 0-3 steps 0,1; the two halves are summed through
 // shared memory at the end. Twice the warps per CTA for the same shared memory. Measured
 // (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
 // configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
-template <typename T, int MT, int NW, int MODE, int STAGES, int WK>
+//
+// No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
+// the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
+template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI>
 __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2) : 0) w4a16_kernel(const Params p) {
   constexpr int NTHR = THREADS * WK;
   constexpr int KS_PER = 4 / WK;
@@ -130,13 +152,19 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   using T2 = typename Tr::T2;
   using L = Layout<MT, NW, MODE>;
   constexpr int BM = L::BM;
+  constexpr int MAX_PRE = L::MAX_PRE;
+  // TPI = k-tiles per mainloop iteration (one wait + one barrier per iteration). The stages
+  // stay one k-tile each; PRO = tiles in flight ahead of the TPI being consumed.
+  static_assert(TPI == 1 || (TPI == 2 && MODE != MODE_RESIDUAL && STAGES >= 4), "TPI");
+  constexpr int PRO = STAGES - TPI;
+  static_assert(NW == 1 || NW == 2, "a warp's n16 slices must lie in one 64-wide unit");
   extern __shared__ __align__(16) uint8_t smem[];
-  constexpr int MAX_PRE = MODE == MODE_DENSE ? 1 : 128;
-  __shared__ int pre_a[MODE == MODE_RESIDUAL ? MAX_PRE : MAX_PRE * NW];
-  __shared__ int pre_b[MODE == MODE_RESIDUAL ? MAX_PRE : MODE == MODE_ZIPPER ? MAX_PRE * NW : 1];
-  __shared__ int is_last_s;
 
-  const int tid = threadIdx.x, warp = (tid >> 5) & 3, wk = tid >> 7, lane = tid & 31;
+  // the block is NTHR threads: telling the compiler lets it drop the tid range checks, and with
+  // WK == 1 the k16 step of every fragment below is a compile-time constant (no selects, no
+  // per-tile swizzle address math)
+  __builtin_assume(threadIdx.x < NTHR);
+  const int tid = threadIdx.x, warp = (tid >> 5) & 3, wk = WK == 1 ? 0 : tid >> 7, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
   const int ncta = blockIdx.x, split = blockIdx.y, mtile = blockIdx.z;
   const int nt0 = ncta * NW;
@@ -154,40 +182,53 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   const int ntiles = t_end - t_begin;
   const T* __restrict__ X = static_cast<const T*>(p.x);
 
-  // Residual bookkeeping for this CTA's k-range, prefetched once into shared memory so the
-  // mainloop never waits on a dependent global load (zipper: LUT entries; residual: CSR lists).
-  // Zipper: the LUT loads go out first and land in registers while the prologue's base/X
-  // copies are issued; they are stored to shared memory before the residual copies.
-  constexpr int LREG = MODE == MODE_ZIPPER ? (MAX_PRE * NW + NTHR - 1) / NTHR : 1;
-  int lreg[LREG], creg[LREG];
-  const int npre = min(ntiles, MAX_PRE);
+  // Zipper residual bookkeeping, all in registers (no shared-memory LUT, no extra barrier):
+  // per unit u (n-tile nt0+u) a window of residual bit words (bit kt&31 of word kt>>5 says
+  // whether a residual unit exists at k-tile kt): zlo = word of the consumer's k-tile, zhi the
+  // next one (the issuer runs at most STAGES-1 < 32 tiles ahead, so it stays inside the
+  // window), znx the one after (prefetched a word ahead: no load is waited for in the loop).
+  // Residual units are stored sorted by (n-tile, k-tile), so the unit id of the next residual
+  // of a row is a counter: zirid (issuer) and zcrid (consumer); ring slot = id % rslots.
+  uint32_t zlo[NW], zhi[NW], znx[NW];
+  int zirid[NW], zcrid[NW];
+  int zwc = t_begin >> 5;  // consumer's word
   if (MODE == MODE_ZIPPER) {
 #pragma unroll
-    for (int r = 0; r < LREG; ++r) {
-      const int i = tid + r * NTHR;
-      const int u = i / max(npre, 1), t = i - u * max(npre, 1);
-      const size_t off = (size_t)(nt0 + u) * p.KT + t_begin + t;
-      lreg[r] = i < npre * NW ? __ldg(p.lut + off) : -1;
-      creg[r] = i < npre * NW ? __ldg(p.res_prefix + off) : 0;
+    for (int u = 0; u < NW; ++u) {
+      const size_t row = (size_t)(nt0 + u) * p.KW;
+      zlo[u] = __ldg(p.res_bits + row + zwc);
+      zhi[u] = zwc + 1 < p.KW ? __ldg(p.res_bits + row + zwc + 1) : 0u;
+      znx[u] = zwc + 2 < p.KW ? __ldg(p.res_bits + row + zwc + 2) : 0u;
+      zirid[u] = __ldg(p.res_base + row + zwc);
+      zcrid[u] = 0;
     }
-  } else if (MODE == MODE_RESIDUAL) {
-    for (int i = tid; i < npre; i += NTHR) {
+  }
+  auto zbit = [&](int u, int kt) -> uint32_t {
+    const uint32_t w = (kt >> 5) == zwc ? zlo[u] : zhi[u];
+    return (w >> (kt & 31)) & 1u;
+  };
+  // first k-tile >= from (from >= 32 zwc) with a residual in any unit, inside the window;
+  // 32 zwc + 64 (the window's end) if there is none. Only called on the slow paths: the
+  // per-tile test is one compare against zin (issuer) / zcn (consumer).
+  auto znext = [&](int from) -> int {
+    const int base = zwc << 5, off = from - base;
+    if (off >= 64) return base + 64;
+    uint64_t m = 0;
+#pragma unroll
+    for (int u = 0; u < NW; ++u) m |= (uint64_t)zlo[u] | ((uint64_t)zhi[u] << 32);
+    m >>= off;
+    return m ? from + __ffsll((long long)m) - 1 : base + 64;
+  };
+  int zin = 0, zcn = 0;  // next k-tile the issuer / consumer must look at
+  int* const pre_a = reinterpret_cast<int*>(smem + STAGES * L::STAGE);  // residual-only kernel
+  int* const pre_b = pre_a + MAX_PRE;
+  if (MODE == MODE_RESIDUAL) {
+    for (int i = tid; i < min(ntiles, MAX_PRE); i += NTHR) {
       pre_a[i] = __ldg(p.csr_id + t_begin + i);
       pre_b[i] = __ldg(p.csr_kt + t_begin + i);
     }
     __syncthreads();
   }
-  auto tile_rid = [&](int t, int u) -> int {
-    if (MODE == MODE_DENSE) return -1;
-    if (t < MAX_PRE) return pre_a[u * MAX_PRE + t];
-    return MODE == MODE_ZIPPER ? __ldg(p.lut + (size_t)(nt0 + u) * p.KT + t_begin + t) : __ldg(p.csr_id + t_begin + t);
-  };
-
-  // zipper ring slot of tile t's residual unit u
-  auto ring_slot = [&](int t, int u) -> int {
-    const int c = t < MAX_PRE ? pre_b[u * MAX_PRE + t] : __ldg(p.res_prefix + (size_t)(nt0 + u) * p.KT + t_begin + t);
-    return c % p.rslots;
-  };
   uint8_t* const ring = smem + STAGES * L::STAGE;
 
   // per-thread source pointers hoisted out of the mainloop (advanced by kt in issue())
@@ -203,23 +244,45 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       sz_dst = L::OFF_Z + (tid - 64) * 16;
     }
   }
+  const uint4* const R = static_cast<const uint4*>(p.rw);
+  const T* const RSC = static_cast<const T*>(p.rs);
+  // 16-byte copies of one residual unit (codes by threads 0..127, row scales by 8 threads)
+  auto copy_res = [&](uint8_t* rb, uint8_t* rsb, int rid) {
+    if (WK == 1 || tid < THREADS) cp_async16(rb + tid * 16, R + (size_t)rid * THREADS + tid, true);
+    const int stid = WK == 1 ? tid - 32 : tid - THREADS;
+    if (stid >= 0 && stid < 8) cp_async16(rsb + stid * 16, RSC + (size_t)rid * 64 + stid * 8, true);
+  };
+  // zipper: residual units of tile t (issuer side of the bit window)
+  // returns whether tile t has a residual in any unit (the issuer's sentinel zin makes the
+  // common case one compare)
+  auto issue_zres = [&](int t) -> uint32_t {
+    const int kt = t_begin + t;
+    if (kt != zin) return 0u;
+    uint32_t any = 0;
+#pragma unroll
+    for (int u = 0; u < NW; ++u) {
+      if (zbit(u, kt)) {
+        uint8_t* rb = ring + (u * p.rslots + zirid[u] % p.rslots) * L::RING_UNIT;
+        copy_res(rb, rb + UNIT_BYTES, zirid[u]);
+        ++zirid[u];
+        any = 1u;
+      }
+    }
+    zin = znext(kt + 1);
+    return any;
+  };
 
-  auto issue = [&](int t, int slot, bool with_res, bool with_base) {
+  auto issue = [&](int t, int slot) {
     uint8_t* st = smem + slot * L::STAGE;
     int kt;
-    int rid[NW];
     if (MODE == MODE_RESIDUAL) {
       kt = t < MAX_PRE ? pre_b[t] : __ldg(p.csr_kt + t_begin + t);
-      rid[0] = tile_rid(t, 0);
     } else {
       kt = t_begin + t;
-#pragma unroll
-      for (int u = 0; u < NW; ++u) rid[u] = tile_rid(t, u);
     }
     // activations: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row
 #pragma unroll
     for (int i = 0; i < (MT * THREADS + NTHR - 1) / NTHR; ++i) {
-      if (!with_base) break;
       int c = tid + i * NTHR;
       if (c >= MT * THREADS) break;
       int r = c >> 3, ch = c & 7;
@@ -228,7 +291,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const T* src = X + (pred ? (size_t)grow * p.K + gk : 0);
       cp_async16(st + r * 128 + ((ch ^ (r & 7)) << 4), src, pred);
     }
-    if (MODE != MODE_RESIDUAL && with_base) {
+    if (MODE != MODE_RESIDUAL) {
 #pragma unroll
       for (int i = 0; i < (NW * THREADS + NTHR - 1) / NTHR; ++i) {
         const int c = tid + i * NTHR, u = c >> 7, lt = c & 127;
@@ -240,23 +303,9 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
         cp_async16(st + sz_dst, sz_src + (size_t)grp * p.Np, true);
       }
     }
-    if (MODE != MODE_DENSE && with_res) {
-      const uint4* R = static_cast<const uint4*>(p.rw);
-      const T* RS = static_cast<const T*>(p.rs);
-#pragma unroll
-      for (int u = 0; u < NW; ++u) {
-        if (rid[u] >= 0) {
-          uint8_t* rb = st + L::OFF_R + u * UNIT_BYTES;
-          uint8_t* rsb = st + L::OFF_RS + u * 128;
-          if (MODE == MODE_ZIPPER) {
-            rb = ring + (u * p.rslots + ring_slot(t, u)) * L::RING_UNIT;
-            rsb = rb + UNIT_BYTES;
-          }
-          if (tid < THREADS) cp_async16(rb + tid * 16, R + (size_t)rid[u] * THREADS + tid, true);
-          const int stid = WK == 1 ? tid - 32 : tid - THREADS;  // 8 threads copy the row scales
-          if (stid >= 0 && stid < 8) cp_async16(rsb + stid * 16, RS + (size_t)rid[u] * 64 + stid * 8, true);
-        }
-      }
+    if (MODE == MODE_RESIDUAL) {
+      const int rid = t < MAX_PRE ? pre_a[t] : __ldg(p.csr_id + t_begin + t);
+      copy_res(st + L::OFF_R, st + L::OFF_RS, rid);
     }
   };
 
@@ -268,121 +317,195 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.f;
 
+  // zipper prologue, two schemes (p.zflags bit 0):
+  //  late (0): base+X of tiles 0..STAGES-2 go out at once; the bit words, requested before
+  //    them, arrive first and the prologue tiles' residual units follow as one more group R.
+  //    A prologue tile without residual waits for its own base group only, one with a
+  //    residual waits for R too (about one memory latency later).
+  //  first (1): wait for the bit words, then every tile (prologue included) sends its
+  //    residual in the same group as its base: no late residual, but every CTA starts its
+  //    copies one (unloaded) latency later.
+  const bool zfirst = MODE == MODE_ZIPPER && (TPI > 1 || (p.zflags & 1));  // TPI > 1: 'first' only
+  if (MODE == MODE_ZIPPER && zfirst) {
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < ntiles) issue(s, s, MODE != MODE_ZIPPER, true);
+    for (int u = 0; u < NW; ++u) {
+      zirid[u] += __popc(zlo[u] & ((1u << (t_begin & 31)) - 1u));
+      zcrid[u] = zirid[u];
+    }
+    zin = znext(t_begin);
+    zcn = min(zin, (zwc + 1) << 5);
+  }
+  // prologue: base (and X) of tiles 0..PRO-1, one cp.async group each
+#pragma unroll
+  for (int s = 0; s < PRO; ++s) {
+    if (s < ntiles) {
+      issue(s, s);
+      if (MODE == MODE_ZIPPER && zfirst) issue_zres(s);
+    }
     cp_async_commit();
   }
-  if (MODE == MODE_ZIPPER) {
+  // zipper: the bit words were requested before the base copies and arrive first; the
+  // prologue tiles' residual units go out as one more group R. A prologue tile without a
+  // residual waits for its own base group only; one with a residual waits for R too. Every
+  // later tile's residual rides in the same group as its base tile.
+  uint32_t pro = 0;  // prologue tiles that have a residual unit
+  if (MODE == MODE_ZIPPER && !zfirst) {
 #pragma unroll
-    for (int r = 0; r < LREG; ++r) {
-      const int i = tid + r * NTHR;
-      if (i < npre * NW) {
-        const int u = i / npre, t = i - u * npre;
-        pre_a[u * MAX_PRE + t] = lreg[r];
-        pre_b[u * MAX_PRE + t] = creg[r];
-      }
+    for (int u = 0; u < NW; ++u) {
+      zirid[u] += __popc(zlo[u] & ((1u << (t_begin & 31)) - 1u));
+      zcrid[u] = zirid[u];
     }
-    __syncthreads();
+    zin = znext(t_begin);
+    zcn = min(zin, (zwc + 1) << 5);
+#pragma unroll
     for (int s = 0; s < STAGES - 1; ++s)
-      if (s < ntiles) issue(s, s, true, false);
-    cp_async_commit();  // one extra group: waited for in full at t = 0
+      if (s < ntiles) pro |= issue_zres(s) << s;
+    cp_async_commit();
   }
 
   const unsigned short e8_bits = Tr::E8;
   const T2 e8 = as_t2<T2>((uint32_t)e8_bits | ((uint32_t)e8_bits << 16));
 
-  for (int t = 0; t < ntiles; ++t) {
-    if (MODE == MODE_ZIPPER && t == 0)
-      cp_async_wait<0>();
-    else
-      cp_async_wait<STAGES - 2>();
+  for (int t = 0; t < ntiles; t += TPI) {
+    if (MODE == MODE_ZIPPER && !zfirst && t < STAGES - 1) {
+      if ((pro >> t) & 1u)
+        cp_async_wait_dyn(t);         // groups: S-1 base, R, t loop groups -> R and before
+      else
+        cp_async_wait<STAGES - 1>();  // base group t
+    } else {
+      cp_async_wait<PRO - TPI>();     // the groups of tiles t .. t+TPI-1 (group index = tile index)
+    }
     __syncthreads();
-    {
-      int tn = t + STAGES - 1;
-      if (tn < ntiles) issue(tn, tn % STAGES, true, true);
+    // refill the slots of the tiles consumed in the previous iteration
+#pragma unroll
+    for (int i = 0; i < TPI; ++i) {
+      const int tn = t + PRO + i;
+      if (tn < ntiles) {
+        issue(tn, tn % STAGES);
+        if (MODE == MODE_ZIPPER) issue_zres(tn);
+      }
       cp_async_commit();
     }
-    const int slot = t % STAGES;
-    const uint8_t* st = smem + slot * L::STAGE;
-
-    uint4 wq[NW], rq[NW];
-    T2 s2[NW][2], z2[NW][2], rs2[NW][2];
-    bool hasr[NW];
 #pragma unroll
-    for (int j = 0; j < NW; ++j) {
-      const int sl = warp * NW + j;  // n16 slice of the CTA tile
-      const int u = sl >> 2, ws = sl & 3;
-      if (MODE != MODE_RESIDUAL) {
-        wq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_W + u * UNIT_BYTES + (ws * 32 + lane) * 16);
-        const T* S = reinterpret_cast<const T*>(st + L::OFF_S) + u * 64 + ws * 16 + g;
-        s2[j][0] = T2{S[0], S[0]};
-        s2[j][1] = T2{S[8], S[8]};
-        if (p.zeros != nullptr) {
-          const T* Z = reinterpret_cast<const T*>(st + L::OFF_Z) + u * 64 + ws * 16 + g;
-          z2[j][0] = T2{Z[0], Z[0]};
-          z2[j][1] = T2{Z[8], Z[8]};
-        } else {
-          z2[j][0] = e8;
-          z2[j][1] = e8;
+    for (int i = 0; i < TPI; ++i) {
+    const int tc = t + i;
+    if (TPI > 1 && tc >= ntiles) break;
+    const int kt_c = t_begin + tc;
+    // zipper consumer slow path (uniform, taken at residual tiles and word boundaries only):
+    // move the window when entering the next word, note which units of this tile have a
+    // residual (bit u of hm), find the next tile to look at
+    uint32_t hm = 0;
+    if (MODE == MODE_ZIPPER && kt_c == zcn) {
+      if ((kt_c & 31) == 0 && (kt_c >> 5) != zwc) {
+        ++zwc;
+#pragma unroll
+        for (int u = 0; u < NW; ++u) {
+          zlo[u] = zhi[u];
+          zhi[u] = znx[u];
+          znx[u] = zwc + 2 < p.KW ? __ldg(p.res_bits + (size_t)(nt0 + u) * p.KW + zwc + 2) : 0u;
         }
       }
-      hasr[j] = MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && tile_rid(t, u) >= 0);
-      if (MODE != MODE_DENSE && hasr[j]) {
-        const uint8_t* rb = st + L::OFF_R + u * UNIT_BYTES;
-        const uint8_t* rsb = st + L::OFF_RS + u * 128;
-        if (MODE == MODE_ZIPPER) {
-          rb = ring + (u * p.rslots + ring_slot(t, u)) * L::RING_UNIT;
-          rsb = rb + UNIT_BYTES;
-        }
-        rq[j] = *reinterpret_cast<const uint4*>(rb + (ws * 32 + lane) * 16);
-        const T* RS = reinterpret_cast<const T*>(rsb) + ws * 16 + g;
-        rs2[j][0] = T2{RS[0], RS[0]};
-        rs2[j][1] = T2{RS[8], RS[8]};
-      }
+#pragma unroll
+      for (int u = 0; u < NW; ++u) hm |= zbit(u, kt_c) << u;
+      zcn = min(znext(kt_c + 1), (zwc + 1) << 5);
     }
+    const int slot = tc % STAGES;
+    const uint8_t* st = smem + slot * L::STAGE;
+    // every warp's n16 slices lie in one unit (uw), so "this warp adds a residual" is
+    // warp-uniform and the tile runs either the dense body or the residual body: a tile
+    // without residual issues the dense instructions (the residual dequant is branched
+    // around, not predicated off).
+    const int uw = (warp * NW) >> 2;
 
+    auto tile_body = [&](auto with_res) {
+      constexpr bool WR = decltype(with_res)::value;  // add a residual unit (zipper/residual)
+      uint4 wq[NW], rq[NW];
+      T2 s2[NW][2], z2[NW][2], rs2[NW][2];
+      const uint8_t* rb = st + L::OFF_R + uw * UNIT_BYTES;
+      const uint8_t* rsb = st + L::OFF_RS + uw * 128;
+      if constexpr (WR && MODE == MODE_ZIPPER) {
+        int crid = zcrid[0];
 #pragma unroll
-    for (int kk = 0; kk < KS_PER; ++kk) {
-      const int ks = wk * KS_PER + kk;
-      uint32_t bfrag[NW][2][2];
+        for (int uu = 1; uu < NW; ++uu)
+          if (uw == uu) crid = zcrid[uu];
+        rb = ring + (uw * p.rslots + crid % p.rslots) * L::RING_UNIT;
+        rsb = rb + UNIT_BYTES;
+      }
 #pragma unroll
       for (int j = 0; j < NW; ++j) {
-        const uint32_t q = ks == 0 ? wq[j].x : ks == 1 ? wq[j].y : ks == 2 ? wq[j].z : wq[j].w;
-        uint32_t rqw = 0;
-        if (MODE != MODE_DENSE) rqw = ks == 0 ? rq[j].x : ks == 1 ? rq[j].y : ks == 2 ? rq[j].z : rq[j].w;
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) {
-          T2 d;
-          if (MODE != MODE_RESIDUAL) {
-            const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
-            d = __hmul2(__hsub2(v, z2[j][jj >> 1]), s2[j][jj >> 1]);
+        const int sl = warp * NW + j;  // n16 slice of the CTA tile (unit uw = sl >> 2)
+        const int ws = sl & 3;
+        if (MODE != MODE_RESIDUAL) {
+          wq[j] = *reinterpret_cast<const uint4*>(st + L::OFF_W + uw * UNIT_BYTES + (ws * 32 + lane) * 16);
+          const T* S = reinterpret_cast<const T*>(st + L::OFF_S) + uw * 64 + ws * 16 + g;
+          s2[j][0] = T2{S[0], S[0]};
+          s2[j][1] = T2{S[8], S[8]};
+          if (p.zeros != nullptr) {
+            const T* Z = reinterpret_cast<const T*>(st + L::OFF_Z) + uw * 64 + ws * 16 + g;
+            z2[j][0] = T2{Z[0], Z[0]};
+            z2[j][1] = T2{Z[8], Z[8]};
+          } else {
+            z2[j][0] = e8;
+            z2[j][1] = e8;
           }
-          if (MODE == MODE_RESIDUAL) {
-            const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
-            d = __hmul2(__hsub2(rv, e8), rs2[j][jj >> 1]);
-          } else if (MODE == MODE_ZIPPER) {
-            if (hasr[j]) {
-              const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
-              d = __hfma2(__hsub2(rv, e8), rs2[j][jj >> 1], d);
-            }
-          }
-          bfrag[j][jj >> 1][jj & 1] = as_u32<T2>(d);
+        }
+        if constexpr (WR) {
+          rq[j] = *reinterpret_cast<const uint4*>(rb + (ws * 32 + lane) * 16);
+          const T* RS = reinterpret_cast<const T*>(rsb) + ws * 16 + g;
+          rs2[j][0] = T2{RS[0], RS[0]};
+          rs2[j][1] = T2{RS[8], RS[8]};
         }
       }
+
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        uint32_t afrag[4];
-        const int mi = lane >> 3;
-        const int row = mt * 16 + (lane & 7) + (mi & 1) * 8;
-        const int chunk = ks * 2 + (mi >> 1);
-        ldmatrix_x4(afrag, st + row * 128 + ((chunk ^ (row & 7)) << 4));
+      for (int kk = 0; kk < KS_PER; ++kk) {
+        const int ks = wk * KS_PER + kk;
+        uint32_t bfrag[NW][2][2];
 #pragma unroll
         for (int j = 0; j < NW; ++j) {
-          mma16816<T>(acc[mt][2 * j + 0], afrag, bfrag[j][0]);
-          mma16816<T>(acc[mt][2 * j + 1], afrag, bfrag[j][1]);
+          uint32_t q = 0, rqw = 0;
+          if (MODE != MODE_RESIDUAL) q = ks == 0 ? wq[j].x : ks == 1 ? wq[j].y : ks == 2 ? wq[j].z : wq[j].w;
+          if constexpr (WR) rqw = ks == 0 ? rq[j].x : ks == 1 ? rq[j].y : ks == 2 ? rq[j].z : rq[j].w;
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            T2 d;
+            if (MODE != MODE_RESIDUAL) {
+              const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
+              d = __hmul2(__hsub2(v, z2[j][jj >> 1]), s2[j][jj >> 1]);
+            }
+            if constexpr (WR) {
+              const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
+              if (MODE == MODE_RESIDUAL)
+                d = __hmul2(__hsub2(rv, e8), rs2[j][jj >> 1]);
+              else
+                d = __hfma2(__hsub2(rv, e8), rs2[j][jj >> 1], d);
+            }
+            bfrag[j][jj >> 1][jj & 1] = as_u32<T2>(d);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          uint32_t afrag[4];
+          const int mi = lane >> 3;
+          const int row = mt * 16 + (lane & 7) + (mi & 1) * 8;
+          const int chunk = ks * 2 + (mi >> 1);
+          ldmatrix_x4(afrag, st + row * 128 + ((chunk ^ (row & 7)) << 4));
+#pragma unroll
+          for (int j = 0; j < NW; ++j) {
+            mma16816<T>(acc[mt][2 * j + 0], afrag, bfrag[j][0]);
+            mma16816<T>(acc[mt][2 * j + 1], afrag, bfrag[j][1]);
+          }
         }
       }
+    };
+    if (MODE == MODE_RESIDUAL || (MODE == MODE_ZIPPER && ((hm >> uw) & 1u)))
+      tile_body(std::true_type{});
+    else
+      tile_body(std::false_type{});
+    if (MODE == MODE_ZIPPER && hm) {
+#pragma unroll
+      for (int u = 0; u < NW; ++u) zcrid[u] += (hm >> u) & 1u;
+    }
     }
   }
   cp_async_wait<0>();
@@ -429,8 +552,8 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     }
   };
   const int nbase = ncta * 64 * NW;
-
-  if (MODE == MODE_RESIDUAL || p.splitk == 1) {
+  // the accumulator tile -> Y (both the direct and the split-K fix-up path end here)
+  auto store_acc = [&]() {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -442,6 +565,10 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
           store(row, col, acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]);
           store(row + 8, col, acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]);
         }
+  };
+
+  if (MODE == MODE_RESIDUAL || p.splitk == 1) {
+    store_acc();
     return;
   }
 
@@ -462,14 +589,15 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
           __stcg(reinterpret_cast<float2*>(w0 + 8 * (size_t)p.Np), make_float2(acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]));
       }
   __threadfence();
-  __syncthreads();
+  __syncthreads();  // all warps are past the mainloop (and its smem reads): smem[0] is free
   int* counter = p.counters + (size_t)mtile * gridDim.x + ncta;
+  int* const is_last_s = reinterpret_cast<int*>(smem);
   if (tid == 0) {
     const int old = atomicAdd(counter, 1);
-    is_last_s = old == p.splitk - 1;
+    *is_last_s = old == p.splitk - 1;
   }
   __syncthreads();
-  if (!is_last_s) return;
+  if (!*is_last_s) return;
   __threadfence();
   constexpr int MG = MT * NW >= 8 ? 1 : MT;               // m-tiles per round
   constexpr int CH = MG * NW >= 4 ? 1 : 4 / (MG * NW);     // splits per round
@@ -511,46 +639,41 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
           }
     }
   }
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-    for (int j = 0; j < NW; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int col = nbase + (warp * NW + j) * 16 + h * 8 + 2 * t4;
-        const int row = m0 + mt * 16 + g;
-        store(row, col, acc[mt][2 * j + h][0], acc[mt][2 * j + h][1]);
-        store(row + 8, col, acc[mt][2 * j + h][2], acc[mt][2 * j + h][3]);
-      }
+  store_acc();
   if (tid == 0) *counter = 0;  // self-reset for the next launch
 }
-
 // ------------------------------------------------------------------ configs
 // cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
-//      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages (NW=2: not for MODE_RESIDUAL)
+//      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages;
+//      7 = cfg4 with 2 k-tiles per mainloop iteration (NW=2 configs: not for MODE_RESIDUAL)
 template <int CFG>
 struct Cfg;
 template <>
-struct Cfg<0> { static constexpr int MT = 1, NW = 1, STAGES = 8, WK = 1; };
+struct Cfg<0> { static constexpr int MT = 1, NW = 1, STAGES = 8, WK = 1, TPI = 1; };
 template <>
-struct Cfg<1> { static constexpr int MT = 2, NW = 1, STAGES = 6, WK = 1; };
+struct Cfg<1> { static constexpr int MT = 2, NW = 1, STAGES = 6, WK = 1, TPI = 1; };
 template <>
-struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4, WK = 1; };
+struct Cfg<2> { static constexpr int MT = 4, NW = 1, STAGES = 4, WK = 1, TPI = 1; };
 template <>
-struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4, WK = 1; };
+struct Cfg<3> { static constexpr int MT = 8, NW = 2, STAGES = 4, WK = 1, TPI = 1; };
 // wide-n configs for small M: two n16 slices per warp amortize the per-tile overhead
 // (address math, barrier, scale loads, A fragments) over twice the weight bytes
 template <>
-struct Cfg<4> { static constexpr int MT = 1, NW = 2, STAGES = 6, WK = 1; };
+struct Cfg<4> { static constexpr int MT = 1, NW = 2, STAGES = 6, WK = 1, TPI = 1; };
 template <>
-struct Cfg<5> { static constexpr int MT = 2, NW = 2, STAGES = 5, WK = 1; };
+struct Cfg<5> { static constexpr int MT = 2, NW = 2, STAGES = 5, WK = 1, TPI = 1; };
 template <>
-struct Cfg<6> { static constexpr int MT = 4, NW = 2, STAGES = 4, WK = 1; };
+struct Cfg<6> { static constexpr int MT = 4, NW = 2, STAGES = 4, WK = 1, TPI = 1; };
+// cfg4 with two k-tiles per mainloop iteration: one wait + one barrier (and one round of
+// loop/zipper bookkeeping) per two tiles; 4 tiles in flight while 2 are consumed
+template <>
+struct Cfg<7> { static constexpr int MT = 1, NW = 2, STAGES = 6, WK = 1, TPI = 2; };
 
 // dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
-  return Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>::STAGE * Cfg<CFG>::STAGES;
+  using L = Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>;
+  return L::STAGE * Cfg<CFG>::STAGES + L::PRE_BYTES;
 }
 template <int CFG, int MODE>
 constexpr int smem_max_bytes() {
@@ -565,10 +688,13 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > C::STAGES)) return "rslots out of range [1, STAGES]";
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK>;
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    // all of the SM's 228 KB as shared memory: residency is set by dynamic smem alone
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
@@ -587,8 +713,9 @@ const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
     case 0: return launch_t<T, 0, MODE>(p, stream);
     case 1: return launch_t<T, 1, MODE>(p, stream);
     case 2: return launch_t<T, 2, MODE>(p, stream);
-    case 3: case 4: case 5: case 6:
-      if (MODE == MODE_RESIDUAL) return "configs 3-6 (BN=128) are not available for the residual kernel";
+    case 3: case 4: case 5: case 6: case 7:
+      if (MODE == MODE_RESIDUAL) return "configs 3-7 (BN=128) are not available for the residual kernel";
+      if (cfg == 7) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 7, MODE>(p, stream);
       if (cfg == 3) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
       if (cfg == 4) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 4, MODE>(p, stream);
       if (cfg == 5) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 5, MODE>(p, stream);
@@ -613,7 +740,7 @@ template <int CFG, int MODE>
 int regs_of() {
   using C = Cfg<CFG>;
   cudaFuncAttributes a;
-  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, C::STAGES, C::WK>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>) != cudaSuccess) {
     cudaGetLastError();
     return -1;
   }
@@ -629,7 +756,7 @@ ConfigInfo config_info(int cfg, int mode) {
     c.stages = stages;
     c.smem_bytes = smem;
     c.ring_unit_bytes = mode == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
-    c.static_smem = mode == MODE_DENSE ? 16 : mode == MODE_ZIPPER ? 128 * nw * 8 + 16 : 128 * 8 + 16;
+    c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)
     int per = (228 * 1024) / (smem + c.static_smem + 1024);
     c.ctas_per_sm = per < 1 ? 1 : (per > 8 ? 8 : per);
     return c;
@@ -638,11 +765,11 @@ ConfigInfo config_info(int cfg, int mode) {
   switch (mode) {
     case MODE_DENSE:
       switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0);
-        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); }
+        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); case 7: return ZCFG(7, 0); }
       break;
     case MODE_ZIPPER:
       switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1);
-        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); }
+        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); case 7: return ZCFG(7, 1); }
       break;
     case MODE_RESIDUAL:
       switch (cfg) { case 0: return ZCFG(0, 2); case 1: return ZCFG(1, 2); case 2: return ZCFG(2, 2); }
@@ -654,8 +781,8 @@ ConfigInfo config_info(int cfg, int mode) {
 
 int kernel_regs(int cfg, int mode) {
 #define ZR(C, M) if (cfg == C && mode == M) return regs_of<C, M>();
-  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0)
-  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1)
+  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0) ZR(7, 0)
+  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1) ZR(7, 1)
   ZR(0, 2) ZR(1, 2) ZR(2, 2)
 #undef ZR
   return -1;

@@ -192,7 +192,7 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
-              cfg=None, splitk=None):
+              cfg=None, splitk=None, zprologue=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -211,7 +211,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
         else:
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
-        y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk)
+        y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -257,11 +257,25 @@ def test_budgets_groups(m, gs, sym, bs, budget):
 
 @gpu
 @needs_native
-@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7])
 @pytest.mark.parametrize("splitk", [1, 3, 7])
 def test_configs_splitk(cfg, splitk):
     """Every tile config with forced split-K factors (the planner only picks some combinations)."""
     _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("zprologue", ["first", "late"])
+@pytest.mark.parametrize("cfg,splitk", [(None, None), (4, 3), (0, 1), (3, 2), (6, 7), (7, 1), (7, 3)])
+@pytest.mark.parametrize("budget,bs", [(0.1, (64, 64)), (0.5, (128, 128)), (1.0, (64, 64))])
+def test_zipper_prologue_schemes(zprologue, cfg, splitk, budget, bs):
+    """Both zipper prologue schemes (residual units of the first tiles sent late in their own
+    group, or with their base tiles after the bit words arrived), dense residual maps included
+    (every prologue tile has a residual), long K (bit-word windows move several times)."""
+    m = 70 if cfg in (3, 6) else 5
+    _run_case(m, 256, 64 * 150, 128, False, budget, bs, torch.bfloat16, variants=("zipper",), cfg=cfg,
+              splitk=splitk, zprologue=zprologue)
 
 
 @gpu
@@ -335,6 +349,9 @@ def test_sanitizer_subset():
             _run_case(m, n, k, 64, False, 0.5, bs, torch.float16)
             _run_case(m, n, k, -1, True, 1.0, bs, torch.bfloat16)
     _run_case(5, 384, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, splitk=5)
+    for zp in ("first", "late"):
+        _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
+                  zprologue=zp)
 
 
 if os.environ.get("MOSAIC_KERNEL_TESTS_VERBOSE"):

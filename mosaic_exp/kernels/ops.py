@@ -11,6 +11,7 @@ module registers the ops but does not load the native module (that happens at fi
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +24,13 @@ DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1}
 MAX_WORKSPACE_BYTES = 256 << 20
 MAX_SPLITK = 8
 # tile configs (native/zipper_kernels.cu): the residual-only kernel has the BN=64 ones only
-RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2}
+RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2, 7: 0}
 MIN_TILES_PER_SPLIT = 4
+# zipper prologue scheme (native/zipper_kernels.cu): "first" waits for the residual bit words
+# before the first copies, "late" sends the prologue tiles' residual units one latency later
+ZIPPER_PROLOGUE = {"late": 0, "first": 1}
+DEFAULT_ZIPPER_PROLOGUE = "first"
+DEFAULT_SMALL_M_CFG = 7
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
@@ -65,6 +71,15 @@ def ctas_per_sm(c: dict, mode: int, rslots: int = 1) -> int:
     return max(1, lim)
 
 
+def small_m_cfg() -> int:
+    """Tile config for M <= 16: 7 (cfg4 with two k-tiles per mainloop iteration) or 4;
+    $MOSAIC_SMALL_M_CFG overrides the default."""
+    v = int(os.environ.get("MOSAIC_SMALL_M_CFG", DEFAULT_SMALL_M_CFG))
+    if v not in (4, 7):
+        raise ValueError(f"MOSAIC_SMALL_M_CFG must be 4 or 7, got {v}")
+    return v
+
+
 def _sm_count(device: torch.device) -> int:
     idx = device.index if device.index is not None else torch.cuda.current_device()
     if idx not in _sm_cache:
@@ -76,7 +91,7 @@ def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | No
          splitk: int | None = None, rslots: int = 1) -> Plan:
     """Tile config by M; split-K so that about one full wave of CTAs is resident."""
     if cfg is None:
-        cfg = 4 if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
+        cfg = small_m_cfg() if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
     if mode == MODE_RESIDUAL and cfg >= 3:
         cfg = RESIDUAL_CFG[cfg]
     c = _config(cfg, mode)
@@ -133,10 +148,12 @@ def check_inputs(x: torch.Tensor, n: int, k: int, dtype: torch.dtype, device: to
 
 
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
-           cfg: int | None = None, splitk: int | None = None) -> torch.Tensor:
+           cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
-    ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first."""
+    ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
+    ``zprologue`` ('first' / 'late', default $MOSAIC_ZIPPER_PROLOGUE or
+    DEFAULT_ZIPPER_PROLOGUE) picks the zipper kernel's prologue scheme."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -164,6 +181,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
     pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk, p.res_window_max)
     rslots = min(p.res_window_max, _config(pl.cfg, mode)["stages"])
+    zp = zprologue or os.environ.get("MOSAIC_ZIPPER_PROLOGUE") or DEFAULT_ZIPPER_PROLOGUE
+    if zp not in ZIPPER_PROLOGUE:
+        raise ValueError(f"zipper prologue must be one of {sorted(ZIPPER_PROLOGUE)}, got {zp!r} (m={m}, n={n}, k={k})")
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
@@ -171,9 +191,10 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
              p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_csr_ptr.data_ptr(), 0, 0,
              y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
              p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
-             m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream)
+             m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream,
+             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0)
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}"
-               + (f",rslots{rslots}]" if mode == MODE_ZIPPER else "]")]
+               + (f",rslots{rslots},{zp}]" if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
         pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
         nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
