@@ -31,6 +31,7 @@ MIN_TILES_PER_SPLIT = 4
 ZIPPER_PROLOGUE = {"late": 0, "first": 1}
 DEFAULT_ZIPPER_PROLOGUE = "first"
 DEFAULT_SMALL_M_CFG = 7
+TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
@@ -184,6 +185,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     zp = zprologue or os.environ.get("MOSAIC_ZIPPER_PROLOGUE") or DEFAULT_ZIPPER_PROLOGUE
     if zp not in ZIPPER_PROLOGUE:
         raise ValueError(f"zipper prologue must be one of {sorted(ZIPPER_PROLOGUE)}, got {zp!r} (m={m}, n={n}, k={k})")
+    if pl.cfg in TPI2_CFGS:
+        zp = "first"  # two k-tiles per iteration: the kernel only has the 'first' prologue
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
