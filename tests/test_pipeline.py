@@ -53,6 +53,17 @@ def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scop
     assert any("chosen" in v for v in layers.values())
 
 
+@pytest.mark.parametrize("base", ["rtn", "gptq"])
+def test_mosaic_budget_zero_is_base_only(compose, tmp_path, data_dir, base):
+    """The budget-0 row of a sweep (regression: RTN base at budget 0 skipped the statistics its
+    Delta-Hessian report needs) runs and keeps no residual block."""
+    cfg = compose([*TINY, "quant=mosaic", f"quant.base={base}", "residual.budget=0", "residual.block_size=16"],
+                  tmp_path)
+    assert math.isfinite(run_experiment(cfg, run_dir=str(tmp_path)))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "ok" and m["metrics"]["residual/kept_fraction"] == 0.0
+
+
 def _logits_after(compose, tmp_path, overrides, ids):
     import torch
 

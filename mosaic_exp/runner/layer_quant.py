@@ -39,8 +39,9 @@ def needs_calibration(cfg: RunConfig) -> bool:
 
 
 def needs_stats(cfg: RunConfig) -> bool:
-    q = cfg.quant
-    return q.method == "gptq" or (q.method == "mosaic" and (q.base == "gptq" or cfg.residual.budget > 0))
+    """GPTQ needs H; MosaicQuant needs h for its scores and error reports even at budget 0 (the
+    base-only row of a budget sweep reports the same proxy errors as the others)."""
+    return cfg.quant.method in ("gptq", "mosaic")
 
 
 def _dense_qweight(codes, scales, zeros, cfg: RunConfig, meta: dict) -> QuantizedWeight:
