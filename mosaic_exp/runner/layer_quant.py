@@ -74,7 +74,7 @@ class GroupQuantizer:
 
     def hook(self, _module: nn.Module, args: tuple) -> None:
         x = args[0].detach()
-        w0 = self.cfg.quant.sink_weight
+        w0 = self.cfg.calib.sink_weight
         if w0 != 1.0 and x.dim() == 3:  # [windows, tokens, K]: re-weight each window's first token
             x = x.clone()
             x[:, 0] *= w0 ** 0.5
