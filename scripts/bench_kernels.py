@@ -44,6 +44,8 @@ SHAPES = {
     "qwen3": [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 24576), ("down", 12288, 4096)],
 }
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+# environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
+KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE")
 
 
 def git_commit() -> str:
@@ -279,7 +281,8 @@ def main() -> int:
                 "sms": props.multi_processor_count, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "commit": git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
                 "ceilings": {"copy_bytes_per_s": CEIL_BW, "bf16_flops": CEIL_FLOPS}, "l2_rotation_bytes": 2 * L2_BYTES,
-                "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays"}
+                "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays",
+                "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):
@@ -299,8 +302,10 @@ def main() -> int:
     header = (f"# ZipperEngine W4A16 benchmark ({a.tag})\n\n- device: {meta['device']} ({meta['sms']} SMs)\n"
               f"- date: {meta['date']}\n- commit: {meta['commit']}\n- command: `{meta['command']}`\n"
               f"- torch {meta['torch']} / CUDA {meta['cuda']} / Python {meta['python']}\n"
-              f"- timing: {meta['timing']}\n- ceilings: 3.0 TB/s copy, 771 TFLOP/s bf16; cells are "
-              f"time us / effective GB/s / fraction of max(bytes/3.0TB/s, flops/771TF)\n\n")
+              f"- timing: {meta['timing']}\n"
+              + (f"- kernel env overrides: {meta['env']}\n" if meta["env"] else "")
+              + "- ceilings: 3.0 TB/s copy, 771 TFLOP/s bf16; cells are "
+              "time us / effective GB/s / fraction of max(bytes/3.0TB/s, flops/771TF)\n\n")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     (out / f"bench_{a.tag}_{stamp}.md").write_text(header + md + "\n")
     (out / f"bench_{a.tag}_{stamp}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows}, indent=1))

@@ -25,7 +25,7 @@ for st in $STAGES; do
       $PY scripts/build_native.py --ptxas-verbose 2>&1 | tee "$OUT/build.log" || { echo "BUILD FAILED"; exit 1; }
       cuobjdump -sass native/build/_mosaic_native*.so > /tmp/sass.txt 2>&1 || true
       { echo "SASS: HMMA: $(grep -c HMMA /tmp/sass.txt)  LDGSTS: $(grep -c LDGSTS /tmp/sass.txt)  LDS.128: $(grep -c 'LDS.128' /tmp/sass.txt)  LDL/STL: $(grep -cE 'LDL|STL' /tmp/sass.txt)"; } | tee -a "$OUT/build.log"
-      # SASS of the small-M kernels (bf16, MT=1, NW=2, 8 stages): dense and zipper
+      # SASS of the small-M kernels (bf16, MT=1, NW=2, 6 stages: cfg4 and cfg7): dense and zipper
       awk '/Function : .*13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=1} /Function : /&&!/13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=0} p' /tmp/sass.txt > "$OUT/sass_small_m.txt" || true
       ;;
     test)

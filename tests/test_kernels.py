@@ -86,7 +86,7 @@ def test_residual_bit_words(n, k, budget, bs):
         for i in range(min(32, kt - 32 * w)):
             on = ((words[:, w] >> i) & 1).bool()
             below = words[:, w] & ((1 << i) - 1)
-            cnt = torch.tensor([bin(int(v)).count("1") for v in below])
+            cnt = torch.tensor([int(v).bit_count() for v in below])
             ids[on, 32 * w + i] = (p.res_base[:, w].to(torch.int64) + cnt)[on]
     assert torch.equal(ids, p.res_lut.to(torch.int64))
     if kt % 32:  # bits past KT are clear
