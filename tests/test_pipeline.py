@@ -38,10 +38,11 @@ def test_tiny_run_writes_records(compose, tmp_path, data_dir, model, quant):
         assert 4.0 < bpw < 4.7
 
 
-@pytest.mark.parametrize("scope", ["per_layer", "global"])
-def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scope):
-    """Tiny blocks so the tiny model has enough of them; the kept fraction must equal the budget."""
-    cfg = compose([*TINY, "quant=mosaic", "quant.base=rtn", "quant.a_bits=8", "residual.block_size=16",
+@pytest.mark.parametrize("scope,base", [("per_layer", "rtn"), ("global", "rtn"), ("global", "gptq")])
+def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scope, base):
+    """Tiny blocks so the tiny model has enough of them; the kept fraction must equal the budget.
+    (global + gptq: the default in-loop residual, second GPTQ pass after the model-wide selection)"""
+    cfg = compose([*TINY, "quant=mosaic", f"quant.base={base}", "quant.a_bits=8", "residual.block_size=16",
                    "residual.budget=0.25", f"residual.scope={scope}"], tmp_path)
     ppl = run_experiment(cfg, run_dir=str(tmp_path))
     m = json.loads((tmp_path / "metrics.json").read_text())

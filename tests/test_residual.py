@@ -334,3 +334,30 @@ def test_cuda_matches_cpu():
         assert b["chosen"] == a["chosen"]
     assert out["cuda", "gptq", "in_loop", "delta_hessian"]["output_err_final"] < \
         out["cuda", "gptq", "in_loop", "delta_hessian"]["output_err_base"]
+
+
+def test_global_in_loop_equals_per_layer_finalize_for_the_same_masks():
+    """finalize_global's stacked in-loop pass gives each linear exactly what finalize(gptq=...) gives
+    for the mask the global ranking chose."""
+    from mosaic_exp.runner.layer_quant import finalize_global
+
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(512, 64, generator=g) @ (torch.eye(64) + 0.3 * torch.randn(64, 64, generator=g))
+    Ws = {"a": torch.randn(48, 64, generator=g) * 0.05, "b": torch.randn(32, 64, generator=g) * 0.05}
+    shared = GPTQ(Ws["a"])
+    shared.add_batch(X)
+    kw = dict(base="gptq", group_size=32, block_shape=(16, 16), gptq_residual="in_loop")
+    cands = {n: mosaic_candidates(W, gptq=shared, **kw) for n, W in Ws.items()}
+    ref = GPTQ(Ws["a"])
+    ref.add_batch(X)
+    finals = finalize_global(cands, 0.3, gptqs={n: shared for n in Ws})
+    kept = 0
+    for n, (qw, info) in finals.items():
+        mask = torch.zeros(qw.grid_shape, dtype=torch.bool)
+        mask[qw.res_index[:, 0].long(), qw.res_index[:, 1].long()] = True
+        kept += int(mask.sum())
+        expect = finalize(cands[n], mask, scale_dtype=torch.float16, gptq=ref)
+        assert torch.equal(qw.dequantize(), expect.dequantize()), n
+        assert info["chosen"] == int(mask.sum())
+    assert kept == int(0.3 * sum(c.num_blocks for c in cands.values()))
+    assert shared.H is None  # freed after the pass

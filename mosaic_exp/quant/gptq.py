@@ -54,6 +54,11 @@ class GPTQResult:
     hinv_diag: torch.Tensor | None = None  # [K] d_j = U_jj, U = chol(H^-1) upper, original order
     residual_codes: torch.Tensor | None = None  # uint8 [N, K] in-loop residual codes (8 outside the mask)
 
+    def to_cpu(self) -> GPTQResult:
+        kw = {f: getattr(self, f) for f in ("codes", "scales", "zeros", "dequantized", "col_err", "hinv_diag",
+                                           "residual_codes")}
+        return GPTQResult(stats=self.stats, **{k: (v.cpu() if v is not None else None) for k, v in kw.items()})
+
 
 def damped_inverse_cholesky(
     H: torch.Tensor, percdamp: float, max_retries: int = 5, factor: float = 10.0

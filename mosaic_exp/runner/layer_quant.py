@@ -29,6 +29,9 @@ class LinearResult:
     qweight: QuantizedWeight | None = None
     candidates: object | None = None  # global budget: residual candidates awaiting selection
     info: dict = field(default_factory=dict)
+    # global budget with the in-loop residual: the group's GPTQ object (H kept, shared by the group's
+    # linears) for the second GPTQ pass once the model-wide selection is known
+    gptq: GPTQ | None = None
 
 
 def needs_calibration(cfg: RunConfig) -> bool:
@@ -133,22 +136,27 @@ class GroupQuantizer:
         r = self.cfg.residual
         kw = self._mosaic_kwargs()
         if r.scope == "global":
-            if kw["base"] == "gptq" and r.gptq_residual == "in_loop":
-                raise ValueError("residual.scope=global needs residual.gptq_residual=post "
-                                 "(in-loop GPTQ re-runs need every layer's Hessian at selection time)")
             base_results = [None] * len(ws)
             if kw["base"] == "gptq":
                 base_results = self.gptq.quantize_many(ws, bits=kw["bits"], group_size=kw["group_size"],
                                                        symmetric=kw["symmetric"], clip_ratio=kw["clip_ratio"],
                                                        **kw["gptq_options"])
             out = {}
+            keep = None
             for n, w, br in zip(self.names, ws, base_results):
                 cand = mosaic_candidates(w, base_result=br, **kw)
                 # Until the global selection, the model computes with the base only.
                 base = finalize(cand, torch.zeros_like(cand.scores, dtype=torch.bool))
+                if cand.in_loop:  # the second GPTQ pass runs after the selection: park H on the CPU
+                    keep = self.gptq
                 out[n] = LinearResult(base.dequantize().to(w.device), candidates=cand.cpu(),
                                       info={"num_blocks": cand.num_blocks})
-            self._free()
+            if keep is not None:
+                keep.H = keep.H.cpu()
+                for res in out.values():
+                    res.gptq = keep
+            else:
+                self._free()
             return out
         results = mosaic_quantize_group(ws, budget=r.budget, scale_dtype=torch.float16, **kw)
         self._free()
@@ -160,19 +168,44 @@ class GroupQuantizer:
             self.gptq.free()
 
 
-def finalize_global(candidates: dict, budget: float) -> dict:
-    """Model-wide budget: rank every block of every layer, then build each layer's QuantizedWeight."""
-    from mosaic_exp.quant.mosaic import candidates_info, finalize
+def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
+                    device: torch.device | str = "cpu") -> dict:
+    """Model-wide budget: rank every block of every layer, then build each layer's QuantizedWeight.
+
+    In-loop candidates need their group's GPTQ object (``gptqs[name]``, shared by the linears of a
+    group): the group's second GPTQ pass runs once, stacked, on ``device``, and its H is freed after.
+    """
+    from mosaic_exp.quant.mosaic import candidates_info, finalize, in_loop_inputs
     from mosaic_exp.residual.select import topk_global
 
     costs = {n: float(c.block_shape[0] * c.block_shape[1]) for n, c in candidates.items()}
     masks = topk_global({n: c.scores for n, c in candidates.items()}, budget, weights_per_block=costs)
+    in_loop_results: dict = {}
+    groups: dict[int, list[str]] = {}
+    for n, c in candidates.items():
+        if c.in_loop and bool(masks[n].any()):
+            g = (gptqs or {}).get(n)
+            if g is None or g.H is None:
+                raise ValueError(f"{n}: in-loop candidates need their group's GPTQ object (with H)")
+            groups.setdefault(id(g), []).append(n)
+    for names in groups.values():
+        g = gptqs[names[0]]
+        g.H = g.H.to(device)
+        inputs = [in_loop_inputs(candidates[n], masks[n], device) for n in names]
+        results = g.quantize_many([candidates[n].W_hat for n in names], residual_masks=[m for m, _ in inputs],
+                                  residual_scales=[s for _, s in inputs], **candidates[names[0]].gptq_kwargs)
+        g.free()
+        in_loop_results.update({n: r.to_cpu() for n, r in zip(names, results)})
     out = {}
     for n, c in candidates.items():
-        qw = finalize(c, masks[n], meta={"budget": float(budget), "scope": "global"}, scale_dtype=torch.float16)
+        qw = finalize(c, masks[n], meta={"budget": float(budget), "scope": "global"}, scale_dtype=torch.float16,
+                      in_loop_result=in_loop_results.get(n))
         info = candidates_info(c, masks[n])
         info["bits_per_weight"] = qw.bits_per_weight()
         out[n] = (qw, info)
+    for g in (gptqs or {}).values():
+        if g is not None:
+            g.free()
     return out
 
 

@@ -136,7 +136,7 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
     outs = torch.empty_like(inps)
     bs = cfg.calib.batch_size
     global_scope = q.method == "mosaic" and r.scope == "global"
-    pending: dict[str, tuple[nn.Linear, object]] = {}  # global budget: candidates awaiting selection
+    pending: dict[str, tuple[nn.Linear, object, object]] = {}  # global budget: (module, candidates, GPTQ)
 
     for i, layer in enumerate(layers):
         layer.to(device)
@@ -159,7 +159,7 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
                 report.layer_info[prefix + n] = result.info
                 m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
                 if global_scope:
-                    pending[prefix + n] = (m, result.candidates)
+                    pending[prefix + n] = (m, result.candidates, result.gptq)
                 else:
                     report.weights[prefix + n] = result.qweight
                 install_act_quant(m, q.a_bits, q.a_clip_ratio)
@@ -172,9 +172,11 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
         log.info("layer %d/%d quantized (%.1fs)", i + 1, len(layers), time.perf_counter() - t0)
 
     if global_scope:
-        # Inputs of later layers were computed with base-only upstream weights (documented approximation).
-        finals = finalize_global({k: c for k, (_, c) in pending.items()}, r.budget)
-        for name, (mod, _) in pending.items():
+        # Inputs of later layers were computed with base-only upstream weights (documented approximation);
+        # in-loop candidates get their group's second GPTQ pass here (H parked on the CPU until now).
+        finals = finalize_global({k: c for k, (_, c, _) in pending.items()}, r.budget,
+                                 gptqs={k: g for k, (_, _, g) in pending.items()}, device=device)
+        for name, (mod, _, _) in pending.items():
             qw, info = finals[name]
             report.weights[name] = qw
             report.layer_info[name].update(info)
