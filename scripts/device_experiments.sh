@@ -77,6 +77,9 @@ declare -A SUITES=(
   [act_default]="-m experiment=paper_protocol quant.a_bits=8,4"
   [blocks_a]="-m experiment=paper_protocol residual.block_size=64,256"
   [blocks_b]="-m experiment=paper_protocol residual.block_size=32"
+  [global_inloop]="-m experiment=paper_protocol residual.scope=global residual.budget=0.03,0.1"
+  [channel_gptq]="-m experiment=paper_protocol residual.selector=channel"
+  [selectors_gptq]="-m experiment=selector_ablation"
   [global_gptq]="-m experiment=paper_protocol residual.scope=global residual.gptq_residual=post residual.budget=0.03,0.1"
 )
 run_suite() {  # suite note
