@@ -241,6 +241,33 @@ def _summary(t: torch.Tensor) -> dict:
             "mean": float(fin.mean()), "median": float(fin.median()), "num_positive": int((fin > 0).sum())}
 
 
+def gptq_bases(gptq: GPTQ, W_hats: list[torch.Tensor], *, bits: int, group_size: int, symmetric: bool,
+               clip_ratio: float = 1.0, gptq_options: dict | None = None) -> list[GPTQResult]:
+    """GPTQ bases of weights sharing H, in one stacked pass (``base_result`` of ``mosaic_candidates``)."""
+    if gptq is None:
+        raise ValueError("base='gptq' needs a GPTQ object with calibration data")
+    return gptq.quantize_many([w.detach().float() for w in W_hats], bits=bits, group_size=group_size,
+                              symmetric=symmetric, clip_ratio=clip_ratio, **(gptq_options or {}))
+
+
+def in_loop_passes(gptq: GPTQ, cands: list[Candidates], masks: list[torch.Tensor]) -> list[GPTQResult | None]:
+    """GPTQ's second pass for the in-loop candidates of one group with a non-empty mask, stacked into one
+    column loop (``in_loop_result`` of ``finalize``); None where no pass is needed."""
+    out: list = [None] * len(cands)
+    rerun = [i for i, (c, m) in enumerate(zip(cands, masks)) if c.in_loop and bool(m.any())]
+    if not rerun:
+        return out
+    if gptq is None or gptq.H is None:
+        raise ValueError("in-loop candidates need their group's GPTQ object (with H)")
+    dev = gptq.H.device
+    inputs = [in_loop_inputs(cands[i], masks[i], dev) for i in rerun]
+    results = gptq.quantize_many([cands[i].W_hat for i in rerun], residual_masks=[m for m, _ in inputs],
+                                 residual_scales=[s for _, s in inputs], **cands[rerun[0]].gptq_kwargs)
+    for i, r in zip(rerun, results):
+        out[i] = r
+    return out
+
+
 @torch.no_grad()
 def mosaic_quantize_group(
     W_hats: list[torch.Tensor],
@@ -272,26 +299,16 @@ def mosaic_quantize_group(
     h, H = _resolve_h(gptq, h, H)
     base_results = [None] * len(W_hats)
     if base == "gptq":
-        if gptq is None:
-            raise ValueError("base='gptq' needs a GPTQ object with calibration data")
         get_selector(selector)  # clear error on unknown names before the GPTQ pass
-        base_results = gptq.quantize_many([w.detach().float() for w in W_hats], bits=bits, group_size=group_size,
-                                          symmetric=symmetric, clip_ratio=clip_ratio, **(gptq_options or {}))
+        base_results = gptq_bases(gptq, W_hats, bits=bits, group_size=group_size, symmetric=symmetric,
+                                  clip_ratio=clip_ratio, gptq_options=gptq_options)
     cands = [mosaic_candidates(W, base=base, gptq=gptq, h=h, H=H, bits=bits, group_size=group_size,
                                symmetric=symmetric, block_shape=block_shape, selector=selector,
                                granularity=granularity, seed=seed, clip_ratio=clip_ratio,
                                gptq_options=gptq_options, gptq_residual=gptq_residual, base_result=r)
              for W, r in zip(W_hats, base_results)]
     masks = [topk_per_layer(c.scores, budget, allow_nonpositive=allow_nonpositive) for c in cands]
-    in_loop_results: list = [None] * len(cands)
-    rerun = [i for i, (c, mk) in enumerate(zip(cands, masks)) if c.in_loop and bool(mk.any())]
-    if rerun:
-        dev = gptq.H.device
-        inputs = [in_loop_inputs(cands[i], masks[i], dev) for i in rerun]
-        results = gptq.quantize_many([cands[i].W_hat for i in rerun], residual_masks=[m for m, _ in inputs],
-                                     residual_scales=[s for _, s in inputs], **cands[rerun[0]].gptq_kwargs)
-        for i, r in zip(rerun, results):
-            in_loop_results[i] = r
+    in_loop_results = in_loop_passes(gptq, cands, masks)
     out = []
     for W, cand, mask, r in zip(W_hats, cands, masks, in_loop_results):
         qw = finalize(cand, mask, meta={"budget": float(budget)}, scale_dtype=scale_dtype, in_loop_result=r)

@@ -131,16 +131,16 @@ class GroupQuantizer:
                     gptq_residual=r.gptq_residual)
 
     def _mosaic(self, ws: list[torch.Tensor]) -> dict[str, LinearResult]:
-        from mosaic_exp.quant.mosaic import finalize, mosaic_candidates, mosaic_quantize_group
+        from mosaic_exp.quant.mosaic import finalize, gptq_bases, mosaic_candidates, mosaic_quantize_group
 
         r = self.cfg.residual
         kw = self._mosaic_kwargs()
         if r.scope == "global":
             base_results = [None] * len(ws)
             if kw["base"] == "gptq":
-                base_results = self.gptq.quantize_many(ws, bits=kw["bits"], group_size=kw["group_size"],
-                                                       symmetric=kw["symmetric"], clip_ratio=kw["clip_ratio"],
-                                                       **kw["gptq_options"])
+                base_results = gptq_bases(self.gptq, ws, bits=kw["bits"], group_size=kw["group_size"],
+                                          symmetric=kw["symmetric"], clip_ratio=kw["clip_ratio"],
+                                          gptq_options=kw["gptq_options"])
             out = {}
             keep = None
             for n, w, br in zip(self.names, ws, base_results):
@@ -175,27 +175,23 @@ def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
     In-loop candidates need their group's GPTQ object (``gptqs[name]``, shared by the linears of a
     group): the group's second GPTQ pass runs once, stacked, on ``device``, and its H is freed after.
     """
-    from mosaic_exp.quant.mosaic import candidates_info, finalize, in_loop_inputs
+    from mosaic_exp.quant.mosaic import candidates_info, finalize, in_loop_passes
     from mosaic_exp.residual.select import topk_global
 
     costs = {n: float(c.block_shape[0] * c.block_shape[1]) for n, c in candidates.items()}
     masks = topk_global({n: c.scores for n, c in candidates.items()}, budget, weights_per_block=costs)
     in_loop_results: dict = {}
-    groups: dict[int, list[str]] = {}
-    for n, c in candidates.items():
-        if c.in_loop and bool(masks[n].any()):
-            g = (gptqs or {}).get(n)
-            if g is None or g.H is None:
-                raise ValueError(f"{n}: in-loop candidates need their group's GPTQ object (with H)")
-            groups.setdefault(id(g), []).append(n)
+    groups: dict[int, list[str]] = {}  # linears by shared GPTQ object (None: no second pass)
+    for n in candidates:
+        groups.setdefault(id((gptqs or {}).get(n)), []).append(n)
     for names in groups.values():
-        g = gptqs[names[0]]
-        g.H = g.H.to(device)
-        inputs = [in_loop_inputs(candidates[n], masks[n], device) for n in names]
-        results = g.quantize_many([candidates[n].W_hat for n in names], residual_masks=[m for m, _ in inputs],
-                                  residual_scales=[s for _, s in inputs], **candidates[names[0]].gptq_kwargs)
-        g.free()
-        in_loop_results.update({n: r.to_cpu() for n, r in zip(names, results)})
+        g = (gptqs or {}).get(names[0])
+        if g is not None and g.H is not None:
+            g.H = g.H.to(device)
+        results = in_loop_passes(g, [candidates[n] for n in names], [masks[n] for n in names])
+        if g is not None:
+            g.free()
+        in_loop_results.update({n: r.to_cpu() for n, r in zip(names, results) if r is not None})
     out = {}
     for n, c in candidates.items():
         qw = finalize(c, masks[n], meta={"budget": float(budget), "scope": "global"}, scale_dtype=torch.float16,
@@ -203,9 +199,6 @@ def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
         info = candidates_info(c, masks[n])
         info["bits_per_weight"] = qw.bits_per_weight()
         out[n] = (qw, info)
-    for g in (gptqs or {}).values():
-        if g is not None:
-            g.free()
     return out
 
 
