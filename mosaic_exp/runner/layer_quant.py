@@ -1,8 +1,9 @@
 """Glue between the layer-wise runner and the pure quantization math: one GroupQuantizer per group of
 linears that share an input.
 
-It collects the input statistics (once per group) a method needs (full Hessian for GPTQ / output_exact, its diagonal for
-the Delta-Hessian score) through a forward pre-hook, then calls the method and returns a QuantizedWeight.
+It collects, once per group, the input statistics a method needs (full Hessian for GPTQ / output_exact,
+its diagonal for the Delta-Hessian score) through a forward pre-hook, then calls the method and returns
+one QuantizedWeight per linear.
 """
 
 from __future__ import annotations
