@@ -16,6 +16,7 @@ METHODS = ("fp16", "rtn", "gptq", "mosaic")
 BASES = ("rtn", "gptq")
 SELECTORS = ("delta_hessian", "magnitude", "residual_norm", "output_exact", "channel", "random", "none")
 BUDGET_SCOPES = ("per_layer", "global")
+GLOBAL_RANKS = ("absolute", "relative")
 SCALE_GRANULARITY = ("row", "block")
 KERNEL_VARIANTS = ("reference", "dense", "separate", "zipper")
 MODEL_SOURCES = ("gguf_package", "hf", "random")
@@ -151,6 +152,9 @@ class ResidualConfig:
     block_size: Any = 128  # int (square) or [rows, cols]
     selector: str = "delta_hessian"
     scope: str = "per_layer"
+    # scope=global: rank blocks by their score ("absolute": output-error units, which grow with depth)
+    # or by their score relative to their layer's base error ("relative")
+    global_rank: str = "absolute"
     granularity: str = "row"
     # GPTQ base: "post" scores R = W - Q_gptq(W) as published; "in_loop" puts the chosen blocks' residual
     # inside GPTQ's error feedback (see docs/method.md for why post can disagree with the output error).
@@ -165,6 +169,7 @@ class ResidualConfig:
             raise ConfigError(f"residual.block_size={bs!r} must be a positive int or [rows, cols] of positive ints")
         _choice("residual", "selector", self.selector, SELECTORS)
         _choice("residual", "scope", self.scope, BUDGET_SCOPES)
+        _choice("residual", "global_rank", self.global_rank, GLOBAL_RANKS)
         _choice("residual", "granularity", self.granularity, SCALE_GRANULARITY)
         _choice("residual", "gptq_residual", self.gptq_residual, ("post", "in_loop"))
 

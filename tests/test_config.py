@@ -46,6 +46,7 @@ def test_config_hash_ignores_paths_and_logger(compose, tmp_path):
         ("quant.method=awq", "quant.method='awq'"),
         ("quant.a_bits=6", "quant.a_bits=6"),
         ("calib.sink_weight=-1", "calib.sink_weight=-1"),
+        ("residual.global_rank=depth", "residual.global_rank='depth'"),
         ("residual.budget=1.5", "residual.budget=1.5"),
         ("residual.budget=-0.1", "residual.budget=-0.1"),
         ("residual.block_size=0", "residual.block_size=0"),

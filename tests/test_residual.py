@@ -361,3 +361,23 @@ def test_global_in_loop_equals_per_layer_finalize_for_the_same_masks():
         assert info["chosen"] == int(mask.sum())
     assert kept == int(0.3 * sum(c.num_blocks for c in cands.values()))
     assert shared.H is None  # freed after the pass
+
+
+def test_global_relative_rank_ignores_each_layers_error_scale():
+    """rank='relative': scaling one layer's Hessian (its activations) by 100 changes nothing; the
+    absolute ranking moves blocks to the scaled layer."""
+    from mosaic_exp.runner.layer_quant import finalize_global
+
+    g = torch.Generator().manual_seed(8)
+    Ws = {"a": torch.randn(64, 64, generator=g) * 0.05, "b": torch.randn(64, 64, generator=g) * 0.05}
+    hs = {n: torch.rand(64, generator=g) + 0.1 for n in Ws}
+
+    def chosen(scale_b: float, rank: str) -> dict:
+        cands = {n: mosaic_candidates(W, base="rtn", h=hs[n] * (scale_b if n == "b" else 1.0), group_size=32,
+                                      block_shape=(16, 16)) for n, W in Ws.items()}
+        finals = finalize_global(cands, 0.25, rank=rank)
+        return {n: qw.res_index.tolist() for n, (qw, _) in finals.items()}
+
+    assert chosen(1.0, "relative") == chosen(100.0, "relative")
+    base, scaled = chosen(1.0, "absolute"), chosen(100.0, "absolute")
+    assert len(scaled["b"]) > len(base["b"]) and len(scaled["a"]) == 0

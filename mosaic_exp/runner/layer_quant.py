@@ -169,9 +169,26 @@ class GroupQuantizer:
             self.gptq.free()
 
 
+def rank_scores(cand, rank: str) -> torch.Tensor:
+    """A layer's block scores as ranked by the global budget (see ``finalize_global``)."""
+    if rank == "absolute":
+        return cand.scores
+    if rank != "relative":
+        raise ValueError(f"rank must be 'absolute' or 'relative', got {rank!r}")
+    base = cand.proxy_base if cand.proxy_base is not None else cand.output_base
+    if base is None:
+        raise ValueError("rank='relative' needs the layer's base error (candidates built without h or H)")
+    return cand.scores / base if base > 0 else torch.zeros_like(cand.scores)
+
+
 def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
-                    device: torch.device | str = "cpu") -> dict:
+                    device: torch.device | str = "cpu", rank: str = "absolute") -> dict:
     """Model-wide budget: rank every block of every layer, then build each layer's QuantizedWeight.
+
+    rank="absolute" ranks the scores as they are (output-error units: they grow with depth and with
+    activation outliers); "relative" divides each layer's scores by that layer's base error
+    (``proxy_base`` = sum_j h_j R_ij^2, or tr(R H R^T) when only the full H is known), so a block is
+    ranked by the share of its layer's error it removes.
 
     In-loop candidates need their group's GPTQ object (``gptqs[name]``, shared by the linears of a
     group): the group's second GPTQ pass runs once, stacked, on ``device``, and its H is freed after.
@@ -180,7 +197,7 @@ def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
     from mosaic_exp.residual.select import topk_global
 
     costs = {n: float(c.block_shape[0] * c.block_shape[1]) for n, c in candidates.items()}
-    masks = topk_global({n: c.scores for n, c in candidates.items()}, budget, weights_per_block=costs)
+    masks = topk_global({n: rank_scores(c, rank) for n, c in candidates.items()}, budget, weights_per_block=costs)
     in_loop_results: dict = {}
     groups: dict[int, list[str]] = {}  # linears by shared GPTQ object (None: no second pass)
     for n in candidates:

@@ -175,7 +175,8 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
         # Inputs of later layers were computed with base-only upstream weights (documented approximation);
         # in-loop candidates get their group's second GPTQ pass here (H parked on the CPU until now).
         finals = finalize_global({k: c for k, (_, c, _) in pending.items()}, r.budget,
-                                 gptqs={k: g for k, (_, _, g) in pending.items()}, device=device)
+                                 gptqs={k: g for k, (_, _, g) in pending.items()}, device=device,
+                                 rank=r.global_rank)
         for name, (mod, _, _) in pending.items():
             qw, info = finals[name]
             report.weights[name] = qw
