@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
