@@ -212,13 +212,7 @@ def finalize(candidates: Candidates, mask: torch.Tensor, meta: dict | None = Non
     codes, scales, zeros = c.base_codes, c.base_scales, c.base_zeros
     rcodes, rs = c.residual_codes, c.residual_scales
     if c.in_loop and bool(mask.any()):
-        res = in_loop_result
-        if res is None:
-            if gptq is None or gptq.H is None:
-                raise ValueError("in-loop candidates need the layer's GPTQ object (with H) to finalize")
-            elem_mask, elem_scales = in_loop_inputs(c, mask, gptq.H.device)
-            res = gptq.quantize(weight=c.W_hat.to(gptq.H.device), residual_mask=elem_mask,
-                                residual_scales=elem_scales, **c.gptq_kwargs)
+        res = in_loop_result if in_loop_result is not None else in_loop_passes(gptq, [c], [mask])[0]
         if res.residual_codes is None:
             raise RuntimeError(f"in-loop GPTQ pass failed: {res.stats.get('fallback_reason')}")
         codes, scales, zeros = res.codes, res.scales, res.zeros
