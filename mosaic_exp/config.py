@@ -15,6 +15,9 @@ from typing import Any, Optional
 METHODS = ("fp16", "rtn", "gptq", "mosaic")
 BASES = ("rtn", "gptq")
 SELECTORS = ("delta_hessian", "magnitude", "residual_norm", "output_exact", "channel", "random", "none")
+# Selectors whose score is an error reduction, so a per-output-row loss weight applies (residual.sensitivity)
+ROW_WEIGHTED_SELECTORS = ("delta_hessian", "channel", "output_exact")
+SENSITIVITIES = ("none", "fisher")
 BUDGET_SCOPES = ("per_layer", "global")
 GLOBAL_RANKS = ("absolute", "relative")
 SCALE_GRANULARITY = ("row", "block")
@@ -159,6 +162,11 @@ class ResidualConfig:
     # GPTQ base: "post" scores R = W - Q_gptq(W) as published; "in_loop" puts the chosen blocks' residual
     # inside GPTQ's error feedback (see docs/method.md for why post can disagree with the output error).
     gptq_residual: str = "post"
+    # Weight each block's score by the loss's sensitivity to its output rows: "none" (the paper: layer-output
+    # error) or "fisher" (F_i = mean squared gradient of the loss w.r.t. output channel i, measured on the
+    # unquantized model; scores become loss estimates, comparable across layers for scope=global)
+    sensitivity: str = "none"
+    sensitivity_windows: Optional[int] = None  # calibration windows for the Fisher pass (None: all)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -172,6 +180,13 @@ class ResidualConfig:
         _choice("residual", "global_rank", self.global_rank, GLOBAL_RANKS)
         _choice("residual", "granularity", self.granularity, SCALE_GRANULARITY)
         _choice("residual", "gptq_residual", self.gptq_residual, ("post", "in_loop"))
+        _choice("residual", "sensitivity", self.sensitivity, SENSITIVITIES)
+        if self.sensitivity != "none" and self.selector not in ROW_WEIGHTED_SELECTORS:
+            raise ConfigError(f"residual.sensitivity={self.sensitivity!r} weights error-reduction scores; "
+                              f"residual.selector={self.selector!r} is not one; allowed: "
+                              f"{', '.join(ROW_WEIGHTED_SELECTORS)} (or residual.sensitivity=none)")
+        if self.sensitivity_windows is not None and self.sensitivity_windows <= 0:
+            raise ConfigError(f"residual.sensitivity_windows={self.sensitivity_windows} must be positive or null (all)")
 
     @property
     def block_shape(self) -> tuple[int, int]:

@@ -80,6 +80,9 @@ declare -A SUITES=(
   [global_inloop]="-m experiment=paper_protocol residual.scope=global residual.budget=0.03,0.1"
   [channel_gptq]="-m experiment=paper_protocol residual.selector=channel"
   [selectors_gptq]="-m experiment=selector_ablation"
+  [selectors_inloop]="-m experiment=selector_ablation residual.gptq_residual=in_loop residual.selector=magnitude,residual_norm,channel,random"
+  [fisher_pl]="-m experiment=paper_protocol residual.sensitivity=fisher residual.budget=0.03,0.1"
+  [fisher_gl]="-m experiment=paper_protocol residual.sensitivity=fisher residual.scope=global residual.budget=0.03,0.1"
   [global_gptq]="-m experiment=paper_protocol residual.scope=global residual.gptq_residual=post residual.budget=0.03,0.1"
 )
 run_suite() {  # suite note

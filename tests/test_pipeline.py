@@ -53,6 +53,22 @@ def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scop
     assert any("chosen" in v for v in layers.values())
 
 
+@pytest.mark.parametrize("scope", ["per_layer", "global"])
+def test_fisher_sensitivity_end_to_end(compose, tmp_path, data_dir, scope):
+    """residual.sensitivity=fisher: one Fisher pass, recorded per linear, and the budget still holds."""
+    cfg = compose([*TINY, "quant=mosaic", "quant.base=gptq", "residual.block_size=16", "residual.budget=0.25",
+                   f"residual.scope={scope}", "residual.sensitivity=fisher", "residual.sensitivity_windows=2"],
+                  tmp_path)
+    ppl = run_experiment(cfg, run_dir=str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert math.isfinite(ppl) and m["status"] == "ok"
+    assert m["metrics"]["time/sensitivity_s"] > 0
+    assert 0.2 <= m["metrics"]["residual/kept_fraction"] <= 0.25
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    fisher = [v["fisher_mean"] for k, v in layers.items() if not k.endswith("smooth")]
+    assert fisher and all(f > 0 for f in fisher)
+
+
 @pytest.mark.parametrize("base", ["rtn", "gptq"])
 def test_mosaic_budget_zero_is_base_only(compose, tmp_path, data_dir, base):
     """The budget-0 row of a sweep (regression: RTN base at budget 0 skipped the statistics its

@@ -122,10 +122,13 @@ def _load_random(cfg: ModelConfig, cache_root: str):
     if r.head_dim:
         kw["head_dim"] = r.head_dim
     hf_cfg = AutoConfig.for_model(model_type, **kw)
-    gen = torch.random.fork_rng(devices=[])  # seed locally without touching the caller's RNG
-    with gen:
-        torch.manual_seed(r.seed)
+    from transformers.initialization import no_init_weights
+
+    # HF's per-module init is ~3.4x slower than one seeded fill over the parameters (8B shapes: minutes
+    # on the CPU), so build the model uninitialised and fill it here with the same distributions.
+    with no_init_weights():
         model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch_dtype(cfg.dtype))
+    fill_random_(model, hf_cfg.initializer_range, r.seed)
     tokenizer = None
     if r.tokenizer:
         tokenizer = load_tokenizer_of(r.tokenizer, cache_root)
@@ -133,6 +136,20 @@ def _load_random(cfg: ModelConfig, cache_root: str):
             raise ValueError(f"model {cfg.name!r}: vocab_size={r.vocab_size} is smaller than the tokenizer "
                              f"of {r.tokenizer!r} ({len(tokenizer)})")
     return model, tokenizer
+
+
+@torch.no_grad()
+def fill_random_(model: torch.nn.Module, std: float, seed: int) -> None:
+    """HF's init for llama/qwen3, reproducible from ``seed``: matrices (linears, embeddings, head) ~ N(0, std),
+    vectors (RMSNorm weights) = 1, biases = 0. Uses its own generator (the caller's RNG is untouched)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            p.normal_(0.0, std, generator=gen)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            p.fill_(1.0)
 
 
 def load_tokenizer_of(model_name: str, cache_root: str):

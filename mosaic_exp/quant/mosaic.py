@@ -106,6 +106,7 @@ def mosaic_candidates(
     gptq_options: dict | None = None,
     gptq_residual: str = "post",
     base_result: GPTQResult | None = None,
+    row_weight: torch.Tensor | None = None,
 ) -> Candidates:
     """Base quantization + quantized residual of every block + block scores.
 
@@ -122,6 +123,9 @@ def mosaic_candidates(
     h [K] (diag Hessian) and/or H [K, K] (full Hessian, 2 X^T X / T) default to the GPTQ object's.
     base_result: this weight's GPTQ base when it was already computed (``GPTQ.quantize_many`` over the
     linears sharing H); otherwise ``gptq.quantize`` runs here.
+    row_weight [N] (optional): each output row's loss sensitivity F_i (``residual.sensitivity``), which
+    turns the scores into loss units (see :mod:`mosaic_exp.residual.sensitivity`); error reports stay
+    unweighted.
     The "channel" selector forces block_shape (N, 1) and granularity "block" (one scale per
     channel; per-row scales of a 1-wide block would be one fp16 scale per weight); recorded in
     ``stats["overrides"]``.
@@ -166,7 +170,8 @@ def mosaic_candidates(
     else:
         Rs, hs, Hs = R, h, H
     rcodes, rscales, QR = quantize_residual(Rs, bshape, granularity)
-    scores = score_blocks(selector, R=Rs, QR=QR, block_shape=bshape, W=W, h=hs, H=Hs, seed=seed).float()
+    scores = score_blocks(selector, R=Rs, QR=QR, block_shape=bshape, W=W, h=hs, H=Hs, seed=seed,
+                          row_weight=row_weight).float()
 
     proxy_gain = proxy_base = output_base = None
     if hs is not None:
@@ -283,14 +288,20 @@ def mosaic_quantize_group(
     gptq_residual: str = "post",
     allow_nonpositive: bool = False,
     scale_dtype: torch.dtype = torch.float32,
+    row_weights: list[torch.Tensor | None] | None = None,
 ) -> list[tuple]:
     """Linears sharing one input (q/k/v, gate/up), per-layer budget -> [(QuantizedWeight, info)].
 
     Each weight gets its own blocks, scores and top-K, exactly as one ``mosaic_quantize`` call per
     weight; only the GPTQ passes (base, and the in-loop re-run) are stacked into one column loop.
     The info's final errors are measured on the stored weight (``qw.dequantize()``).
+    row_weights: one optional ``row_weight`` per weight (see ``mosaic_candidates``).
     """
     h, H = _resolve_h(gptq, h, H)
+    if row_weights is None:
+        row_weights = [None] * len(W_hats)
+    if len(row_weights) != len(W_hats):
+        raise ValueError(f"{len(row_weights)} row_weights for {len(W_hats)} weights")
     base_results = [None] * len(W_hats)
     if base == "gptq":
         get_selector(selector)  # clear error on unknown names before the GPTQ pass
@@ -299,8 +310,9 @@ def mosaic_quantize_group(
     cands = [mosaic_candidates(W, base=base, gptq=gptq, h=h, H=H, bits=bits, group_size=group_size,
                                symmetric=symmetric, block_shape=block_shape, selector=selector,
                                granularity=granularity, seed=seed, clip_ratio=clip_ratio,
-                               gptq_options=gptq_options, gptq_residual=gptq_residual, base_result=r)
-             for W, r in zip(W_hats, base_results)]
+                               gptq_options=gptq_options, gptq_residual=gptq_residual, base_result=r,
+                               row_weight=f)
+             for W, r, f in zip(W_hats, base_results, row_weights)]
     masks = [topk_per_layer(c.scores, budget, allow_nonpositive=allow_nonpositive) for c in cands]
     in_loop_results = in_loop_passes(gptq, cands, masks)
     out = []

@@ -3,7 +3,11 @@
 
 All selectors accept the same keyword call (unused arguments are ignored), which is how
 ``score_blocks`` / ``SELECTORS`` dispatch:
-    fn(R=..., QR=..., block_shape=..., W=None, h=None, H=None, seed=0)
+    fn(R=..., QR=..., block_shape=..., W=None, h=None, H=None, seed=0, row_weight=None)
+
+row_weight [N] (optional, the error-based selectors only: delta_hessian, channel, output_exact) weights
+each output row's error, e.g. by the loss's sensitivity to that output channel
+(:mod:`mosaic_exp.residual.sensitivity`): S_B = sum_i f_i (row i's part of the score).
 
 delta_hessian : S_B = [ sum_B h_j R_ij^2 - sum_B h_j (R_ij - QR_ij)^2 ]_+ , h_j = (2/T) sum_t X_tj^2
                 (the diagonal-Hessian estimate of the layer-output error removed by keeping B)
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from mosaic_exp.config import ROW_WEIGHTED_SELECTORS
 from mosaic_exp.residual.blocks import block_sum, grid_shape, resolve_block_shape, to_blocks
 
 
@@ -29,27 +34,46 @@ def _need(name: str, **tensors) -> None:
             raise ValueError(f"selector {name!r} needs {k}")
 
 
-def delta_hessian(R, QR, h, block_shape, **_) -> torch.Tensor:
+ROW_WEIGHTED = ROW_WEIGHTED_SELECTORS
+
+
+def _row_weight(row_weight, n: int, device) -> torch.Tensor | None:
+    if row_weight is None:
+        return None
+    f = row_weight.float().reshape(-1).to(device)
+    if f.numel() != n:
+        raise ValueError(f"row_weight has {f.numel()} entries for a residual with {n} rows")
+    return f.view(-1, 1)
+
+
+def delta_hessian(R, QR, h, block_shape, row_weight=None, **_) -> torch.Tensor:
     _need("delta_hessian", R=R, QR=QR, h=h)
     R, QR = R.float(), QR.float()
-    hv = h.float().view(1, -1).to(R.device)
-    before = block_sum(hv * R * R, block_shape)
-    after = block_sum(hv * (R - QR) ** 2, block_shape)
+    w = h.float().view(1, -1).to(R.device)
+    f = _row_weight(row_weight, R.shape[0], R.device)
+    if f is not None:
+        w = f * w
+    before = block_sum(w * R * R, block_shape)
+    after = block_sum(w * (R - QR) ** 2, block_shape)
     return (before - after).clamp(min=0.0)
 
 
-def output_exact(R, QR, H, block_shape, **_) -> torch.Tensor:
+def output_exact(R, QR, H, block_shape, row_weight=None, **_) -> torch.Tensor:
     _need("output_exact", R=R, QR=QR, H=H)
     n, k = R.shape
     bh, bw = resolve_block_shape(block_shape, (n, k))
     dtype = torch.float64 if R.dtype == torch.float64 else torch.float32
     R, QR, H = R.to(dtype), QR.to(dtype), H.to(device=R.device, dtype=dtype)
-    cross = block_sum(QR * (R @ H), (bh, bw))                   # <E_B, R H>_B  (H symmetric)
+    f = _row_weight(row_weight, n, R.device)
+    f = torch.ones(n, 1, dtype=dtype, device=R.device) if f is None else f.to(dtype)
+    cross = block_sum(f * QR * (R @ H), (bh, bw))               # sum_i f_i <E_B, R H>_B,i  (H symmetric)
     Eb = to_blocks(QR, (bh, bw))                                # [nbr, nbc, bh, bw]
-    nbc = Eb.shape[1]
+    nbr, nbc = Eb.shape[:2]
     Hp = torch.nn.functional.pad(H, (0, nbc * bw - k, 0, nbc * bw - k))
     Hdiag = Hp.view(nbc, bw, nbc, bw).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # [nbc, bw, bw]
-    quad = torch.einsum("rcia,cab,rcib->rc", Eb, Hdiag, Eb)    # tr(E_B H E_B^T)
+    quad_rows = torch.einsum("rcia,cab,rcib->rci", Eb, Hdiag, Eb)  # E_B,i H E_B,i^T per row i
+    fb = torch.nn.functional.pad(f.view(-1), (0, nbr * bh - n)).view(nbr, 1, bh)
+    quad = (quad_rows * fb).sum(dim=-1)                         # sum_i f_i (tr(E_B H E_B^T))_i
     return (2.0 * cross - quad).float()
 
 
@@ -63,9 +87,9 @@ def residual_norm(R, block_shape, **_) -> torch.Tensor:
     return block_sum(R.float() ** 2, block_shape).sqrt()
 
 
-def channel(R, QR, h, block_shape=None, **_) -> torch.Tensor:
+def channel(R, QR, h, block_shape=None, row_weight=None, **_) -> torch.Tensor:
     """Whole input channels: delta_hessian with block shape (N, 1) -> [1, K] (block_shape ignored)."""
-    return delta_hessian(R, QR, h, (R.shape[0], 1))
+    return delta_hessian(R, QR, h, (R.shape[0], 1), row_weight=row_weight)
 
 
 def random(R, block_shape, seed: int = 0, **_) -> torch.Tensor:
@@ -103,6 +127,9 @@ def selector_block_shape(name: str, shape: tuple[int, int], block_shape) -> tupl
     return (shape[0], 1) if name == "channel" else resolve_block_shape(block_shape, shape)
 
 
-def score_blocks(name: str, *, R, QR=None, block_shape, W=None, h=None, H=None, seed: int = 0) -> torch.Tensor:
-    """Dispatch by name; the one signature every selector shares."""
-    return get_selector(name)(R=R, QR=QR, block_shape=block_shape, W=W, h=h, H=H, seed=seed)
+def score_blocks(name: str, *, R, QR=None, block_shape, W=None, h=None, H=None, seed: int = 0,
+                 row_weight=None) -> torch.Tensor:
+    """Dispatch by name; the one signature every selector shares (row_weight: ROW_WEIGHTED selectors only)."""
+    if row_weight is not None and name not in ROW_WEIGHTED:
+        raise ValueError(f"selector {name!r} does not take row weights; those that do: {', '.join(ROW_WEIGHTED)}")
+    return get_selector(name)(R=R, QR=QR, block_shape=block_shape, W=W, h=h, H=H, seed=seed, row_weight=row_weight)

@@ -61,14 +61,19 @@ class GroupQuantizer:
     independent given H, so this equals one GPTQ run per linear). Residual blocks, scores and top-K
     stay per linear."""
 
-    def __init__(self, names: list[str], weights: list[torch.Tensor], cfg: RunConfig):
+    def __init__(self, names: list[str], weights: list[torch.Tensor], cfg: RunConfig,
+                 row_weights: list[torch.Tensor | None] | None = None):
+        """row_weights: per linear, the loss sensitivity of its output rows (``residual.sensitivity``)."""
         if len(names) != len(weights) or not names:
             raise ValueError("GroupQuantizer needs one weight per name")
+        if row_weights is not None and len(row_weights) != len(names):
+            raise ValueError(f"{len(row_weights)} row_weights for linears {names}")
         if len({w.shape[1] for w in weights}) != 1:
             raise ValueError(f"linears {names} do not share an input size: {[tuple(w.shape) for w in weights]}")
         self.names = list(names)
         self.weights = list(weights)
         self.cfg = cfg
+        self.row_weights = list(row_weights) if row_weights is not None else [None] * len(names)
         q, r = cfg.quant, cfg.residual
         self.full_hessian = q.method == "gptq" or (
             q.method == "mosaic" and (q.base == "gptq" or r.selector in _FULL_HESSIAN_SELECTORS))
@@ -144,8 +149,8 @@ class GroupQuantizer:
                                           gptq_options=kw["gptq_options"])
             out = {}
             keep = None
-            for n, w, br in zip(self.names, ws, base_results):
-                cand = mosaic_candidates(w, base_result=br, **kw)
+            for n, w, br, f in zip(self.names, ws, base_results, self.row_weights):
+                cand = mosaic_candidates(w, base_result=br, row_weight=f, **kw)
                 # Until the global selection, the model computes with the base only.
                 base = finalize(cand, torch.zeros_like(cand.scores, dtype=torch.bool))
                 if cand.in_loop:  # the second GPTQ pass runs after the selection: park H on the CPU
@@ -159,7 +164,8 @@ class GroupQuantizer:
             else:
                 self._free()
             return out
-        results = mosaic_quantize_group(ws, budget=r.budget, scale_dtype=torch.float16, **kw)
+        results = mosaic_quantize_group(ws, budget=r.budget, scale_dtype=torch.float16,
+                                        row_weights=self.row_weights, **kw)
         self._free()
         return {n: LinearResult(qw.dequantize().to(w.device), qw.to("cpu"), info=info)
                 for n, w, (qw, info) in zip(self.names, ws, results)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -136,9 +137,11 @@ class Pipeline:
 
         c = self.cfg.calib
         store = self.device if c.device == "auto" else torch.device(c.device)
+        adapter = get_adapter(self.cfg.model.arch)
         with self._stage("quantize"):
-            self.report = quantize_model(self.model, get_adapter(self.cfg.model.arch), self.calib_ids, self.cfg,
-                                         self.device, store)
+            sensitivity = self._sensitivity(adapter)
+            self.report = quantize_model(self.model, adapter, self.calib_ids, self.cfg, self.device, store,
+                                         sensitivity=sensitivity)
         self.metrics["bits_per_weight"] = self.report.bits_per_weight()
         self.metrics["residual/kept_fraction"] = self.report.residual_fraction()
         self.kernel_ran = self._swap_kernels()
@@ -147,6 +150,21 @@ class Pipeline:
 
             save_quantized(self.report.weights, self.run_dir / "quantized")
         write_json(self.run_dir / "layers.json", self.report.layer_info)
+
+    def _sensitivity(self, adapter) -> dict | None:
+        """residual.sensitivity=fisher: the output Fisher of every linear, from the unquantized model."""
+        r = self.cfg.residual
+        if self.cfg.quant.method != "mosaic" or r.sensitivity == "none":
+            return None
+        from mosaic_exp.residual.sensitivity import output_fisher
+
+        t0 = time.perf_counter()
+        fisher = output_fisher(self.model, adapter, self.calib_ids, self.device, windows=r.sensitivity_windows)
+        if self.device.type != "cpu":
+            self.model.to("cpu")  # the sequential pass moves one decoder layer at a time
+        self.metrics["time/sensitivity_s"] = time.perf_counter() - t0
+        log.info("output Fisher of %d linears in %.1fs", len(fisher), self.metrics["time/sensitivity_s"])
+        return fisher
 
     def _swap_kernels(self) -> str:
         variant = self.cfg.kernel.variant

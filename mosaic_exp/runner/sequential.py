@@ -119,9 +119,13 @@ def quantize_weights_only(model: nn.Module, adapter: ArchAdapter, cfg: RunConfig
 
 @torch.inference_mode()
 def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tensor, cfg: RunConfig,
-                   device: torch.device, store_device: torch.device, progress=None) -> QuantizeReport:
+                   device: torch.device, store_device: torch.device, progress=None,
+                   sensitivity: dict[str, torch.Tensor] | None = None) -> QuantizeReport:
     """Quantize every decoder linear of ``model`` in place (weights replaced by their dequantized
-    quantized values; activation fake-quant hooks installed when a_bits < 16)."""
+    quantized values; activation fake-quant hooks installed when a_bits < 16).
+
+    sensitivity: per linear (``model.layers.{i}.{name}``), the loss sensitivity of its output rows
+    (:func:`mosaic_exp.residual.sensitivity.output_fisher`), weighting MosaicQuant's block scores."""
     q, r = cfg.quant, cfg.residual
     if not needs_calibration(cfg):
         return quantize_weights_only(model, adapter, cfg, device, progress)
@@ -146,7 +150,8 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
                                                                  device, bs)
         for group in adapter.linear_groups:
             mods = {n: layer.get_submodule(n) for n in group}
-            gq = GroupQuantizer(list(mods), [m.weight for m in mods.values()], cfg)
+            rw = None if sensitivity is None else [sensitivity[prefix + n] for n in mods]
+            gq = GroupQuantizer(list(mods), [m.weight for m in mods.values()], cfg, row_weights=rw)
             if needs_stats(cfg):  # the group's linears share their input: hook the first one
                 handle = next(iter(mods.values())).register_forward_pre_hook(gq.hook)
                 try:
@@ -157,6 +162,8 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
             for n, m in mods.items():
                 result = results[n]
                 report.layer_info[prefix + n] = result.info
+                if sensitivity is not None:  # the loss weight of this linear's output error
+                    result.info["fisher_mean"] = float(sensitivity[prefix + n].mean())
                 m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
                 if global_scope:
                     pending[prefix + n] = (m, result.candidates, result.gptq)
