@@ -165,6 +165,9 @@ class ResidualConfig:
     # Weight each block's score by the loss's sensitivity to its output rows: "none" (the paper: layer-output
     # error) or "fisher" (F_i = mean squared gradient of the loss w.r.t. output channel i, measured on the
     # unquantized model; scores become loss estimates, comparable across layers for scope=global)
+    # scope=per_layer: K_l = floor(budget * n_l) per linear ("floor"), or floor/ceil so that the whole model
+    # keeps exactly floor(budget * sum n_l) blocks ("largest_remainder"; see residual/select.py)
+    rounding: str = "largest_remainder"
     sensitivity: str = "none"
     sensitivity_windows: Optional[int] = None  # calibration windows for the Fisher pass (None: all)
     seed: int = 0
@@ -180,6 +183,7 @@ class ResidualConfig:
         _choice("residual", "global_rank", self.global_rank, GLOBAL_RANKS)
         _choice("residual", "granularity", self.granularity, SCALE_GRANULARITY)
         _choice("residual", "gptq_residual", self.gptq_residual, ("post", "in_loop"))
+        _choice("residual", "rounding", self.rounding, ("floor", "largest_remainder"))
         _choice("residual", "sensitivity", self.sensitivity, SENSITIVITIES)
         if self.sensitivity != "none" and self.selector not in ROW_WEIGHTED_SELECTORS:
             raise ConfigError(f"residual.sensitivity={self.sensitivity!r} weights error-reduction scores; "

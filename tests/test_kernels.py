@@ -192,7 +192,7 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
-              cfg=None, splitk=None, zprologue=None):
+              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -211,7 +211,8 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
         else:
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
-        y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None)
+        y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
+                       fixup=fixup, pdl=pdl)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -258,10 +259,23 @@ def test_budgets_groups(m, gs, sym, bs, budget):
 @gpu
 @needs_native
 @pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7])
-@pytest.mark.parametrize("splitk", [1, 3, 7])
-def test_configs_splitk(cfg, splitk):
-    """Every tile config with forced split-K factors (the planner only picks some combinations)."""
-    _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk)
+@pytest.mark.parametrize("splitk,fixup", [(1, None), (3, "cluster"), (7, "cluster"), (3, "global"), (7, "global")])
+def test_configs_splitk(cfg, splitk, fixup):
+    """Every tile config with forced split-K factors (the planner only picks some combinations),
+    both split-K fix-ups (thread-block cluster through DSMEM, global partials + counters)."""
+    _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk, fixup=fixup)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("splitk", [2, 5, 8, 11, 16])
+@pytest.mark.parametrize("m", [1, 3, 16])
+@pytest.mark.parametrize("pdl", ["early", "late", False])
+def test_cluster_fixup_splits(splitk, m, pdl):
+    """Cluster split-K fix-up at every cluster size class: portable (<= 8) and non-portable (11, 16),
+    odd M (rows of the tile past M are never stored), with and without PDL."""
+    _run_case(m, 384, 64 * 48, 128, False, 0.1, (64, 64), torch.float16 if m % 2 else torch.bfloat16,
+              splitk=splitk, fixup="cluster", pdl=pdl)
 
 
 @gpu
@@ -269,13 +283,14 @@ def test_configs_splitk(cfg, splitk):
 @pytest.mark.parametrize("zprologue", ["first", "late"])
 @pytest.mark.parametrize("cfg,splitk", [(None, None), (4, 3), (0, 1), (3, 2), (6, 7), (7, 1), (7, 3)])
 @pytest.mark.parametrize("budget,bs", [(0.1, (64, 64)), (0.5, (128, 128)), (1.0, (64, 64))])
-def test_zipper_prologue_schemes(zprologue, cfg, splitk, budget, bs):
+@pytest.mark.parametrize("fixup", ["cluster", "global"])
+def test_zipper_prologue_schemes(zprologue, cfg, splitk, budget, bs, fixup):
     """Both zipper prologue schemes (residual units of the first tiles sent late in their own
     group, or with their base tiles after the bit words arrived), dense residual maps included
     (every prologue tile has a residual), long K (bit-word windows move several times)."""
     m = 70 if cfg in (3, 6) else 5
     _run_case(m, 256, 64 * 150, 128, False, budget, bs, torch.bfloat16, variants=("zipper",), cfg=cfg,
-              splitk=splitk, zprologue=zprologue)
+              splitk=splitk, zprologue=zprologue, fixup=fixup)
 
 
 @gpu
@@ -306,6 +321,79 @@ def test_repeated_launch_deterministic():
     for _ in range(3):
         y2 = ops.launch(x, p, "zipper")
         assert torch.equal(y1, y2)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("mode,rslots", [(0, 1), (1, 2), (1, 6)])
+def test_cluster_plan_fits_one_wave(mode, rslots):
+    """With the cluster fix-up the planner keeps every cluster resident at once (occupancy API)."""
+    from mosaic_exp.kernels import ops
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for n in (4096, 6144, 28672):
+        pl = ops.plan(1, n, 4096, mode, sms, rslots=rslots, cluster=True)
+        assert pl.splitk == 1 or pl.mtiles * pl.nctas <= ops.max_active_clusters(pl.cfg, mode, pl.splitk, rslots)
+    assert ops.max_active_clusters(4, 0, 8, 1) >= 16
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("variant", ["dense", "separate", "zipper"])
+@pytest.mark.parametrize("m", [1, 16, 70])
+def test_pdl_chain_eager_and_graph(variant, m):
+    """Programmatic dependent launch: each kernel reads its weights before griddepcontrol.wait and X
+    after it. A chain where every launch consumes the previous launch's output as X (our kernel right
+    after our kernel, and after a torch kernel), eager and replayed as a CUDA graph, must give
+    bit-identical results with and without PDL, and match the reference."""
+    from mosaic_exp.kernels import ops
+
+    k = 1024
+    qws = [random_quantized(k, k, 128, False, 0.1, (64, 64), seed=11 + i) for i in range(3)]
+    ps = [pack_quantized(q, torch.bfloat16, "cuda") for q in qws]
+    x0 = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+
+    def chain(pdl):
+        h = x0
+        for i, p in enumerate(ps):
+            h = ops.launch(h, p, variant, pdl=pdl)
+            if i == 1:
+                h = h * 0.5  # a torch kernel in between
+            h = h * (1.0 / 8.0)  # keep magnitudes bounded along the chain
+        return h
+
+    y_pdl, y_ref = chain("early"), chain(False)
+    torch.cuda.synchronize()
+    assert torch.equal(y_pdl, y_ref)
+    assert torch.equal(chain("late"), y_ref)
+    ref = x0.double()
+    for i, q in enumerate(qws):
+        w = dequantize_like_kernel(q, torch.bfloat16).cuda().double()
+        if variant == "dense":
+            kw = {f: getattr(q, f) for f in q.__dataclass_fields__}
+            for f in ("res_index", "res_qweight", "res_scales"):
+                kw.pop(f)
+            w = dequantize_like_kernel(type(q)(**kw), torch.bfloat16).cuda().double()
+        ref = (ref.to(torch.bfloat16).double() @ w.t())
+        ref = ref.to(torch.bfloat16).double() * (0.5 if i == 1 else 1.0)
+        ref = ref.to(torch.bfloat16).double() * (1.0 / 8.0)
+    rel = float((y_pdl.double() - ref).norm() / ref.norm())
+    assert rel < 2e-2, f"chain vs reference: {rel:.2e}"
+    # the same chain as a CUDA graph (programmatic edges between consecutive kernel nodes)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        chain("early")
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y_g = chain("early")
+    for _ in range(3):
+        y_g.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y_g, y_ref)
 
 
 @gpu
@@ -349,6 +437,8 @@ def test_sanitizer_subset():
             _run_case(m, n, k, 64, False, 0.5, bs, torch.float16)
             _run_case(m, n, k, -1, True, 1.0, bs, torch.bfloat16)
     _run_case(5, 384, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, splitk=5)
+    _run_case(5, 384, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, splitk=5, fixup="global", pdl=False)
+    _run_case(3, 384, 64 * 48, 128, False, 0.1, (64, 64), torch.float16, splitk=16, fixup="cluster")
     for zp in ("first", "late"):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)

@@ -47,10 +47,15 @@ def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scop
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert math.isfinite(ppl)
     kept = m["metrics"]["residual/kept_fraction"]
-    # per layer: floor(0.25 * blocks) each (positive-score blocks only); global: floor over all blocks
+    # both scopes keep floor(0.25 * all blocks) (per layer: each linear floor or ceil of its share, by the
+    # largest remainder), fewer only if some blocks have no positive score
     assert 0.2 <= kept <= 0.25, kept
     layers = json.loads((tmp_path / "layers.json").read_text())
     assert any("chosen" in v for v in layers.values())
+    if scope == "per_layer":
+        lin = [v for v in layers.values() if "target_k" in v]
+        assert sum(v["target_k"] for v in lin) == math.floor(0.25 * sum(v["num_blocks"] for v in lin))
+        assert all(v["chosen"] <= v["target_k"] for v in lin)
 
 
 @pytest.mark.parametrize("scope", ["per_layer", "global"])

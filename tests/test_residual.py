@@ -18,7 +18,7 @@ from mosaic_exp.residual.blocks import (
 )
 from mosaic_exp.residual.quantize import quantize_residual
 from mosaic_exp.residual.scores import SELECTORS, delta_hessian, output_exact, score_blocks
-from mosaic_exp.residual.select import budget_count, topk_global, topk_per_layer
+from mosaic_exp.residual.select import allocate_counts, budget_count, topk_global, topk_per_layer
 
 
 def gen(seed):
@@ -165,6 +165,31 @@ def test_topk_per_layer_exact_budget(nb, budget):
     assert int(m.sum()) == k == budget_count(budget, S.numel())
     if 0 < k < S.numel():
         assert S[m].min() > S[~m].max()
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.03, 0.1, 0.29, 0.5, 1 / 3, 1.0])
+def test_allocate_counts_is_model_exact_and_within_one_block_of_each_share(budget):
+    g = gen(9)
+    blocks = {f"l{i}": int(n) for i, n in enumerate(torch.randint(1, 70, (40,), generator=g))}
+    blocks["empty"] = 0
+    counts = allocate_counts(blocks, budget)
+    assert list(counts) == list(blocks)
+    assert sum(counts.values()) == budget_count(budget, sum(blocks.values()))
+    for n, k in counts.items():
+        assert math.floor(budget * blocks[n] + 1e-9) <= k <= math.ceil(budget * blocks[n] - 1e-9) or k == 0 == blocks[n]
+        assert 0 <= k <= blocks[n]
+    # SmolLM2 at 3 %, 128x128 blocks: per-layer floor keeps 1.2 % of the blocks, largest remainder 3 %
+    smol = {f"{i}.{n}": b for i in range(30) for n, b in
+            [("q", 25), ("k", 10), ("v", 10), ("o", 25), ("gate", 60), ("up", 60), ("down", 60)]}
+    floor = sum(budget_count(0.03, b) for b in smol.values())
+    assert floor == 90 and sum(allocate_counts(smol, 0.03).values()) == 225
+    # remainders 0.8 (gate/up/down) before 0.75 (q/o); ties in dict order
+    c = allocate_counts({"a": 25, "b": 60, "c": 25}, 0.03)
+    assert c == {"a": 1, "b": 2, "c": 0}
+    S = torch.rand(4, 5, generator=g) + 0.01
+    assert int(topk_per_layer(S, 0.0, k=3).sum()) == 3
+    with pytest.raises(ValueError, match="k=21"):
+        topk_per_layer(S, 0.1, k=21)
 
 
 def test_topk_ties_nonpositive_and_validation():

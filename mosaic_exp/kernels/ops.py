@@ -31,11 +31,29 @@ MIN_TILES_PER_SPLIT = 4
 ZIPPER_PROLOGUE = {"late": 0, "first": 1}
 DEFAULT_ZIPPER_PROLOGUE = "first"
 DEFAULT_SMALL_M_CFG = 4  # cfg7 measured 3.6% slower for dense (native/NOTES.md v8e)
+# split-K fix-up (native/NOTES.md v9): "cluster" sums the splits' partials through DSMEM inside a
+# thread-block cluster of the splitk CTAs of an output tile; "global" writes fp32 partials to a
+# workspace and the last CTA (atomic counter) sums them. $MOSAIC_SPLITK_FIXUP overrides.
+# "auto": cluster for M >= CLUSTER_MIN_M, global below (measured, native/NOTES.md v9).
+SPLITK_FIXUP = {"global": 0, "cluster": 1}
+DEFAULT_SPLITK_FIXUP = "auto"
+CLUSTER_MIN_M = 2
+# programmatic dependent launch ($MOSAIC_PDL=0 turns it off): each kernel issues its weight
+# prologue (codes, scales, residual bit words and units) before `griddepcontrol.wait`, so it
+# overlaps the previous kernel's tail; X, Y and the split-K workspace are touched only after the
+# wait. The weights must therefore not be written by the kernel launched just before in the same
+# stream (packing then an immediate launch is fine when any other kernel, e.g. the poisoning
+# fill in the tests, runs in between; QuantLinear's weights are written once).
+# "early" triggers the next launch right after the wait, "late" after the mainloop (the next
+# grid's CTAs then land on an almost empty GPU: balanced placement).
+PDL_MODES = {"off": 0, "early": 1, "late": 3}
+DEFAULT_PDL = "late"
 TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
 _sm_cache: dict = {}
+_clusters_cache: dict = {}
 LAST_LAUNCH: dict = {}
 
 
@@ -88,9 +106,25 @@ def _sm_count(device: torch.device) -> int:
     return _sm_cache[idx]
 
 
+def max_splitk() -> int:
+    """Split-K cap of the planner ($MOSAIC_MAX_SPLITK, 1..16; cluster fix-up allows 16)."""
+    v = int(os.environ.get("MOSAIC_MAX_SPLITK", MAX_SPLITK))
+    if not 1 <= v <= 16:
+        raise ValueError(f"MOSAIC_MAX_SPLITK must be in [1, 16], got {v}")
+    return v
+
+
+def max_active_clusters(cfg: int, mode: int, splitk: int, rslots: int) -> int:
+    key = (cfg, mode, splitk, rslots)
+    if key not in _clusters_cache:
+        _clusters_cache[key] = int(load_native().max_active_clusters(cfg, mode, splitk, rslots))
+    return _clusters_cache[key]
+
+
 def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | None = None,
-         splitk: int | None = None, rslots: int = 1) -> Plan:
-    """Tile config by M; split-K so that about one full wave of CTAs is resident."""
+         splitk: int | None = None, rslots: int = 1, cluster: bool = False) -> Plan:
+    """Tile config by M; split-K so that about one full wave of CTAs is resident (with the
+    cluster fix-up: one wave of splitk-CTA clusters, as the occupancy API counts them)."""
     if cfg is None:
         cfg = small_m_cfg() if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
     if mode == MODE_RESIDUAL and cfg >= 3:
@@ -106,10 +140,14 @@ def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | No
         target = sm_count * ctas_per_sm(c, mode, rslots)
         # the most splits (<= MAX_SPLITK, >= MIN_TILES_PER_SPLIT k-tiles each) that still fit in
         # one wave of resident CTAs (a partial second wave costs a whole pass of latency)
-        splitk = 1 if base >= target else max(1, min(target // base, MAX_SPLITK,
+        splitk = 1 if base >= target else max(1, min(target // base, max_splitk(),
                                                      max(1, kt // MIN_TILES_PER_SPLIT)))
-        while splitk > 1 and splitk * mtiles * bm * n_pad * 4 > MAX_WORKSPACE_BYTES:
-            splitk -= 1
+        if cluster:
+            while splitk > 1 and base > max_active_clusters(cfg, mode, splitk, min(rslots, c["stages"])):
+                splitk -= 1
+        else:
+            while splitk > 1 and splitk * mtiles * bm * n_pad * 4 > MAX_WORKSPACE_BYTES:
+                splitk -= 1
     splitk = max(1, min(int(splitk), kt))
     ktps = math.ceil(kt / splitk)
     splitk = math.ceil(kt / ktps)
@@ -148,13 +186,37 @@ def check_inputs(x: torch.Tensor, n: int, k: int, dtype: torch.dtype, device: to
     return m
 
 
+def _env_fixup(fixup: str | None, where: str) -> str:
+    f = fixup or os.environ.get("MOSAIC_SPLITK_FIXUP") or DEFAULT_SPLITK_FIXUP
+    if f not in SPLITK_FIXUP and f != "auto":
+        raise ValueError(f"split-K fix-up must be one of {sorted(SPLITK_FIXUP)}, got {f!r} {where}")
+    return f
+
+
+def _env_pdl(pdl: bool | str | None, where: str) -> str:
+    """PDL mode: pdl True -> the default mode, False -> off, or a mode name; None -> $MOSAIC_PDL
+    (0/off, 1 = default mode, early, late) or DEFAULT_PDL."""
+    v = pdl if pdl is not None else os.environ.get("MOSAIC_PDL", DEFAULT_PDL)
+    if v is True or v in ("1", "on"):
+        v = DEFAULT_PDL
+    elif v is False or v in ("0", ""):
+        v = "off"
+    if v not in PDL_MODES:
+        raise ValueError(f"pdl must be one of {sorted(PDL_MODES)} (or a bool), got {v!r} {where}")
+    return v
+
+
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
-           cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None) -> torch.Tensor:
+           cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
+           fixup: str | None = None, pdl: bool | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
     ``zprologue`` ('first' / 'late', default $MOSAIC_ZIPPER_PROLOGUE or
-    DEFAULT_ZIPPER_PROLOGUE) picks the zipper kernel's prologue scheme."""
+    DEFAULT_ZIPPER_PROLOGUE) picks the zipper kernel's prologue scheme, ``fixup`` ('cluster' /
+    'global' / 'auto', default $MOSAIC_SPLITK_FIXUP or DEFAULT_SPLITK_FIXUP) the split-K fix-up,
+    ``pdl`` (True/False or 'off'/'early'/'late', default $MOSAIC_PDL or DEFAULT_PDL) programmatic
+    dependent launch."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -180,14 +242,23 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     mode = {"dense": MODE_DENSE, "zipper": MODE_ZIPPER, "separate": MODE_DENSE}[variant]
     if mode == MODE_ZIPPER and not p.has_residual:
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
-    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk, p.res_window_max)
+    where = f"(m={m}, n={n}, k={k})"
+    fx = _env_fixup(fixup, where)
+    if fx == "auto":
+        fx = "cluster" if m >= CLUSTER_MIN_M else "global"
+    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk, p.res_window_max, cluster=fx == "cluster")
     rslots = min(p.res_window_max, _config(pl.cfg, mode)["stages"])
     zp = zprologue or os.environ.get("MOSAIC_ZIPPER_PROLOGUE") or DEFAULT_ZIPPER_PROLOGUE
     if zp not in ZIPPER_PROLOGUE:
         raise ValueError(f"zipper prologue must be one of {sorted(ZIPPER_PROLOGUE)}, got {zp!r} (m={m}, n={n}, k={k})")
     if pl.cfg in TPI2_CFGS:
         zp = "first"  # two k-tiles per iteration: the kernel only has the 'first' prologue
-    ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 else 0,
+    if pl.splitk == 1:
+        fx = "global"  # no fix-up at all
+    if fx == "cluster" and pl.splitk > 16:
+        raise ValueError(f"cluster split-K fix-up needs splitk <= 16, got {pl.splitk} {where}")
+    pdl_mode = _env_pdl(pdl, where)
+    ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 and fx == "global" else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
@@ -195,16 +266,17 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
              y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
              p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
              m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream,
-             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0)
-    kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}"
+             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode])
+    tags = (f",{fx}" if pl.splitk > 1 else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
+    kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}{tags}"
                + (f",rslots{rslots},{zp}]" if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
         pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
         nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
                  p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
                  y.data_ptr(), 0, 0, 0, 1, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
-                 dt, MODE_RESIDUAL, pr.cfg, stream)
-        kernels.append(f"residual[cfg{pr.cfg}]")
+                 dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode])
+        kernels.append(f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
     LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
     return y.view(*lead, n)
 

@@ -289,6 +289,7 @@ def mosaic_quantize_group(
     allow_nonpositive: bool = False,
     scale_dtype: torch.dtype = torch.float32,
     row_weights: list[torch.Tensor | None] | None = None,
+    counts: list[int] | None = None,
 ) -> list[tuple]:
     """Linears sharing one input (q/k/v, gate/up), per-layer budget -> [(QuantizedWeight, info)].
 
@@ -296,6 +297,8 @@ def mosaic_quantize_group(
     weight; only the GPTQ passes (base, and the in-loop re-run) are stacked into one column loop.
     The info's final errors are measured on the stored weight (``qw.dequantize()``).
     row_weights: one optional ``row_weight`` per weight (see ``mosaic_candidates``).
+    counts: each weight's number of blocks to keep (``residual.select.allocate_counts`` over the model);
+    default floor(budget * blocks) per weight.
     """
     h, H = _resolve_h(gptq, h, H)
     if row_weights is None:
@@ -313,12 +316,17 @@ def mosaic_quantize_group(
                                gptq_options=gptq_options, gptq_residual=gptq_residual, base_result=r,
                                row_weight=f)
              for W, r, f in zip(W_hats, base_results, row_weights)]
-    masks = [topk_per_layer(c.scores, budget, allow_nonpositive=allow_nonpositive) for c in cands]
+    counts = [None] * len(W_hats) if counts is None else list(counts)
+    if len(counts) != len(W_hats):
+        raise ValueError(f"{len(counts)} counts for {len(W_hats)} weights")
+    masks = [topk_per_layer(c.scores, budget, allow_nonpositive=allow_nonpositive, k=k) for c, k in zip(cands, counts)]
     in_loop_results = in_loop_passes(gptq, cands, masks)
     out = []
-    for W, cand, mask, r in zip(W_hats, cands, masks, in_loop_results):
+    for W, cand, mask, r, k in zip(W_hats, cands, masks, in_loop_results, counts):
         qw = finalize(cand, mask, meta={"budget": float(budget)}, scale_dtype=scale_dtype, in_loop_result=r)
         info = candidates_info(cand, mask, budget)
+        if k is not None:
+            info["target_k"] = k
         Rf = W.detach().float() - qw.dequantize().to(W.device)  # R - M_S * Q(R)
         info["weight_err_final"] = float((Rf * Rf).sum())
         if H is not None:  # exact output error tr(R' H R'^T) of the final layer

@@ -14,4 +14,4 @@ from mosaic_exp.residual.blocks import (  # noqa: F401
 from mosaic_exp.residual.build import build_quantized_weight  # noqa: F401
 from mosaic_exp.residual.quantize import quantize_residual  # noqa: F401
 from mosaic_exp.residual.scores import SELECTORS, get_selector, score_blocks  # noqa: F401
-from mosaic_exp.residual.select import budget_count, topk_global, topk_per_layer  # noqa: F401
+from mosaic_exp.residual.select import allocate_counts, budget_count, topk_global, topk_per_layer  # noqa: F401

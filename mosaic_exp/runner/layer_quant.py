@@ -62,8 +62,9 @@ class GroupQuantizer:
     stay per linear."""
 
     def __init__(self, names: list[str], weights: list[torch.Tensor], cfg: RunConfig,
-                 row_weights: list[torch.Tensor | None] | None = None):
-        """row_weights: per linear, the loss sensitivity of its output rows (``residual.sensitivity``)."""
+                 row_weights: list[torch.Tensor | None] | None = None, counts: list[int] | None = None):
+        """row_weights: per linear, the loss sensitivity of its output rows (``residual.sensitivity``);
+        counts: per linear, the residual blocks to keep (``residual_counts``; default floor(budget * blocks))."""
         if len(names) != len(weights) or not names:
             raise ValueError("GroupQuantizer needs one weight per name")
         if row_weights is not None and len(row_weights) != len(names):
@@ -74,6 +75,7 @@ class GroupQuantizer:
         self.weights = list(weights)
         self.cfg = cfg
         self.row_weights = list(row_weights) if row_weights is not None else [None] * len(names)
+        self.counts = list(counts) if counts is not None else None
         q, r = cfg.quant, cfg.residual
         self.full_hessian = q.method == "gptq" or (
             q.method == "mosaic" and (q.base == "gptq" or r.selector in _FULL_HESSIAN_SELECTORS))
@@ -165,7 +167,7 @@ class GroupQuantizer:
                 self._free()
             return out
         results = mosaic_quantize_group(ws, budget=r.budget, scale_dtype=torch.float16,
-                                        row_weights=self.row_weights, **kw)
+                                        row_weights=self.row_weights, counts=self.counts, **kw)
         self._free()
         return {n: LinearResult(qw.dequantize().to(w.device), qw.to("cpu"), info=info)
                 for n, w, (qw, info) in zip(self.names, ws, results)}
@@ -173,6 +175,26 @@ class GroupQuantizer:
     def _free(self) -> None:
         if self.gptq is not None:
             self.gptq.free()
+
+
+def residual_counts(layers, adapter, cfg: RunConfig) -> dict[str, int] | None:
+    """Per-layer budget with residual.rounding=largest_remainder: every linear's block count K_l
+    (``model.layers.{i}.{name}``), allocated over the whole model from the shapes alone; None otherwise."""
+    from mosaic_exp.residual.blocks import grid_shape
+    from mosaic_exp.residual.scores import selector_block_shape
+    from mosaic_exp.residual.select import allocate_counts
+
+    r = cfg.residual
+    if cfg.quant.method != "mosaic" or r.scope != "per_layer" or r.rounding != "largest_remainder":
+        return None
+    blocks = {}
+    for i, layer in enumerate(layers):
+        for group in adapter.linear_groups:
+            for n in group:
+                shape = tuple(layer.get_submodule(n).weight.shape)
+                nbr, nbc = grid_shape(shape, selector_block_shape(r.selector, shape, r.block_shape))
+                blocks[f"model.layers.{i}.{n}"] = nbr * nbc
+    return allocate_counts(blocks, r.budget)
 
 
 def rank_scores(cand, rank: str) -> torch.Tensor:

@@ -26,6 +26,7 @@ from mosaic_exp.runner.layer_quant import (
     install_act_quant,
     needs_calibration,
     needs_stats,
+    residual_counts,
 )
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
     bs = cfg.calib.batch_size
     global_scope = q.method == "mosaic" and r.scope == "global"
     pending: dict[str, tuple[nn.Linear, object, object]] = {}  # global budget: (module, candidates, GPTQ)
+    counts = residual_counts(layers, adapter, cfg)  # per-layer budget: blocks per linear, model-exact
 
     for i, layer in enumerate(layers):
         layer.to(device)
@@ -151,7 +153,8 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
         for group in adapter.linear_groups:
             mods = {n: layer.get_submodule(n) for n in group}
             rw = None if sensitivity is None else [sensitivity[prefix + n] for n in mods]
-            gq = GroupQuantizer(list(mods), [m.weight for m in mods.values()], cfg, row_weights=rw)
+            gq = GroupQuantizer(list(mods), [m.weight for m in mods.values()], cfg, row_weights=rw,
+                                counts=None if counts is None else [counts[prefix + n] for n in mods])
             if needs_stats(cfg):  # the group's linears share their input: hook the first one
                 handle = next(iter(mods.values())).register_forward_pre_hook(gq.hook)
                 try:
