@@ -38,7 +38,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
           std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
           long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream,
-          int zflags) {
+          int zflags, int fixup, int pdl, int rlead) {
   if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
   if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
   if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
@@ -55,10 +55,11 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (mode != zipper::MODE_RESIDUAL) {
     if (splitk < 1 || kt_per_split < 1 || (splitk - 1) * kt_per_split >= KT || splitk * kt_per_split < KT)
       fail(M, N, K, "bad split-K plan splitk=" + std::to_string(splitk) + " kt_per_split=" + std::to_string(kt_per_split));
-    if (splitk > 1) {
+    if (splitk > 1 && fixup == 0) {
       check_ptr(M, N, K, ws, "workspace", true, 16);
       check_ptr(M, N, K, counters, "counters", true, 4);
     }
+    if (splitk > 16 && fixup == 1) fail(M, N, K, "cluster split-K fix-up needs splitk <= 16, got " + std::to_string(splitk));
   }
   check_ptr(M, N, K, x, "x", true, 16);
   check_ptr(M, N, K, y, "y", true, 4);
@@ -93,6 +94,12 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.rslots = (int)rslots;
   if (zflags < 0 || zflags > 1) fail(M, N, K, "zflags must be 0 or 1");
   p.zflags = zflags;
+  if (fixup < 0 || fixup > 1) fail(M, N, K, "fixup must be 0 (global) or 1 (cluster)");
+  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  if (rlead < 0 || rlead >= ci.stages) fail(M, N, K, "rlead=" + std::to_string(rlead) + " outside [0, " + std::to_string(ci.stages - 1) + "]");
+  p.rlead = rlead;
+  p.fixup = fixup;
+  p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   p.NT = (int)(Np / 64); p.KT = (int)KT;
   p.KW = (int)((KT + 31) / 32);
@@ -128,10 +135,13 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("res_base"), py::arg("rslots"), py::arg("M"),
         py::arg("N"), py::arg("K"), py::arg("Np"), py::arg("Kp"), py::arg("gs_tiles"), py::arg("splitk"),
         py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"),
-        py::arg("zflags") = 0);
+        py::arg("zflags") = 0, py::arg("fixup") = 0, py::arg("pdl") = 0, py::arg("rlead") = 0);
   m.def("config", &config, py::arg("cfg"), py::arg("mode"));
+  m.def("max_active_clusters", &zipper::max_active_clusters,
+        "resident 1 x splitk x 1 clusters of a config's kernel (0: none / no CUDA device)", py::arg("cfg"),
+        py::arg("mode"), py::arg("splitk"), py::arg("rslots"));
   m.def("kernel_regs", &zipper::kernel_regs, "registers/thread of a config's kernel (-1: no CUDA device)",
         py::arg("cfg"), py::arg("mode"));
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 3;
+  m.attr("ABI_VERSION") = 4;
 }

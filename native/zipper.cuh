@@ -36,6 +36,13 @@ struct Params {
   const int* res_base;    // [NT][KW] (zipper)
   int rslots;             // residual ring slots per unit (zipper), 1..STAGES
   int zflags;             // zipper: bit 0 = wait for the residual bit words before the prologue
+  int fixup;              // split-K fix-up: 0 = global partials + counters, 1 = thread-block
+                          // cluster over the splits, partials summed through DSMEM (no workspace)
+  int rlead;              // zipper 'first': residual units of tile t+rlead are issued while tile t is
+                          // consumed (0 = STAGES-1, with the base tile); a smaller lead shrinks
+                          // the ring to the densest window of rlead+1 tiles (host: rslots)
+  int pdl;                // launch with programmatic dependent launch (griddepcontrol): the
+                          // weight prologue overlaps the previous kernel's tail
   int M, N, K, Np, Kp, NT, KT;
   int KW;            // words of res_bits per n-tile row = ceil(KT / 32)
   int gs_tiles;      // group size in k-tiles of 64 (0 = per-channel)
@@ -54,6 +61,9 @@ struct ConfigInfo {
   int static_smem;      // static shared memory of the kernel (bookkeeping arrays)
   int threads;          // threads per CTA (128 x warps along K)
 };
+
+// resident clusters of 1 x splitk x 1 CTAs of a config's kernel (bf16), 0 on error / no device
+int max_active_clusters(int cfg, int mode, int splitk, int rslots);
 
 // registers per thread of a config's kernel (bf16 instantiation), -1 without a CUDA device
 int kernel_regs(int cfg, int mode);

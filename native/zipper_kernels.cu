@@ -13,6 +13,7 @@
 // (last CTA of a tile sums the partials in split order: deterministic, one launch).
 #include "zipper.cuh"
 
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cuda_bf16.h>
@@ -91,6 +92,20 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// programmatic dependent launch (sm_90): wait for the previous grid in the stream (its memory
+// operations visible), and let the next grid start launching. Both are no-ops when the kernel was
+// not launched with programmatic stream serialization.
+__device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {
@@ -272,15 +287,15 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     return any;
   };
 
-  auto issue = [&](int t, int slot) {
+  auto tile_kt = [&](int t) -> int {
+    if (MODE == MODE_RESIDUAL) return t < MAX_PRE ? pre_b[t] : __ldg(p.csr_kt + t_begin + t);
+    return t_begin + t;
+  };
+  // activations of tile t: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row (the only input
+  // that the previous kernel in the stream may write: issued after griddep_wait())
+  auto issue_x = [&](int t, int slot) {
     uint8_t* st = smem + slot * L::STAGE;
-    int kt;
-    if (MODE == MODE_RESIDUAL) {
-      kt = t < MAX_PRE ? pre_b[t] : __ldg(p.csr_kt + t_begin + t);
-    } else {
-      kt = t_begin + t;
-    }
-    // activations: BM rows x 8 chunks of 16 bytes, XOR-swizzled by row
+    const int kt = tile_kt(t);
 #pragma unroll
     for (int i = 0; i < (MT * THREADS + NTHR - 1) / NTHR; ++i) {
       int c = tid + i * NTHR;
@@ -291,6 +306,12 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const T* src = X + (pred ? (size_t)grow * p.K + gk : 0);
       cp_async16(st + r * 128 + ((ch ^ (r & 7)) << 4), src, pred);
     }
+  };
+  // weights of tile t (base codes + scales/zeros, or the residual unit of the residual-only
+  // kernel): constant across launches, so the prologue issues them before griddep_wait()
+  auto issue_w = [&](int t, int slot) {
+    uint8_t* st = smem + slot * L::STAGE;
+    const int kt = tile_kt(t);
     if (MODE != MODE_RESIDUAL) {
 #pragma unroll
       for (int i = 0; i < (NW * THREADS + NTHR - 1) / NTHR; ++i) {
@@ -307,6 +328,10 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const int rid = t < MAX_PRE ? pre_a[t] : __ldg(p.csr_id + t_begin + t);
       copy_res(st + L::OFF_R, st + L::OFF_RS, rid);
     }
+  };
+  auto issue = [&](int t, int slot) {
+    issue_x(t, slot);
+    issue_w(t, slot);
   };
 
   float acc[MT][2 * NW][4];
@@ -326,6 +351,10 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   //    residual in the same group as its base: no late residual, but every CTA starts its
   //    copies one (unloaded) latency later.
   const bool zfirst = MODE == MODE_ZIPPER && (TPI > 1 || (p.zflags & 1));  // TPI > 1: 'first' only
+  // residual lead ('first', TPI == 1): the residual units of tile t + RL are issued at iteration t
+  // (in that iteration's group), so the ring holds the units of RL + 1 tiles instead of STAGES;
+  // a tile with a residual then waits for the group of iteration t - RL (wait_group RL - 1)
+  const int RL = (MODE == MODE_ZIPPER && TPI == 1 && zfirst && p.rlead > 0 && p.rlead < PRO) ? p.rlead : PRO;
   // first use of the bit words (the only wait on them): ids of the CTA's first residual
   // units and the first tiles issuer / consumer must look at
   auto zstart = [&]() {
@@ -338,13 +367,26 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     zcn = min(zin, (zwc + 1) << 5);
   };
   if (MODE == MODE_ZIPPER && zfirst) zstart();
-  // prologue: base (and X) of tiles 0..PRO-1, one cp.async group each
+  // prologue: weights (base, scales, and with 'first' the residual units) of tiles 0..PRO-1
+  // before griddep_wait() (they overlap the previous kernel's tail under PDL), then X of
+  // tiles 0..PRO-1. Group 0 = all prologue weights + X of tile 0, group s = X of tile s: tile t
+  // is complete when groups 0..t are, as before.
 #pragma unroll
   for (int s = 0; s < PRO; ++s) {
     if (s < ntiles) {
-      issue(s, s);
-      if (MODE == MODE_ZIPPER && zfirst) issue_zres(s);
+      issue_w(s, s);
+      if (MODE == MODE_ZIPPER && zfirst && s < RL) issue_zres(s);
     }
+  }
+  griddep_wait();
+  // every CTA is past its wait: the previous grids are complete, so a dependent grid launched
+  // now can only overlap this one (and reads nothing this one writes before its own wait).
+  // p.pdl bit 1 ('late'): trigger after the mainloop instead, so the next grid's CTAs are placed
+  // on an almost empty GPU (balanced) and overlap only this grid's epilogue and tail.
+  if (!(p.pdl & 2)) griddep_launch_dependents();
+#pragma unroll
+  for (int s = 0; s < PRO; ++s) {
+    if (s < ntiles) issue_x(s, s);
     cp_async_commit();
   }
   // zipper: the bit words were requested before the base copies and arrive first; the
@@ -369,6 +411,8 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
         cp_async_wait_dyn(t);         // groups: S-1 base, R, t loop groups -> R and before
       else
         cp_async_wait<STAGES - 1>();  // base group t
+    } else if (MODE == MODE_ZIPPER && RL < PRO && t >= RL && t_begin + t == zcn) {
+      cp_async_wait_dyn(RL - 1);      // tile t may have a residual: its group (iteration t - RL) too
     } else {
       cp_async_wait<PRO - TPI>();     // the groups of tiles t .. t+TPI-1 (group index = tile index)
     }
@@ -379,8 +423,9 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const int tn = t + PRO + i;
       if (tn < ntiles) {
         issue(tn, tn % STAGES);
-        if (MODE == MODE_ZIPPER) issue_zres(tn);
+        if (MODE == MODE_ZIPPER && RL == PRO) issue_zres(tn);
       }
+      if (MODE == MODE_ZIPPER && RL < PRO && t + RL < ntiles) issue_zres(t + RL);  // TPI == 1
       cp_async_commit();
     }
 #pragma unroll
@@ -506,6 +551,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     }
   }
   cp_async_wait<0>();
+  if (p.pdl & 2) griddep_launch_dependents();
 
   // k-warp halves -> one accumulator set (warps 0-3 keep it; warps 4-7 only join barriers)
   const bool active = wk == 0;
@@ -566,6 +612,52 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
 
   if (MODE == MODE_RESIDUAL || p.splitk == 1) {
     store_acc();
+    return;
+  }
+
+  if (p.fixup == 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // split-K through a thread-block cluster of the splitk CTAs of this output tile (cluster
+    // dims 1 x splitk x 1: cluster rank = split): every CTA puts its accumulators in its own
+    // shared memory, then CTA r sums pair-slots q = r, r + splitk, ... over all splits in
+    // split order (deterministic, the same order as the global path) and stores them.
+    // No workspace, no counters, no global round trips.
+    constexpr int NP = MT * 2 * NW * 2;  // (row, col pair) slots per thread
+    static_assert(NP * 2 * THREADS * 4 <= STAGES * L::STAGE, "cluster fix-up buffer exceeds the stages");
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    __syncthreads();  // all warps are done with the stages (WK == 1: cp.async drained above)
+    float2* red = reinterpret_cast<float2*>(smem);
+    if (active) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int c = 0; c < 2 * NW; ++c) {
+          red[((mt * 2 * NW + c) * 2 + 0) * THREADS + tid] = make_float2(acc[mt][c][0], acc[mt][c][1]);
+          red[((mt * 2 * NW + c) * 2 + 1) * THREADS + tid] = make_float2(acc[mt][c][2], acc[mt][c][3]);
+        }
+    }
+    cl.sync();
+    const int rank = (int)cl.block_rank();
+    if (active) {
+#pragma unroll
+      for (int q = 0; q < NP; ++q) {
+        if (q % p.splitk != rank) continue;
+        const int mt = q / (4 * NW), c = (q >> 1) % (2 * NW), h = q & 1;
+        const int row = m0 + mt * 16 + g + 8 * h;
+        if (row >= p.M) continue;
+        float2 v = make_float2(0.f, 0.f);
+        for (int s = 0; s < p.splitk; ++s) {
+          const float2 r = cl.map_shared_rank(red, s)[q * THREADS + tid];
+          v.x += r.x;
+          v.y += r.y;
+        }
+        const int col = nbase + (warp * NW + (c >> 1)) * 16 + (c & 1) * 8 + 2 * t4;
+        store(row, col, v.x, v.y);
+      }
+    }
+    cl.sync();  // keep every CTA's shared memory alive until all remote reads are done
+#endif
     return;
   }
 
@@ -692,15 +784,75 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
     // all of the SM's 228 KB as shared memory: residency is set by dynamic smem alone
     e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return cudaGetErrorString(e);
+    if (MODE != MODE_RESIDUAL) {  // split-K clusters of up to 16 CTAs (8 is the portable limit)
+      e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+      if (e != cudaSuccess) return cudaGetErrorString(e);
+    }
     attr_set = true;
   }
   const int bm = C::MT * 16, bn = 64 * C::NW;
   const int mtiles = (p.M + bm - 1) / bm;
-  dim3 grid(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles);
-  kern<<<grid, THREADS * C::WK, SMEM, stream>>>(p);
-  cudaError_t e = cudaGetLastError();
+  const bool cluster = MODE != MODE_RESIDUAL && p.splitk > 1 && p.fixup == 1;
+  if (cluster && (C::WK != 1 || p.splitk > 16)) return "cluster split-K fix-up needs WK == 1 and splitk <= 16";
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles);
+  lc.blockDim = dim3(THREADS * C::WK, 1, 1);
+  lc.dynamicSmemBytes = SMEM;
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  int na = 0;
+  if (p.pdl) {
+    attrs[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[na].val.programmaticStreamSerializationAllowed = 1;
+    ++na;
+  }
+  if (cluster) {
+    attrs[na].id = cudaLaunchAttributeClusterDimension;
+    attrs[na].val.clusterDim.x = 1;
+    attrs[na].val.clusterDim.y = p.splitk;
+    attrs[na].val.clusterDim.z = 1;
+    ++na;
+  }
+  lc.attrs = attrs;
+  lc.numAttrs = na;
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  e = cudaGetLastError();
   if (e != cudaSuccess) return cudaGetErrorString(e);
   return "";
+}
+
+// resident clusters of splitk CTAs of config CFG (0 on error): the planner keeps a cluster
+// split-K grid within one wave
+template <typename T, int CFG, int MODE>
+int max_clusters_t(int splitk, int rslots) {
+  using C = Cfg<CFG>;
+  const int SMEM = smem_bytes<CFG, MODE>() +
+                   (MODE == MODE_ZIPPER ? C::NW * rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>;
+  if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max_bytes<CFG, MODE>()) != cudaSuccess ||
+      cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) != cudaSuccess ||
+      cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(1, splitk, 1);
+  lc.blockDim = dim3(THREADS * C::WK, 1, 1);
+  lc.dynamicSmemBytes = SMEM;
+  cudaLaunchAttribute a;
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = 1;
+  a.val.clusterDim.y = splitk;
+  a.val.clusterDim.z = 1;
+  lc.attrs = &a;
+  lc.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kern, &lc) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
 }
 
 template <typename T, int MODE>
@@ -773,6 +925,15 @@ ConfigInfo config_info(int cfg, int mode) {
   }
 #undef ZCFG
   return ConfigInfo{0, 0, 0, 0, 0};
+}
+
+int max_active_clusters(int cfg, int mode, int splitk, int rslots) {
+  using B = __nv_bfloat16;  // same resources for both dtypes (checked by the ptxas report)
+#define ZC(C, M) if (cfg == C && mode == M) return max_clusters_t<B, C, M>(splitk, rslots);
+  ZC(0, 0) ZC(1, 0) ZC(2, 0) ZC(3, 0) ZC(4, 0) ZC(5, 0) ZC(6, 0) ZC(7, 0)
+  ZC(0, 1) ZC(1, 1) ZC(2, 1) ZC(3, 1) ZC(4, 1) ZC(5, 1) ZC(6, 1) ZC(7, 1)
+#undef ZC
+  return 0;
 }
 
 int kernel_regs(int cfg, int mode) {

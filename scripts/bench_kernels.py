@@ -45,7 +45,7 @@ SHAPES = {
 }
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 # environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
-KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE")
+KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK")
 
 
 def git_commit() -> str:
@@ -282,7 +282,9 @@ def main() -> int:
                 "commit": git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
                 "ceilings": {"copy_bytes_per_s": CEIL_BW, "bf16_flops": CEIL_FLOPS}, "l2_rotation_bytes": 2 * L2_BYTES,
                 "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays",
-                "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV}}
+                "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV},
+                "kernel_defaults": {"splitk_fixup": ops.DEFAULT_SPLITK_FIXUP, "pdl": ops.DEFAULT_PDL,
+                                    "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):
@@ -304,6 +306,9 @@ def main() -> int:
               f"- torch {meta['torch']} / CUDA {meta['cuda']} / Python {meta['python']}\n"
               f"- timing: {meta['timing']}\n"
               + (f"- kernel env overrides: {meta['env']}\n" if meta["env"] else "")
+              + f"- kernel defaults: {meta['kernel_defaults']} (our kernels run with programmatic dependent "
+              "launch when pdl is on: in the graph each call's weight prologue overlaps the previous call's tail; "
+              "cuBLAS and torch int4 run without it)\n"
               + "- ceilings: 3.0 TB/s copy, 771 TFLOP/s bf16; cells are "
               "time us / effective GB/s / fraction of max(bytes/3.0TB/s, flops/771TF)\n\n")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -192,7 +192,7 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
-              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None):
+              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -212,7 +212,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
         y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
-                       fixup=fixup, pdl=pdl)
+                       fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -291,6 +291,47 @@ def test_zipper_prologue_schemes(zprologue, cfg, splitk, budget, bs, fixup):
     m = 70 if cfg in (3, 6) else 5
     _run_case(m, 256, 64 * 150, 128, False, budget, bs, torch.bfloat16, variants=("zipper",), cfg=cfg,
               splitk=splitk, zprologue=zprologue, fixup=fixup)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("rlead", [1, 2, 3, 4, None])
+@pytest.mark.parametrize("cfg,splitk,m", [(None, None, 1), (4, 3, 9), (0, 2, 5), (6, 1, 40), (3, 2, 70)])
+@pytest.mark.parametrize("budget,bs", [(0.1, (64, 64)), (0.5, (128, 128)), (1.0, (64, 64))])
+def test_zipper_residual_lead(rlead, cfg, splitk, m, budget, bs):
+    """'first' prologue with a residual lead shorter than the pipeline (the ring then holds the
+    densest window of lead+1 k-tiles; residual tiles wait for the older group): every lead a config
+    allows, dense residual maps (every tile has a residual), long K."""
+    from mosaic_exp.kernels import ops
+
+    pro = ops._config(cfg if cfg is not None else ops.default_cfg(m), ops.MODE_ZIPPER)["stages"] - 1
+    if rlead is not None and rlead > pro:
+        pytest.skip(f"lead {rlead} > STAGES-1 = {pro}")
+    _run_case(m, 256, 64 * 150, 128, False, budget, bs, torch.bfloat16, variants=("zipper",), cfg=cfg,
+              splitk=splitk, zprologue="first", rlead=rlead)
+    if rlead is not None and rlead < pro:
+        assert f"lead{rlead}]" in ops.LAST_LAUNCH["kernels"][0]
+
+
+def test_zipper_ring_choice():
+    """Host side of the residual lead: the ring fits the densest window of lead+1 tiles, capped."""
+    from mosaic_exp.kernels import ops
+    from mosaic_exp.kernels.packing import PackedW4
+
+    qw = random_quantized(256, 64 * 40, 128, False, 1.0, (64, 64))
+    p = pack_quantized(qw, torch.float16)
+    assert p.res_windows == tuple(range(1, 9))  # every tile has a residual: window w holds w units
+    ops._cfg_cache[(4, ops.MODE_ZIPPER)] = {"stages": 6}  # no native module needed (CPU)
+    try:
+        assert ops.zipper_ring(p, 4, "first") == (ops.RING_SLOTS_CAP - 1, ops.RING_SLOTS_CAP)
+        assert ops.zipper_ring(p, 4, "late") == (0, 6)
+        assert ops.zipper_ring(p, 4, "first", rlead=5) == (0, 6)
+        assert ops.zipper_ring(p, 4, "first", rlead=2) == (2, 3)
+        q = pack_quantized(random_quantized(256, 64 * 40, 128, False, 0.0), torch.float16)
+        assert ops.zipper_ring(q, 4, "first") == (0, 1)
+    finally:
+        ops._cfg_cache.pop((4, ops.MODE_ZIPPER), None)
+    assert isinstance(p, PackedW4)
 
 
 @gpu

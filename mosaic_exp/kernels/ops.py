@@ -34,21 +34,32 @@ DEFAULT_SMALL_M_CFG = 4  # cfg7 measured 3.6% slower for dense (native/NOTES.md 
 # split-K fix-up (native/NOTES.md v9): "cluster" sums the splits' partials through DSMEM inside a
 # thread-block cluster of the splitk CTAs of an output tile; "global" writes fp32 partials to a
 # workspace and the last CTA (atomic counter) sums them. $MOSAIC_SPLITK_FIXUP overrides.
-# "auto": cluster for M >= CLUSTER_MIN_M, global below (measured, native/NOTES.md v9).
+# "auto" (measured, native/NOTES.md v9): cluster for M >= CLUSTER_MIN_M when the splits are short
+# (<= CLUSTER_MAX_KTPS k-tiles: the fix-up is a large part of the time), global otherwise (GPC-wide
+# cluster placement costs balance on long splits; at M=1 the global fix-up is cheap).
 SPLITK_FIXUP = {"global": 0, "cluster": 1}
 DEFAULT_SPLITK_FIXUP = "auto"
 CLUSTER_MIN_M = 2
+CLUSTER_MAX_KTPS = 16
 # programmatic dependent launch ($MOSAIC_PDL=0 turns it off): each kernel issues its weight
 # prologue (codes, scales, residual bit words and units) before `griddepcontrol.wait`, so it
 # overlaps the previous kernel's tail; X, Y and the split-K workspace are touched only after the
 # wait. The weights must therefore not be written by the kernel launched just before in the same
 # stream (packing then an immediate launch is fine when any other kernel, e.g. the poisoning
 # fill in the tests, runs in between; QuantLinear's weights are written once).
-# "early" triggers the next launch right after the wait, "late" after the mainloop (the next
-# grid's CTAs then land on an almost empty GPU: balanced placement).
+# "early" triggers the next launch right after the wait, "late" after the mainloop. "auto"
+# (measured, native/NOTES.md v9): early for split-K grids (splitk >= 4: short CTAs, the next
+# grid's prologue hides behind this one's fix-up), late for the rest (early lets the next grid's
+# CTAs take free slots unevenly: gate_up +7%), off above PDL_MAX_M (not measured there).
 PDL_MODES = {"off": 0, "early": 1, "late": 3}
-DEFAULT_PDL = "late"
+DEFAULT_PDL = "auto"
+PDL_MAX_M = 64
 TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
+# zipper residual ring: with the 'first' prologue the residual units of tile t+lead are issued
+# while tile t is consumed; the host picks the largest lead (<= STAGES-1) whose densest window of
+# lead+1 k-tiles fits RING_SLOTS_CAP slots per unit (cfg4: 4 slots keep 4 CTAs/SM; 6 slots, as
+# a 10% budget needs with the full lead, drop to 3 CTAs/SM and gate_up to splitk 1)
+RING_SLOTS_CAP = 4
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
@@ -121,12 +132,42 @@ def max_active_clusters(cfg: int, mode: int, splitk: int, rslots: int) -> int:
     return _clusters_cache[key]
 
 
+def default_cfg(m: int) -> int:
+    return small_m_cfg() if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
+
+
+def _window(p: PackedW4, w: int) -> int:
+    """Most residual units of one n-tile row in w consecutive k-tiles (w >= 1)."""
+    wins = tuple(p.res_windows) or (p.res_window_max,) * 8
+    return int(wins[min(w, len(wins)) - 1]) if w <= len(wins) else int(p.res_window_max)
+
+
+def zipper_ring(p: PackedW4, cfg: int, zprologue: str, rlead: int | None = None) -> tuple[int, int]:
+    """(rlead, rslots) of the zipper kernel: rlead 0 = the full lead (STAGES - 1, residual units with
+    their base tile), rslots = densest window of lead + 1 tiles (full lead: STAGES tiles)."""
+    c = _config(cfg, MODE_ZIPPER)
+    stages = c["stages"]
+    pro = stages - (2 if cfg in TPI2_CFGS else 1)
+    if zprologue != "first" or cfg in TPI2_CFGS:
+        return 0, max(1, min(_window(p, stages), stages))
+    if rlead is None:
+        rlead = 1
+        for r in range(pro, 0, -1):
+            if _window(p, r + 1) <= RING_SLOTS_CAP:
+                rlead = r
+                break
+    if not 1 <= rlead <= pro:
+        raise ValueError(f"rlead must be in [1, {pro}] for config {cfg}, got {rlead}")
+    rs = max(1, min(_window(p, rlead + 1), stages))
+    return (0 if rlead == pro else rlead), rs
+
+
 def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | None = None,
          splitk: int | None = None, rslots: int = 1, cluster: bool = False) -> Plan:
     """Tile config by M; split-K so that about one full wave of CTAs is resident (with the
     cluster fix-up: one wave of splitk-CTA clusters, as the occupancy API counts them)."""
     if cfg is None:
-        cfg = small_m_cfg() if m <= 16 else 5 if m <= 32 else 6 if m <= 64 else 3
+        cfg = default_cfg(m)
     if mode == MODE_RESIDUAL and cfg >= 3:
         cfg = RESIDUAL_CFG[cfg]
     c = _config(cfg, mode)
@@ -193,14 +234,16 @@ def _env_fixup(fixup: str | None, where: str) -> str:
     return f
 
 
-def _env_pdl(pdl: bool | str | None, where: str) -> str:
-    """PDL mode: pdl True -> the default mode, False -> off, or a mode name; None -> $MOSAIC_PDL
-    (0/off, 1 = default mode, early, late) or DEFAULT_PDL."""
+def _env_pdl(pdl: bool | str | None, where: str, m: int, splitk: int) -> str:
+    """PDL mode: pdl True -> 'auto', False -> off, or a mode name; None -> $MOSAIC_PDL
+    (0/off, 1/auto, early, late) or DEFAULT_PDL."""
     v = pdl if pdl is not None else os.environ.get("MOSAIC_PDL", DEFAULT_PDL)
     if v is True or v in ("1", "on"):
-        v = DEFAULT_PDL
+        v = "auto"
     elif v is False or v in ("0", ""):
         v = "off"
+    if v == "auto":
+        v = "off" if m > PDL_MAX_M else "early" if splitk >= 4 else "late"
     if v not in PDL_MODES:
         raise ValueError(f"pdl must be one of {sorted(PDL_MODES)} (or a bool), got {v!r} {where}")
     return v
@@ -208,7 +251,7 @@ def _env_pdl(pdl: bool | str | None, where: str) -> str:
 
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
-           fixup: str | None = None, pdl: bool | None = None) -> torch.Tensor:
+           fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -216,7 +259,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     DEFAULT_ZIPPER_PROLOGUE) picks the zipper kernel's prologue scheme, ``fixup`` ('cluster' /
     'global' / 'auto', default $MOSAIC_SPLITK_FIXUP or DEFAULT_SPLITK_FIXUP) the split-K fix-up,
     ``pdl`` (True/False or 'off'/'early'/'late', default $MOSAIC_PDL or DEFAULT_PDL) programmatic
-    dependent launch."""
+    dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring)."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -244,20 +287,24 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
     where = f"(m={m}, n={n}, k={k})"
     fx = _env_fixup(fixup, where)
-    if fx == "auto":
-        fx = "cluster" if m >= CLUSTER_MIN_M else "global"
-    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg, splitk, p.res_window_max, cluster=fx == "cluster")
-    rslots = min(p.res_window_max, _config(pl.cfg, mode)["stages"])
     zp = zprologue or os.environ.get("MOSAIC_ZIPPER_PROLOGUE") or DEFAULT_ZIPPER_PROLOGUE
     if zp not in ZIPPER_PROLOGUE:
         raise ValueError(f"zipper prologue must be one of {sorted(ZIPPER_PROLOGUE)}, got {zp!r} (m={m}, n={n}, k={k})")
-    if pl.cfg in TPI2_CFGS:
+    cfg_sel = default_cfg(m) if cfg is None else cfg
+    if cfg_sel in TPI2_CFGS:
         zp = "first"  # two k-tiles per iteration: the kernel only has the 'first' prologue
+    rl, rslots = zipper_ring(p, cfg_sel, zp, rlead) if mode == MODE_ZIPPER else (0, 1)
+    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rslots, cluster=False)
+    if fx == "auto":
+        fx = ("cluster" if m >= CLUSTER_MIN_M and pl.splitk > 1 and pl.kt_per_split <= CLUSTER_MAX_KTPS
+              else "global")
+    if fx == "cluster" and splitk is None:
+        pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rslots, cluster=True)
     if pl.splitk == 1:
         fx = "global"  # no fix-up at all
     if fx == "cluster" and pl.splitk > 16:
         raise ValueError(f"cluster split-K fix-up needs splitk <= 16, got {pl.splitk} {where}")
-    pdl_mode = _env_pdl(pdl, where)
+    pdl_mode = _env_pdl(pdl, where, m, pl.splitk)
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 and fx == "global" else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
@@ -266,16 +313,16 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
              y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
              p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
              m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream,
-             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode])
+             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode], rl)
     tags = (f",{fx}" if pl.splitk > 1 else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}{tags}"
-               + (f",rslots{rslots},{zp}]" if mode == MODE_ZIPPER else "]")]
+               + (f",rslots{rslots},{zp}" + (f",lead{rl}]" if rl else "]") if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
         pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
         nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
                  p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
                  y.data_ptr(), 0, 0, 0, 1, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
-                 dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode])
+                 dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode], 0)
         kernels.append(f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
     LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
     return y.view(*lead, n)
@@ -283,13 +330,13 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
 
 # ---------------------------------------------------------------------------- custom ops
 def _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, csr_ptr, csr_kt, csr_id,
-                      n, k, gs_tiles, res_bits=None, res_base=None, res_window_max=1) -> PackedW4:
+                      n, k, gs_tiles, res_bits=None, res_base=None, res_windows=(1,)) -> PackedW4:
     return PackedW4(out_features=n, in_features=k, n_pad=scales.shape[1], k_pad=qweight.shape[1] * TILE,
                     group_size=gs_tiles * TILE if gs_tiles else k, gs_tiles=gs_tiles, dtype=scales.dtype,
                     qweight=qweight, scales=scales, zeros=zeros, block_shape=(TILE, TILE),
                     res_qweight=res_qweight, res_scales=res_scales, res_lut=res_lut, res_csr_ptr=csr_ptr,
                     res_csr_kt=csr_kt, res_csr_id=csr_id, res_bits=res_bits, res_base=res_base,
-                    res_window_max=res_window_max)
+                    res_window_max=int(res_windows[-1]), res_windows=tuple(int(v) for v in res_windows))
 
 
 def _empty_res(scales: torch.Tensor, qweight: torch.Tensor):
@@ -319,15 +366,15 @@ def _(x, qweight, scales, zeros, n, k, gs_tiles):
 @torch.library.custom_op("mosaic::zipper_gemm", mutates_args=())
 def zipper_gemm(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
                 res_qweight: torch.Tensor, res_scales: torch.Tensor, res_bits: torch.Tensor,
-                res_base: torch.Tensor, n: int, k: int, gs_tiles: int, res_window_max: int) -> torch.Tensor:
+                res_base: torch.Tensor, n: int, k: int, gs_tiles: int, res_windows: list[int]) -> torch.Tensor:
     e = _empty_res(scales, qweight)
     p = _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, e[2], e[3], e[4], e[5], n, k, gs_tiles,
-                          res_bits, res_base, res_window_max)
+                          res_bits, res_base, res_windows)
     return launch(x, p, "zipper")
 
 
 @zipper_gemm.register_fake
-def _(x, qweight, scales, zeros, res_qweight, res_scales, res_bits, res_base, n, k, gs_tiles, res_window_max):
+def _(x, qweight, scales, zeros, res_qweight, res_scales, res_bits, res_base, n, k, gs_tiles, res_windows):
     return _fake_out(x, n)
 
 
@@ -353,7 +400,7 @@ def call_op(x: torch.Tensor, p: PackedW4, variant: str) -> torch.Tensor:
     if variant == "zipper":
         return torch.ops.mosaic.zipper_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
                                             p.res_bits, p.res_base, p.out_features, p.in_features, p.gs_tiles,
-                                            p.res_window_max)
+                                            list(p.res_windows) or [p.res_window_max] * 8)
     if variant == "separate":
         return torch.ops.mosaic.separate_gemm(x, p.qweight, p.scales, p.zeros, p.res_qweight, p.res_scales,
                                               p.res_csr_ptr, p.res_csr_kt, p.res_csr_id, p.out_features,

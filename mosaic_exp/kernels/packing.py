@@ -94,6 +94,7 @@ class PackedW4:
     res_bits: torch.Tensor | None = None    # [NT, KW] int32, KW = ceil(KT/32): bit kt%32 of word kt//32
     res_base: torch.Tensor | None = None    # [NT, KW] int32: id of the first residual unit at/after (nt, 32w)
     res_window_max: int = 1                  # most residual units of one row in 8 consecutive k-tiles
+    res_windows: tuple = ()                  # most residual units of one row in w consecutive k-tiles, w = 1..8
 
     @property
     def num_res_units(self) -> int:
@@ -227,10 +228,12 @@ def pack_quantized(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, devi
     res_bits, res_base = residual_bit_words(has)
     incl = torch.zeros(nt, kt + 1, dtype=torch.int32, device=dev)
     incl[:, 1:] = torch.cumsum(has, 1)
-    w = min(8, kt)
-    window_max = int((incl[:, w:] - incl[:, :-w]).max()) if nt else 0
+    windows = []
+    for w in range(1, 9):
+        wc = min(w, kt)
+        windows.append(max(1, int((incl[:, wc:] - incl[:, :-wc]).max()) if nt else 0))
     return PackedW4(
-        res_bits=res_bits, res_base=res_base, res_window_max=max(1, window_max),
+        res_bits=res_bits, res_base=res_base, res_window_max=windows[7], res_windows=tuple(windows),
         out_features=n, in_features=k, n_pad=np_, k_pad=kp, group_size=gs, gs_tiles=gs_tiles, dtype=dtype,
         qweight=qweight.contiguous(), scales=s_p, zeros=z_p, block_shape=(int(bh), int(bw)),
         res_qweight=res_qweight, res_scales=res_scales, res_lut=lut.view(nt, kt).contiguous(),
