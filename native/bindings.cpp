@@ -93,6 +93,8 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.res_base = reinterpret_cast<const int*>(res_base);
   p.rslots = (int)rslots;
   if (zflags < 0 || zflags > 1) fail(M, N, K, "zflags must be 0 or 1");
+  if (mode == zipper::MODE_ZIPPER && zflags != 1)
+    fail(M, N, K, "the zipper kernel has only the 'first' prologue since v9 (zflags must be 1)");
   p.zflags = zflags;
   if (fixup < 0 || fixup > 1) fail(M, N, K, "fixup must be 0 (global) or 1 (cluster)");
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");

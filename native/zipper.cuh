@@ -35,7 +35,8 @@ struct Params {
   int* counters;
   const int* res_base;    // [NT][KW] (zipper)
   int rslots;             // residual ring slots per unit (zipper), 1..STAGES
-  int zflags;             // zipper: bit 0 = wait for the residual bit words before the prologue
+  int zflags;             // zipper: must be 1 ('first' prologue: wait for the residual bit words
+                          // before the prologue; v8's 'late' scheme (0) is gone since v9)
   int fixup;              // split-K fix-up: 0 = global partials + counters, 1 = thread-block
                           // cluster over the splits, partials summed through DSMEM (no workspace)
   int rlead;              // zipper 'first': residual units of tile t+rlead are issued while tile t is

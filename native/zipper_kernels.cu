@@ -342,19 +342,15 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][b][c] = 0.f;
 
-  // zipper prologue, two schemes (p.zflags bit 0):
-  //  late (0): base+X of tiles 0..STAGES-2 go out at once; the bit words, requested before
-  //    them, arrive first and the prologue tiles' residual units follow as one more group R.
-  //    A prologue tile without residual waits for its own base group only, one with a
-  //    residual waits for R too (about one memory latency later).
-  //  first (1): wait for the bit words, then every tile (prologue included) sends its
-  //    residual in the same group as its base: no late residual, but every CTA starts its
-  //    copies one (unloaded) latency later.
-  const bool zfirst = MODE == MODE_ZIPPER && (TPI > 1 || (p.zflags & 1));  // TPI > 1: 'first' only
-  // residual lead ('first', TPI == 1): the residual units of tile t + RL are issued at iteration t
+  // zipper prologue ('first', the only scheme since v9; v8's 'late' scheme, which sent the
+  // prologue tiles' residual units one group later, measured equal and is gone): wait for the
+  // bit words, then every tile sends its residual units with (or RL tiles ahead of) its base.
+  // Under PDL the wait overlaps the previous kernel's tail (it comes before griddep_wait()).
+  constexpr bool zfirst = MODE == MODE_ZIPPER;
+  // residual lead (TPI == 1): the residual units of tile t + RL are issued at iteration t
   // (in that iteration's group), so the ring holds the units of RL + 1 tiles instead of STAGES;
   // a tile with a residual then waits for the group of iteration t - RL (wait_group RL - 1)
-  const int RL = (MODE == MODE_ZIPPER && TPI == 1 && zfirst && p.rlead > 0 && p.rlead < PRO) ? p.rlead : PRO;
+  const int RL = (MODE == MODE_ZIPPER && TPI == 1 && p.rlead > 0 && p.rlead < PRO) ? p.rlead : PRO;
   // first use of the bit words (the only wait on them): ids of the CTA's first residual
   // units and the first tiles issuer / consumer must look at
   auto zstart = [&]() {
@@ -389,29 +385,15 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     if (s < ntiles) issue_x(s, s);
     cp_async_commit();
   }
-  // zipper: the bit words were requested before the base copies and arrive first; the
-  // prologue tiles' residual units go out as one more group R. A prologue tile without a
-  // residual waits for its own base group only; one with a residual waits for R too. Every
-  // later tile's residual rides in the same group as its base tile.
-  uint32_t pro = 0;  // prologue tiles that have a residual unit
-  if (MODE == MODE_ZIPPER && !zfirst) {
-    zstart();
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s)
-      if (s < ntiles) pro |= issue_zres(s) << s;
-    cp_async_commit();
-  }
 
   const unsigned short e8_bits = Tr::E8;
   const T2 e8 = as_t2<T2>((uint32_t)e8_bits | ((uint32_t)e8_bits << 16));
 
+  // stage slots of the next tile to issue (t + PRO) and of the tile consumed (t), advanced with
+  // a wrap instead of a modulo per tile
+  int islot = PRO % STAGES, cslot = 0;
   for (int t = 0; t < ntiles; t += TPI) {
-    if (MODE == MODE_ZIPPER && !zfirst && t < STAGES - 1) {
-      if ((pro >> t) & 1u)
-        cp_async_wait_dyn(t);         // groups: S-1 base, R, t loop groups -> R and before
-      else
-        cp_async_wait<STAGES - 1>();  // base group t
-    } else if (MODE == MODE_ZIPPER && RL < PRO && t >= RL && t_begin + t == zcn) {
+    if (MODE == MODE_ZIPPER && RL < PRO && t >= RL && t_begin + t == zcn) {
       cp_async_wait_dyn(RL - 1);      // tile t may have a residual: its group (iteration t - RL) too
     } else {
       cp_async_wait<PRO - TPI>();     // the groups of tiles t .. t+TPI-1 (group index = tile index)
@@ -422,9 +404,10 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     for (int i = 0; i < TPI; ++i) {
       const int tn = t + PRO + i;
       if (tn < ntiles) {
-        issue(tn, tn % STAGES);
+        issue(tn, islot);
         if (MODE == MODE_ZIPPER && RL == PRO) issue_zres(tn);
       }
+      islot = islot + 1 == STAGES ? 0 : islot + 1;
       if (MODE == MODE_ZIPPER && RL < PRO && t + RL < ntiles) issue_zres(t + RL);  // TPI == 1
       cp_async_commit();
     }
@@ -451,8 +434,8 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       for (int u = 0; u < NW; ++u) hm |= zbit(u, kt_c) << u;
       zcn = min(znext(kt_c + 1), (zwc + 1) << 5);
     }
-    const int slot = tc % STAGES;
-    const uint8_t* st = smem + slot * L::STAGE;
+    const uint8_t* st = smem + cslot * L::STAGE;
+    cslot = cslot + 1 == STAGES ? 0 : cslot + 1;
     // every warp's n16 slices lie in one unit (uw), so "this warp adds a residual" is
     // warp-uniform and the tile runs either the dense body or the residual body: a tile
     // without residual issues the dense instructions (the residual dequant is branched

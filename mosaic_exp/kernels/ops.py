@@ -27,8 +27,8 @@ MAX_SPLITK = 8
 RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2, 7: 0}
 MIN_TILES_PER_SPLIT = 4
 # zipper prologue scheme (native/zipper_kernels.cu): "first" waits for the residual bit words
-# before the first copies, "late" sends the prologue tiles' residual units one latency later
-ZIPPER_PROLOGUE = {"late": 0, "first": 1}
+# before the first copies (under PDL that wait overlaps the previous kernel)
+ZIPPER_PROLOGUE = {"first": 1}  # v8's "late" scheme measured equal and was removed in v9
 DEFAULT_ZIPPER_PROLOGUE = "first"
 DEFAULT_SMALL_M_CFG = 4  # cfg7 measured 3.6% slower for dense (native/NOTES.md v8e)
 # split-K fix-up (native/NOTES.md v9): "cluster" sums the splits' partials through DSMEM inside a
@@ -50,16 +50,20 @@ CLUSTER_MAX_KTPS = 16
 # "early" triggers the next launch right after the wait, "late" after the mainloop. "auto"
 # (measured, native/NOTES.md v9): early for split-K grids (splitk >= 4: short CTAs, the next
 # grid's prologue hides behind this one's fix-up), late for the rest (early lets the next grid's
-# CTAs take free slots unevenly: gate_up +7%), off above PDL_MAX_M (not measured there).
+# CTAs take free slots unevenly: gate_up +7%), off above PDL_MAX_M (at M=64 early PDL cost
+# down +5-30%, and it did not pay on the other shapes).
 PDL_MODES = {"off": 0, "early": 1, "late": 3}
 DEFAULT_PDL = "auto"
-PDL_MAX_M = 64
+PDL_MAX_M = 16
 TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
-# zipper residual ring: with the 'first' prologue the residual units of tile t+lead are issued
-# while tile t is consumed; the host picks the largest lead (<= STAGES-1) whose densest window of
-# lead+1 k-tiles fits RING_SLOTS_CAP slots per unit (cfg4: 4 slots keep 4 CTAs/SM; 6 slots, as
-# a 10% budget needs with the full lead, drop to 3 CTAs/SM and gate_up to splitk 1)
+# zipper residual ring: the residual units of tile t+lead are issued while tile t is consumed;
+# with the full lead (STAGES-1) the ring holds the densest window of STAGES k-tiles, which at 10%
+# (and at 3% on some maps) is 6 slots: 3 CTAs/SM for cfg4, gate_up falls to splitk 1. A shorter
+# lead (the largest whose densest window of lead+1 tiles fits RING_SLOTS_CAP) is used when it
+# changes the plan or the splits are long (> LEAD_MAX_KTPS_FULL k-tiles); on short splits the
+# later residual copies cost more than the ring (measured, native/NOTES.md v9).
 RING_SLOTS_CAP = 4
+LEAD_MAX_KTPS_FULL = 16
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
@@ -148,7 +152,7 @@ def zipper_ring(p: PackedW4, cfg: int, zprologue: str, rlead: int | None = None)
     c = _config(cfg, MODE_ZIPPER)
     stages = c["stages"]
     pro = stages - (2 if cfg in TPI2_CFGS else 1)
-    if zprologue != "first" or cfg in TPI2_CFGS:
+    if cfg in TPI2_CFGS:
         return 0, max(1, min(_window(p, stages), stages))
     if rlead is None:
         rlead = 1
@@ -294,12 +298,25 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     if cfg_sel in TPI2_CFGS:
         zp = "first"  # two k-tiles per iteration: the kernel only has the 'first' prologue
     rl, rslots = zipper_ring(p, cfg_sel, zp, rlead) if mode == MODE_ZIPPER else (0, 1)
-    pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rslots, cluster=False)
-    if fx == "auto":
-        fx = ("cluster" if m >= CLUSTER_MIN_M and pl.splitk > 1 and pl.kt_per_split <= CLUSTER_MAX_KTPS
-              else "global")
-    if fx == "cluster" and splitk is None:
-        pl = plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rslots, cluster=True)
+
+    def mkplan(rs: int) -> tuple[Plan, str]:
+        pl0 = plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rs, cluster=False)
+        f = fx
+        if f == "auto":
+            f = ("cluster" if m >= CLUSTER_MIN_M and pl0.splitk > 1 and pl0.kt_per_split <= CLUSTER_MAX_KTPS
+                 else "global")
+        if f == "cluster" and splitk is None:
+            return plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rs, cluster=True), f
+        return pl0, f
+
+    pl, fx_sel = mkplan(rslots)
+    if mode == MODE_ZIPPER and rl and rlead is None:
+        # shorter lead only where it pays: it changes the plan, or the splits are long
+        rl_full, rs_full = zipper_ring(p, cfg_sel, zp, _config(cfg_sel, mode)["stages"] - 1)
+        pl_full, fx_full = mkplan(rs_full)
+        if pl_full.splitk == pl.splitk and pl.kt_per_split <= LEAD_MAX_KTPS_FULL:
+            rl, rslots, pl, fx_sel = rl_full, rs_full, pl_full, fx_full
+    fx = fx_sel
     if pl.splitk == 1:
         fx = "global"  # no fix-up at all
     if fx == "cluster" and pl.splitk > 16:
