@@ -388,6 +388,22 @@ def test_global_in_loop_equals_per_layer_finalize_for_the_same_masks():
     assert shared.H is None  # freed after the pass
 
 
+def test_in_loop_candidates_own_their_weight():
+    """Regression: the runner overwrites a linear's float32 weight with its base right after the candidates
+    are built; the deferred in-loop pass of a global budget must still quantize the original weight."""
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(256, 32, generator=g)
+    W = torch.randn(24, 32, generator=g) * 0.05
+    gq = GPTQ(W)
+    gq.add_batch(X)
+    kw = dict(base="gptq", gptq=gq, group_size=16, block_shape=(8, 8), gptq_residual="in_loop")
+    ref = mosaic_candidates(W.clone(), **kw)
+    live = mosaic_candidates(W, **kw)
+    W.zero_()  # what copy_(base) does to the module weight
+    mask = topk_per_layer(ref.scores, 0.5)
+    assert torch.equal(finalize(live, mask, gptq=gq).dequantize(), finalize(ref, mask, gptq=gq).dequantize())
+
+
 def test_global_relative_rank_ignores_each_layers_error_scale():
     """rank='relative': scaling one layer's Hessian (its activations) by 100 changes nothing; the
     absolute ranking moves blocks to the scaled layer."""

@@ -186,7 +186,9 @@ def mosaic_candidates(
                       residual_codes=rcodes, residual_scales=rscales, scores=scores,
                       proxy_gain=proxy_gain, proxy_base=proxy_base, output_base=output_base,
                       weight_err_base=float((R * R).sum()), stats=stats, in_loop=in_loop,
-                      W_hat=W if in_loop else None,
+                      # a copy: W aliases a float32 caller's weight, which the runner overwrites with the
+                      # base before a global budget's deferred in-loop pass reads W_hat
+                      W_hat=W.clone() if in_loop else None,
                       gptq_kwargs=dict(bits=bits, group_size=group_size, symmetric=symmetric,
                                        clip_ratio=clip_ratio, **(gptq_options or {})) if in_loop else {})
 
