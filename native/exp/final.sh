@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# v8 only (commit 554c10d): uses the 'late' zipper prologue removed in v9; v9: native/exp/probe_v9b.py
 # one device call: build, tests, memcheck, A/B probe, pick the small-M config / zipper prologue
 # by the probe, LLaMA-3 benchmark with them; logs in one tarball (the v8 final run, native/NOTES.md)
 set -u

@@ -1,3 +1,4 @@
+# v8 only (commit 554c10d): uses the 'late' zipper prologue removed in v9; v9: native/exp/probe_v9b.py
 """A/B probe (device): dense vs zipper (3% residual) vs zipper with every residual bit cleared,
 cfg4 vs cfg7, first vs late prologue, on o / gate_up / down at M=1, 16 (native/NOTES.md v8)."""
 import dataclasses
