@@ -185,7 +185,7 @@ class ResidualConfig:
         _choice("residual", "gptq_residual", self.gptq_residual, ("post", "in_loop"))
         _choice("residual", "rounding", self.rounding, ("floor", "largest_remainder"))
         _choice("residual", "sensitivity", self.sensitivity, SENSITIVITIES)
-        if self.sensitivity != "none" and self.selector not in ROW_WEIGHTED_SELECTORS:
+        if self.sensitivity != "none" and self.selector not in (*ROW_WEIGHTED_SELECTORS, "none"):
             raise ConfigError(f"residual.sensitivity={self.sensitivity!r} weights error-reduction scores; "
                               f"residual.selector={self.selector!r} is not one; allowed: "
                               f"{', '.join(ROW_WEIGHTED_SELECTORS)} (or residual.sensitivity=none)")

@@ -19,7 +19,9 @@ TINY = ["debug=tiny", "logger=none"]
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_qwen3"])
 @pytest.mark.parametrize("quant", ["fp16", "rtn", "gptq", "mosaic"])
 def test_tiny_run_writes_records(compose, tmp_path, data_dir, model, quant):
-    cfg = compose([*TINY, f"model={model}", f"quant={quant}"], tmp_path)
+    # mosaic at budget 0: the base's storage is checked here; the residual's in the budget tests below
+    extra = ["residual.budget=0"] if quant == "mosaic" else []
+    cfg = compose([*TINY, f"model={model}", f"quant={quant}", *extra], tmp_path)
     ppl = run_experiment(cfg, run_dir=str(tmp_path))
     assert math.isfinite(ppl) and ppl > 1
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -47,6 +49,7 @@ def test_mosaic_budget_is_respected_end_to_end(compose, tmp_path, data_dir, scop
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert math.isfinite(ppl)
     kept = m["metrics"]["residual/kept_fraction"]
+    assert m["metrics"]["bits_per_weight"] > 4.7  # base (<= 4.7, test_tiny_run_writes_records) + kept residual
     # both scopes keep floor(0.25 * all blocks) (per layer: each linear floor or ceil of its share, by the
     # largest remainder), fewer only if some blocks have no positive score
     assert 0.2 <= kept <= 0.25, kept

@@ -117,4 +117,6 @@ def test_row_weight_validation():
         ResidualConfig(sensitivity="hessian")
     with pytest.raises(ConfigError, match="residual.sensitivity_windows=0"):
         ResidualConfig(sensitivity="fisher", sensitivity_windows=0)
+    assert ResidualConfig(selector="none", sensitivity="fisher").selector == "none"  # nothing to weight: allowed
+    assert score_blocks("none", R=R, block_shape=(8, 8), row_weight=torch.ones(40)).isinf().all()
     assert math.isfinite(float(ResidualConfig(sensitivity="fisher").budget))

@@ -130,6 +130,8 @@ def selector_block_shape(name: str, shape: tuple[int, int], block_shape) -> tupl
 def score_blocks(name: str, *, R, QR=None, block_shape, W=None, h=None, H=None, seed: int = 0,
                  row_weight=None) -> torch.Tensor:
     """Dispatch by name; the one signature every selector shares (row_weight: ROW_WEIGHTED selectors only)."""
+    if row_weight is not None and name == "none":
+        row_weight = None  # no scores to weight
     if row_weight is not None and name not in ROW_WEIGHTED:
         raise ValueError(f"selector {name!r} does not take row weights; those that do: {', '.join(ROW_WEIGHTED)}")
     return get_selector(name)(R=R, QR=QR, block_shape=block_shape, W=W, h=h, H=H, seed=seed, row_weight=row_weight)

@@ -151,8 +151,10 @@ class GroupQuantizer:
                                           gptq_options=kw["gptq_options"])
             out = {}
             keep = None
-            for n, w, br, f in zip(self.names, ws, base_results, self.row_weights):
+            for n, w, br, f, w0 in zip(self.names, ws, base_results, self.row_weights, self.weights):
                 cand = mosaic_candidates(w, base_result=br, row_weight=f, **kw)
+                if cand.W_hat is not None:  # park it in the module's dtype (exact: w is w0 upcast); halves bf16 RAM
+                    cand.W_hat = cand.W_hat.to(w0.dtype)
                 # Until the global selection, the model computes with the base only.
                 base = finalize(cand, torch.zeros_like(cand.scores, dtype=torch.bool))
                 if cand.in_loop:  # the second GPTQ pass runs after the selection: park H on the CPU

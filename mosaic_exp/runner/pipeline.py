@@ -154,8 +154,8 @@ class Pipeline:
     def _sensitivity(self, adapter) -> dict | None:
         """residual.sensitivity=fisher: the output Fisher of every linear, from the unquantized model."""
         r = self.cfg.residual
-        if self.cfg.quant.method != "mosaic" or r.sensitivity == "none":
-            return None
+        if self.cfg.quant.method != "mosaic" or r.sensitivity == "none" or r.budget == 0 or r.selector == "none":
+            return None  # no residual block will be ranked
         from mosaic_exp.residual.sensitivity import output_fisher
 
         t0 = time.perf_counter()
