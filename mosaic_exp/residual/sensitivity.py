@@ -63,7 +63,7 @@ def output_fisher(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tenso
             for j in range(0, n, batch_size):
                 ids = calib_ids[j:min(j + batch_size, n)].to(device)
                 emb = embed(ids).detach().requires_grad_(True)  # gradients flow through activations only
-                logits = model(inputs_embeds=emb).logits[:, :-1].float()
+                logits = model(inputs_embeds=emb, use_cache=False).logits[:, :-1].float()
                 per_window = nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none"
                 ).view(ids.shape[0], -1).mean(dim=1)
