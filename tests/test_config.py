@@ -29,6 +29,20 @@ def test_every_experiment_preset_validates(compose, tmp_path, exp):
     validate(compose([f"experiment={exp}"], tmp_path))
 
 
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_job_of_every_sweep_preset_validates(compose, tmp_path, exp):
+    """Each job of a preset's multirun (the product of its sweeper params) is a valid config, so a sweep
+    never starts jobs that fail at validation (e.g. a selector the default residual cannot weight)."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(CONF / "experiment" / f"{exp}.yaml").get("hydra", {}).get("sweeper", {}).get("params", {})
+    axes = [[f"{k}={v.strip()}" for v in str(vals).split(",")] for k, vals in params.items()]
+    for job in itertools.product(*axes):
+        validate(compose([f"experiment={exp}", *job], tmp_path))
+
+
 def test_config_hash_ignores_paths_and_logger(compose, tmp_path):
     a = validate(compose(["logger=none"], tmp_path / "a"))
     b = validate(compose(["logger=csv"], tmp_path / "b"))
