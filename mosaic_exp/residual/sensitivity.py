@@ -36,6 +36,13 @@ def output_fisher(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tenso
     n = calib_ids.shape[0] if windows is None else min(int(windows), calib_ids.shape[0])
     if n <= 0:
         raise ValueError(f"windows={windows} must be positive")
+    if torch.device(device).type == "cuda":  # fail before moving 16+ GB, naming the way out
+        need = sum(p.numel() * p.element_size() for p in model.parameters())
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        if need > free:
+            raise RuntimeError(f"residual.sensitivity=fisher runs the whole model on {device}: its weights alone take "
+                               f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free; use "
+                               f"residual.sensitivity=none (layer-output scores) on this GPU")
     acc: dict[str, torch.Tensor] = {}
     handles = []
 
