@@ -37,10 +37,10 @@ def output_fisher(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tenso
     if n <= 0:
         raise ValueError(f"windows={windows} must be positive")
     if torch.device(device).type == "cuda":  # fail before moving 16+ GB, naming the way out
-        need = sum(p.numel() * p.element_size() for p in model.parameters())
+        need = sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "cuda")
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         if need > free:
-            raise RuntimeError(f"residual.sensitivity=fisher runs the whole model on {device}: its weights alone take "
+            raise RuntimeError(f"residual.sensitivity=fisher runs the whole model on {device}: the weights still to move take "
                                f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are free; use "
                                f"residual.sensitivity=none (layer-output scores) on this GPU")
     acc: dict[str, torch.Tensor] = {}
