@@ -34,9 +34,6 @@ def _need(name: str, **tensors) -> None:
             raise ValueError(f"selector {name!r} needs {k}")
 
 
-ROW_WEIGHTED = ROW_WEIGHTED_SELECTORS
-
-
 def _row_weight(row_weight, n: int, device) -> torch.Tensor | None:
     if row_weight is None:
         return None
@@ -129,9 +126,9 @@ def selector_block_shape(name: str, shape: tuple[int, int], block_shape) -> tupl
 
 def score_blocks(name: str, *, R, QR=None, block_shape, W=None, h=None, H=None, seed: int = 0,
                  row_weight=None) -> torch.Tensor:
-    """Dispatch by name; the one signature every selector shares (row_weight: ROW_WEIGHTED selectors only)."""
+    """Dispatch by name; the one signature every selector shares (row_weight: ROW_WEIGHTED_SELECTORS only)."""
     if row_weight is not None and name == "none":
         row_weight = None  # no scores to weight
-    if row_weight is not None and name not in ROW_WEIGHTED:
-        raise ValueError(f"selector {name!r} does not take row weights; those that do: {', '.join(ROW_WEIGHTED)}")
+    if row_weight is not None and name not in ROW_WEIGHTED_SELECTORS:
+        raise ValueError(f"selector {name!r} does not take row weights; those that do: {', '.join(ROW_WEIGHTED_SELECTORS)}")
     return get_selector(name)(R=R, QR=QR, block_shape=block_shape, W=W, h=h, H=H, seed=seed, row_weight=row_weight)
