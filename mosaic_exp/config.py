@@ -162,12 +162,12 @@ class ResidualConfig:
     # GPTQ base: "post" scores R = W - Q_gptq(W) as published; "in_loop" puts the chosen blocks' residual
     # inside GPTQ's error feedback (see docs/method.md for why post can disagree with the output error).
     gptq_residual: str = "post"
-    # Weight each block's score by the loss's sensitivity to its output rows: "none" (the paper: layer-output
-    # error) or "fisher" (F_i = mean squared gradient of the loss w.r.t. output channel i, measured on the
-    # unquantized model; scores become loss estimates, comparable across layers for scope=global)
     # scope=per_layer: K_l = floor(budget * n_l) per linear ("floor"), or floor/ceil so that the whole model
     # keeps exactly floor(budget * sum n_l) blocks ("largest_remainder"; see residual/select.py)
     rounding: str = "largest_remainder"
+    # Weight each block's score by the loss's sensitivity to its output rows: "none" (the paper: layer-output
+    # error) or "fisher" (F_i = mean squared gradient of the loss w.r.t. output channel i, measured on the
+    # unquantized model; scores become loss estimates, comparable across layers for scope=global)
     sensitivity: str = "none"
     sensitivity_windows: Optional[int] = None  # calibration windows for the Fisher pass (None: all)
     seed: int = 0
