@@ -117,6 +117,64 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (err && err[0]) throw std::runtime_error("zipper gemm " + shape_str(M, N, K) + ": launch failed: " + err);
 }
 
+// small-M path (native/gemv_kernels.cu): same packed weights, warps x kparts plan from the host
+void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
+          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long rslots, long M,
+          long N, long K, long Np, long Kp, long gs_tiles, long kparts, long ktpw, int warps, int mb, int dtype,
+          int mode, std::uintptr_t stream, int pdl) {
+  if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
+  if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
+  if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
+  if (Np % 128 || Np < N || Np - N >= 128) fail(M, N, K, "padded n (" + std::to_string(Np) + ") is not N rounded up to 128");
+  if (Kp % 64 || Kp < K || Kp - K >= 64) fail(M, N, K, "padded k (" + std::to_string(Kp) + ") is not K rounded up to 64");
+  if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
+  if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "small-M mode must be 0 (dense) or 1 (zipper)");
+  if (mb < 1 || mb > zipper::GEMV_MAX_MB) fail(M, N, K, "mb must be 1 or 2 (8 or 16 rows of M per CTA), got " + std::to_string(mb));
+  if (warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 8 or 16, got " + std::to_string(warps));
+  if (kparts < 1 || warps % kparts) fail(M, N, K, "kparts=" + std::to_string(kparts) + " must divide warps=" + std::to_string(warps));
+  const long KT = Kp / 64;
+  if (ktpw < 1 || kparts * ktpw < KT) fail(M, N, K, "kparts * ktpw must cover the " + std::to_string(KT) + " k-tiles");
+  if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
+  if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > zipper::GEMV_DEPTH))
+    fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(zipper::GEMV_DEPTH) + "]");
+  check_ptr(M, N, K, x, "x", true, 16);
+  check_ptr(M, N, K, y, "y", true, 4);
+  check_ptr(M, N, K, scales, "scales", true, 16);
+  check_ptr(M, N, K, w, "qweight", true, 16);
+  check_ptr(M, N, K, zeros, "zeros", false, 16);
+  check_ptr(M, N, K, rw, "res_qweight", mode == zipper::MODE_ZIPPER, 16);
+  check_ptr(M, N, K, rs, "res_scales", mode == zipper::MODE_ZIPPER, 16);
+  check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
+  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  zipper::Params p{};
+  p.x = reinterpret_cast<const void*>(x);
+  p.w = reinterpret_cast<const void*>(w);
+  p.scales = reinterpret_cast<const void*>(scales);
+  p.zeros = reinterpret_cast<const void*>(zeros);
+  p.rw = reinterpret_cast<const void*>(rw);
+  p.rs = reinterpret_cast<const void*>(rs);
+  p.res_bits = reinterpret_cast<const uint32_t*>(res_bits);
+  p.res_base = reinterpret_cast<const int*>(res_base);
+  p.y = reinterpret_cast<void*>(y);
+  p.rslots = (int)rslots;
+  p.pdl = pdl;
+  p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
+  p.NT = (int)(Np / 64); p.KT = (int)KT;
+  p.KW = (int)((KT + 31) / 32);
+  p.gs_tiles = (int)gs_tiles;
+  p.gs_shift = -1;
+  if (gs_tiles == 0) p.gs_shift = 31;
+  for (int sh = 0; sh < 30; ++sh)
+    if (gs_tiles == (1L << sh)) p.gs_shift = sh;
+  p.splitk = 1;
+  p.kt_per_split = (int)KT;
+  p.kparts = (int)kparts;
+  p.ktpw = (int)ktpw;
+  const char* err = zipper::launch_gemv(p, dtype, mode, mb, warps, reinterpret_cast<void*>(stream));
+  if (err && err[0]) throw std::runtime_error("zipper gemv " + shape_str(M, N, K) + ": launch failed: " + err);
+}
+
 py::dict config(int cfg, int mode) {
   zipper::ConfigInfo c = zipper::config_info(cfg, mode);
   py::dict d;
@@ -144,6 +202,17 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("mode"), py::arg("splitk"), py::arg("rslots"));
   m.def("kernel_regs", &zipper::kernel_regs, "registers/thread of a config's kernel (-1: no CUDA device)",
         py::arg("cfg"), py::arg("mode"));
+  m.def("gemv", &gemv, "Launch the small-M kernel (dense or zipper) on raw device pointers", py::arg("x"),
+        py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("res_bits"),
+        py::arg("res_base"), py::arg("y"), py::arg("rslots"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
+        py::arg("Kp"), py::arg("gs_tiles"), py::arg("kparts"), py::arg("ktpw"), py::arg("warps"), py::arg("mb"),
+        py::arg("dtype"), py::arg("mode"), py::arg("stream"), py::arg("pdl") = 0);
+  m.def("gemv_regs", &zipper::gemv_regs, "registers/thread of a small-M kernel (-1: no CUDA device)", py::arg("mode"),
+        py::arg("mb"));
+  m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("groups"),
+        py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
+  m.attr("GEMV_DEPTH") = zipper::GEMV_DEPTH;
+  m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 4;
+  m.attr("ABI_VERSION") = 5;
 }

@@ -12,6 +12,7 @@
 // int4 -> fp16/bf16 via the magic-exponent trick, split-K with an in-kernel serial fix-up
 // (last CTA of a tile sums the partials in split order: deterministic, one launch).
 #include "zipper.cuh"
+#include "device_common.cuh"
 
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -25,63 +26,10 @@ namespace zipper {
 
 namespace {
 
+using namespace dev;
+
 constexpr int THREADS = 128;
 constexpr int UNIT_BYTES = 2048;
-
-template <typename T>
-struct Traits;
-template <>
-struct Traits<half> {
-  using T2 = half2;
-  static constexpr uint32_t EX = 0x64006400u;  // fp16 1024.0 in both halves
-  static constexpr unsigned short E8 = 0x6408;  // 1032.0
-  __device__ static float to_f(half v) { return __half2float(v); }
-  __device__ static half from_f(float v) { return __float2half_rn(v); }
-  __device__ static T2 from_f2(float a, float b) { return __floats2half2_rn(a, b); }
-};
-template <>
-struct Traits<__nv_bfloat16> {
-  using T2 = __nv_bfloat162;
-  static constexpr uint32_t EX = 0x43004300u;  // bf16 128.0 in both halves
-  static constexpr unsigned short E8 = 0x4308;  // 136.0
-  __device__ static float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-  __device__ static __nv_bfloat16 from_f(float v) { return __float2bfloat16_rn(v); }
-  __device__ static T2 from_f2(float a, float b) { return __floats2bfloat162_rn(a, b); }
-};
-
-template <typename T2>
-__device__ __forceinline__ T2 as_t2(uint32_t v) {
-  return *reinterpret_cast<T2*>(&v);
-}
-template <typename T2>
-__device__ __forceinline__ uint32_t as_u32(T2 v) {
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t r;
-  asm volatile("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
-
-template <typename T>
-__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint32_t* b);
-template <>
-__device__ __forceinline__ void mma16816<half>(float* c, const uint32_t* a, const uint32_t* b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t* a, const uint32_t* b) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool pred) {
   uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
@@ -92,20 +40,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// programmatic dependent launch (sm_90): wait for the previous grid in the stream (its memory
-// operations visible), and let the next grid start launching. Both are no-ops when the kernel was
-// not launched with programmatic stream serialization.
-__device__ __forceinline__ void griddep_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void griddep_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
 }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t* r, const void* smem) {

@@ -5,7 +5,7 @@
     python scripts/build_native.py --arch 90a,80   # add sm_80 code (doubles compile time)
     python scripts/build_native.py --ptxas-verbose # register / spill report
 
-The kernel TU and the binding TU compile in parallel, then nvcc links them.
+The kernel TUs and the binding TU compile in parallel, then nvcc links them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "native"
 MODULE = "_mosaic_native"
+KERNEL_TUS = ("zipper_kernels", "gemv_kernels")  # tiled kernels, small-M kernels
 
 
 def gencode_flags(archs: str) -> list[str]:
@@ -53,10 +54,12 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
     target = out_dir / f"{MODULE}{suffix}"
     common = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", f"-I{NATIVE}"]
     gen = gencode_flags(archs)
-    kern_cmd = [nvcc, *common, *gen, "-lineinfo", "-c", str(NATIVE / "zipper_kernels.cu"),
-                "-o", str(out_dir / "zipper_kernels.o")]
-    if ptxas_verbose:
-        kern_cmd.insert(1, "-Xptxas=-v")
+    kern_cmds = []
+    for tu in KERNEL_TUS:
+        cmd = [nvcc, *common, *gen, "-lineinfo", "-c", str(NATIVE / f"{tu}.cu"), "-o", str(out_dir / f"{tu}.o")]
+        if ptxas_verbose:
+            cmd.insert(1, "-Xptxas=-v")
+        kern_cmds.append(cmd)
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         raise RuntimeError("no host C++ compiler (g++/c++) found")
@@ -64,7 +67,7 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
     bind_cmd = [cxx, "-O2", "-std=c++17", "-fPIC", "-fvisibility=hidden", f"-I{NATIVE}",
                 f"-I{pybind11.get_include()}", f"-I{py_inc}", "-c", str(NATIVE / "bindings.cpp"),
                 "-o", str(out_dir / "bindings.o")]
-    link_cmd = [nvcc, "-shared", *gen, str(out_dir / "zipper_kernels.o"), str(out_dir / "bindings.o"),
+    link_cmd = [nvcc, "-shared", *gen, *(str(out_dir / f"{tu}.o") for tu in KERNEL_TUS), str(out_dir / "bindings.o"),
                 "-o", str(target)]
 
     def run(cmd):
@@ -73,8 +76,8 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
         return cmd, r, time.time() - t0
 
     t0 = time.time()
-    with ThreadPoolExecutor(2) as ex:
-        results = list(ex.map(run, [kern_cmd, bind_cmd]))
+    with ThreadPoolExecutor(len(kern_cmds) + 1) as ex:
+        results = list(ex.map(run, [*kern_cmds, bind_cmd]))
     for cmd, r, dt in results + [run(link_cmd)]:
         if not quiet:
             print(f"[{dt:5.1f}s] {' '.join(cmd)}", flush=True)

@@ -192,7 +192,7 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
-              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None):
+              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -212,7 +212,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
         y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
-                       fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None)
+                       fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None, path=path, gemv=gemv)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -308,7 +308,7 @@ def test_zipper_residual_lead(rlead, cfg, splitk, m, budget, bs):
     if rlead is not None and rlead > pro:
         pytest.skip(f"lead {rlead} > STAGES-1 = {pro}")
     _run_case(m, 256, 64 * 150, 128, False, budget, bs, torch.bfloat16, variants=("zipper",), cfg=cfg,
-              splitk=splitk, zprologue="first", rlead=rlead)
+              splitk=splitk, zprologue="first", rlead=rlead, path="tiled")
     if rlead is not None and rlead < pro:
         assert f"lead{rlead}]" in ops.LAST_LAUNCH["kernels"][0]
 
@@ -341,6 +341,56 @@ def test_more_residual_tiles_than_prefetch(m):
     _run_case(m, 128, 9216, 128, False, 1.0, (64, 64), torch.bfloat16, splitk=1)
 
 
+GEMV_PLANS = [(w, kp) for w in (8, 16) for kp in (1, 2, 4, 8, 16) if w % kp == 0]
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("warps,kparts", GEMV_PLANS)
+@pytest.mark.parametrize("m", [1, 3, 8, 9, 16])
+def test_gemv_every_plan(warps, kparts, m):
+    """Small-M kernel with every (warps per CTA, warps per slice) plan: slices past Np in the last CTA,
+    warps whose K range is empty (kparts > k-tiles), M in both row blocks (8 | 16), ragged N and K,
+    a dense residual map (every bit-word window moves), both dtypes."""
+    dtype = torch.float16 if (m + kparts) % 2 else torch.bfloat16
+    _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), dtype, path="gemv", gemv=(warps, kparts))
+    _run_case(m, 1536, 64 * 70, 128, True, 0.1, (128, 128), dtype, path="gemv", gemv=(warps, kparts))
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("budget", [0.0, 0.03, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("gs,sym", [(64, True), (128, False), (-1, False), (-1, True)])
+@pytest.mark.parametrize("m", [1, 7, 16, 40])
+def test_gemv_budgets_groups(m, gs, sym, budget):
+    """Small-M kernel on every budget and group size (M=40: several 16-row z-slices of one launch)."""
+    dtype = torch.bfloat16 if (m + gs) % 2 else torch.float16
+    _run_case(m, 768, 1152 + 64 * 40, gs, sym, budget, (64, 64) if budget < 0.5 else (128, 128), dtype,
+              path="gemv")
+    from mosaic_exp.kernels import ops
+
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("gemv-")
+
+
+@gpu
+@needs_native
+def test_gemv_plan_fits_and_default_routing():
+    """The planner's choice is resident (registers, shared memory) and M <= 16 routes to the gemv path."""
+    from mosaic_exp.kernels import ops
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for (n, k) in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)):
+        for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
+            gp = ops.gemv_plan(1, n, k, 2, True, mode, sms, rslots=2)
+            assert gp.ctas_per_sm >= 1 and gp.kparts * gp.ktpw >= k // 64
+    qw = random_quantized(512, 512, 128, False, 0.1)
+    p = pack_quantized(qw, torch.float16, "cuda")
+    ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("gemv-zipper[mb2")
+    ops.launch(torch.randn(17, 512, device="cuda", dtype=torch.float16), p, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
+
+
 @gpu
 @needs_native
 def test_large_real_shape_m4096():
@@ -350,17 +400,20 @@ def test_large_real_shape_m4096():
 @gpu
 @needs_native
 def test_repeated_launch_deterministic():
-    """Split-K counters self-reset: the same launch twice gives bit-identical results."""
+    """Split-K counters self-reset, the cross-warp sums have a fixed order: the same launch twice gives
+    bit-identical results (tiled and small-M kernels)."""
     from mosaic_exp.kernels import ops
 
     qw = random_quantized(4096, 4096, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     x = torch.randn(5, 4096, device="cuda", dtype=torch.float16)
-    y1 = ops.launch(x, p, "zipper").clone()
-    assert "splitk1]" not in ops.LAST_LAUNCH["kernels"][0]
-    for _ in range(3):
-        y2 = ops.launch(x, p, "zipper")
-        assert torch.equal(y1, y2)
+    for path in ("tiled", "gemv"):
+        y1 = ops.launch(x, p, "zipper", path=path).clone()
+        kern = ops.LAST_LAUNCH["kernels"][0]
+        assert ("splitk1]" not in kern) if path == "tiled" else ("kparts1" not in kern), kern
+        for _ in range(3):
+            y2 = ops.launch(x, p, "zipper", path=path)
+            assert torch.equal(y1, y2)
 
 
 @gpu
@@ -482,6 +535,9 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
+    for m, plan in ((1, (8, 8)), (9, (16, 4)), (16, (8, 1))):  # small-M kernel, ragged N/K, dense residual
+        _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
+        _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
 
 
 if os.environ.get("MOSAIC_KERNEL_TESTS_VERBOSE"):

@@ -64,6 +64,14 @@ TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 # later residual copies cost more than the ring (measured, native/NOTES.md v9).
 RING_SLOTS_CAP = 4
 LEAD_MAX_KTPS_FULL = 16
+# small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
+# K range), kparts warps of a CTA per slice; used for M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M, 0 = never)
+# unless a tile config or split-K is forced. $MOSAIC_GEMV_PLAN="warps,kparts" forces a plan (probes).
+GEMV_MAX_M = 16
+GEMV_WARPS = (8, 16)
+GEMV_KPARTS = (1, 2, 4, 8, 16)
+SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
+GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
@@ -199,6 +207,72 @@ def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | No
     return Plan(cfg, bm, bn, splitk, ktps, mtiles, nctas)
 
 
+@dataclass
+class GemvPlan:
+    warps: int
+    kparts: int
+    ktpw: int
+    mb: int
+    ctas: int
+    ctas_per_sm: int
+    est_ns: float
+
+
+def gemv_max_m() -> int:
+    v = int(os.environ.get("MOSAIC_GEMV_MAX_M", GEMV_MAX_M))
+    if not 0 <= v <= 8 * 2 ** 20:
+        raise ValueError(f"MOSAIC_GEMV_MAX_M must be >= 0, got {v}")
+    return v
+
+
+def _gemv_ctas_per_sm(regs: int, smem: int, warps: int) -> int:
+    """Resident small-M CTAs per SM (H100: 64K registers, 228 KB shared memory, 64 warps)."""
+    by_regs = 65536 // (-(-max(regs, 1) * 32 // 256) * 256 * warps)
+    return max(0, min(by_regs, (228 * 1024) // (smem + 1024), 64 // warps, 32))
+
+
+def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: int, sm_count: int,
+              rslots: int = 1, warps: int | None = None, kparts: int | None = None,
+              regs: int | None = None) -> GemvPlan:
+    """Warps per CTA and warps per slice (kparts) of the small-M kernel: the candidate with the least
+    estimated time, max(bytes of the busiest SM / its share of the bandwidth, waves x (pipeline fill +
+    k-tiles per warp x issue time)), plus the cross-warp sum when kparts > 1."""
+    forced = os.environ.get("MOSAIC_GEMV_PLAN")
+    if forced and warps is None and kparts is None:
+        try:
+            warps, kparts = (int(v) for v in forced.split(","))
+        except ValueError:
+            raise ValueError(f"MOSAIC_GEMV_PLAN must be 'warps,kparts', got {forced!r}") from None
+    mb = 1 if m <= 8 else 2
+    nat = load_native()
+    if regs is None:
+        regs = nat.gemv_regs(mode, mb)
+    ns, kt = n_pad // 16, k_pad // TILE
+    groups = 1 if gs_tiles == 0 else -(-kt // gs_tiles)
+    mz = -(-m // (8 * mb))
+    best = None
+    for w in (GEMV_WARPS if warps is None else (warps,)):
+        for kp in (GEMV_KPARTS if kparts is None else (kparts,)):
+            if w % kp:
+                continue
+            spc = w // kp
+            smem = nat.gemv_smem_bytes(groups, spc, int(zeros), w, mode, mb, rslots)
+            cps = _gemv_ctas_per_sm(regs, smem, w)
+            if cps < 1 or smem > nat.GEMV_SMEM_MAX:
+                continue
+            ktpw = -(-kt // kp)
+            ctas = -(-ns // spc) * mz
+            bw = -(-ctas // sm_count) * spc * kt * 512 / SM_BYTES_PER_NS
+            lat = -(-ctas // (sm_count * cps)) * (GEMV_FILL_NS + ktpw * GEMV_TILE_NS)
+            est = max(bw, lat) + (GEMV_SUM_NS if kp > 1 else 0.0)
+            cand = GemvPlan(w, kp, ktpw, mb, ctas, cps, est)
+            if best is None or (est, ctas * w) < (best.est_ns, best.ctas * best.warps):
+                best = cand
+    if best is None:
+        raise ValueError(f"no small-M plan fits (m={m}, n_pad={n_pad}, k_pad={k_pad}, warps={warps}, kparts={kparts})")
+    return best
+
+
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
     key = (device.type, device.index)
     ws, cnt = _ws_cache.get(key, (None, None))
@@ -255,7 +329,8 @@ def _env_pdl(pdl: bool | str | None, where: str, m: int, splitk: int) -> str:
 
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
-           fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None) -> torch.Tensor:
+           fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
+           path: str | None = None, gemv: tuple[int, int] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -263,7 +338,10 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     DEFAULT_ZIPPER_PROLOGUE) picks the zipper kernel's prologue scheme, ``fixup`` ('cluster' /
     'global' / 'auto', default $MOSAIC_SPLITK_FIXUP or DEFAULT_SPLITK_FIXUP) the split-K fix-up,
     ``pdl`` (True/False or 'off'/'early'/'late', default $MOSAIC_PDL or DEFAULT_PDL) programmatic
-    dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring)."""
+    dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
+    ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
+    gemv_kernels.cu, M <= 16 per launch slice), or None: gemv for M <= gemv_max_m() unless ``cfg`` or
+    ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts) forces the small-M plan."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -290,6 +368,16 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     if mode == MODE_ZIPPER and not p.has_residual:
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
     where = f"(m={m}, n={n}, k={k})"
+    if path not in (None, "tiled", "gemv"):
+        raise ValueError(f"path must be 'tiled' or 'gemv', got {path!r} {where}")
+    if path is None:
+        path = "gemv" if m <= gemv_max_m() and cfg is None and splitk is None else "tiled"
+    if path == "gemv":
+        kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
+        if variant == "separate" and p.has_residual:
+            kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, _env_pdl(pdl, where, m, 1)))
+        LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
+        return y.view(*lead, n)
     fx = _env_fixup(fixup, where)
     zp = zprologue or os.environ.get("MOSAIC_ZIPPER_PROLOGUE") or DEFAULT_ZIPPER_PROLOGUE
     if zp not in ZIPPER_PROLOGUE:
@@ -335,14 +423,38 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}{tags}"
                + (f",rslots{rslots},{zp}" + (f",lead{rl}]" if rl else "]") if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
-        pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
-        nat.gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
-                 p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
-                 y.data_ptr(), 0, 0, 0, 1, m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, 1, p.k_pad // TILE,
-                 dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode], 0)
-        kernels.append(f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
+        kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, pdl_mode))
     LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
     return y.view(*lead, n)
+
+
+def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, sms: int, pdl_mode: str) -> str:
+    """The second kernel of `separate`: the residual units' product added into y."""
+    pr = plan(m, p.n_pad, p.k_pad, MODE_RESIDUAL, sms, None)
+    load_native().gemm(x2.data_ptr(), 0, 0, 0, p.res_qweight.data_ptr(), p.res_scales.data_ptr(), 0,
+                       p.res_csr_ptr.data_ptr(), p.res_csr_kt.data_ptr(), p.res_csr_id.data_ptr(),
+                       y.data_ptr(), 0, 0, 0, 1, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, 1,
+                       p.k_pad // TILE, dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode], 0)
+    return f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]")
+
+
+def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
+                 pdl, where: str, force: tuple[int, int] | None) -> str:
+    """The small-M kernel (dense or zipper) on rows of 8 or 16; returns the kernel's name."""
+    nat = load_native()
+    depth = nat.GEMV_DEPTH
+    rslots = max(1, min(_window(p, depth), depth)) if mode == MODE_ZIPPER else 1
+    w, kp = force if force is not None else (None, None)
+    gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, rslots, w, kp)
+    pdl_mode = _env_pdl(pdl, where, m, gp.kparts)
+    nat.gemv(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
+             _ptr(p.res_qweight) if mode == MODE_ZIPPER else 0, _ptr(p.res_scales) if mode == MODE_ZIPPER else 0,
+             p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_base.data_ptr() if mode == MODE_ZIPPER else 0,
+             y.data_ptr(), rslots, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
+             gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode])
+    name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
+    return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts}" + (f",rslots{rslots}" if mode == MODE_ZIPPER else "")
+            + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
 
 # ---------------------------------------------------------------------------- custom ops

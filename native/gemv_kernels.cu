@@ -1,0 +1,358 @@
+// ZipperEngine small-M path ("gemv"): Y[M,N] = X[M,K] . (dequant(base) + dequant(residual))^T for
+// decode-sized M (<= 8 or 16 rows per grid z-slice).
+//
+// Why a second kernel: at M <= 16 the tiled kernel (zipper_kernels.cu) is bound by each warp's
+// instruction latency between cp.async waits and CTA barriers (NOTES.md v8/v9: ~0.55 issued
+// instructions per scheduler and cycle, 264 instructions per 2048-weight tile). Here
+//   - the weights are the MMA's A operand (swap AB: Y^T = W . X^T, m16n8k16 with n = M <= 8):
+//     one MMA per 256 weights instead of per 128, and M pads to 8, not 16;
+//   - every warp owns one n16 slice and a K range and streams its 512-byte slice of each 64x64
+//     unit straight into registers, D k-tiles ahead (16-byte loads, no shared memory, no
+//     barrier until the final cross-warp sum): a warp waits only on its own loads;
+//   - kparts warps share a slice along K and sum their accumulators through shared memory in a
+//     fixed order at the end (deterministic, no workspace, no second launch).
+// The packed format is the tiled kernel's (packing.py): lane (g, t4) of warp slice ws holds, per
+// k16 step, the B fragment of rows n = g, g+8 and k = 2t4 + {0,1} + {0,8}. Read as an A fragment
+// (rows = n, cols = k) those are exactly a0..a3 in the order {n g k+0, n g+8 k+0, n g k+8,
+// n g+8 k+8}, so no repacking. The zipper mode adds the residual unit of a (slice, k-tile), if the
+// bit words say there is one, to the dequantized A fragment before the MMA: same X fragments, same
+// accumulators, one extra 512-byte load per residual tile, loaded D tiles ahead with its base.
+#include "zipper.cuh"
+#include "device_common.cuh"
+
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+namespace zipper {
+namespace {
+
+using namespace dev;
+
+constexpr int GEMV_D = 8;             // k-tiles in flight per warp (shared-memory ring)
+// 16 warps at most; two such CTAs per SM caps the kernels at 64 registers (no spills in the
+// dense kernels, 32 warps per SM; ptxas picks 81-96 otherwise)
+constexpr int GEMV_MAX_THREADS = 512;
+constexpr int GEMV_MAX_SMEM = 200 * 1024;
+
+// {v, v} of a 16-bit value in the low half of a register
+__device__ __forceinline__ uint32_t dup16(uint32_t v) { return __byte_perm(v, v, 0x1010); }
+
+// dynamic shared memory of a CTA: the scales (and zeros) of its slices for all groups, the
+// per-warp residual rings (zipper), the cross-warp sum buffer
+__host__ __device__ constexpr int gemv_res_slot() { return 512 + 32 * 8; }  // codes + 2 row scales per lane
+struct GemvSmem {
+  int sc, wring, rring, red, total;  // sizes (bytes) of the scale block, rings (all warps), sum buffer
+};
+__host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb, int d,
+                                              int rslots) {
+  GemvSmem m;
+  m.sc = groups * 16 * spc * 2 * (zeros ? 2 : 1);
+  m.sc = (m.sc + 15) & ~15;
+  m.wring = warps * d * 512;
+  m.rring = mode == MODE_ZIPPER ? warps * rslots * gemv_res_slot() : 0;
+  m.red = warps * mb * 4 * 32 * 4;
+  m.total = m.sc + m.wring + m.rring + m.red;
+  return m;
+}
+
+__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  if (bytes == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+template <typename T, int MB, int MODE, int D>
+__global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const Params p) {
+  static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
+  static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
+  using Tr = Traits<T>;
+  using T2 = typename Tr::T2;
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int kparts = p.kparts, spc = nwarps / kparts;
+  const int kp = warp % kparts;
+  const int sl0 = blockIdx.x * spc;                  // first n16 slice of the CTA
+  const int sl = sl0 + warp / kparts;                // n16 slice of this warp
+  const int m0 = blockIdx.z * 8 * MB;
+  const int nt = sl >> 2, ws = sl & 3;  // 64-wide unit row, slice inside the unit
+  const int kb = kp * p.ktpw;
+  const int ns = p.Np >> 4;
+  // k-tiles of this warp (0 for a slice past Np or a K range past KT: it still joins the barriers)
+  const int ntl = sl < ns ? max(0, min(p.KT, kb + p.ktpw) - kb) : 0;
+  const int groups = p.gs_tiles == 0 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
+  const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots);
+  const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
+
+  // -------- scales / zeros of the CTA's slices, all groups -> shared memory (cp.async group 0)
+  {
+    const T* S = static_cast<const T*>(p.scales);
+    const T* Z = static_cast<const T*>(p.zeros);
+    const int per = csl * 2;  // 16-byte chunks per group and array
+    const int n = groups * per * (Z != nullptr ? 2 : 1);
+    for (int c = threadIdx.x; c < n; c += blockDim.x) {
+      const int arr = c / (groups * per), r = c % (groups * per), gi = r / per, ch = r % per;
+      const T* src = (arr ? Z : S) + (size_t)gi * p.Np + sl0 * 16 + ch * 8;
+      cp_async(smem + arr * (L.sc / 2) + (gi * spc * 16 + ch * 8) * 2, src, 16);
+    }
+    cp_commit();
+  }
+
+  // -------- base codes: a per-warp ring of D k-tiles in shared memory (the warp's 512-byte slice of
+  // each unit), filled by cp.async; each lane reads back only the 16 bytes it copied (no warp sync,
+  // no barrier), so a warp waits only on its own copies (cp.async.wait_group)
+  const uint4* const wsrc = static_cast<const uint4*>(p.w) + ((size_t)nt * p.KT + kb) * 128 + ws * 32 + lane;
+  uint8_t* const wring = smem + L.sc + warp * D * 512 + lane * 16;
+  auto load_w = [&](int t, int i) { cp_async(wring + i * 512, wsrc + (size_t)t * 128, 16); };
+
+  // -------- zipper: bit words of the unit row (window zlo = word zw, zhi = next), the id of the next
+  // residual unit of the row (ids along a row are consecutive), a per-warp ring of rslots residual
+  // slots (slot = id % rslots; the host sizes it to the densest window of D k-tiles), cp.async too
+  uint32_t zlo = 0, zhi = 0;
+  int zw = kb >> 5, zrid = 0, zcrid = 0;  // next residual id to issue / to consume
+  uint32_t rmask = 0;  // bit i: the tile in ring slot i has a residual
+  uint8_t* const ring = smem + L.sc + L.wring + warp * rslots * gemv_res_slot();
+  const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)nt * p.KW : nullptr;
+  const uint4* const rsrc = static_cast<const uint4*>(p.rw) + ws * 32 + lane;
+  const T* const rssrc = static_cast<const T*>(p.rs) + ws * 16 + (g & ~1);
+  auto load_r = [&](int t, int i) {  // tiles in order: t = 0, 1, 2, ...
+    const int kt = kb + t;
+    if ((kt >> 5) != zw) {
+      ++zw;
+      zlo = zhi;
+      zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
+    }
+    const uint32_t bit = (zlo >> (kt & 31)) & 1u;
+    rmask = (rmask & ~(1u << i)) | (bit << i);
+    if (bit) {
+      uint8_t* slot = ring + (zrid % rslots) * gemv_res_slot();
+      cp_async(slot + lane * 16, rsrc + (size_t)zrid * 128, 16);
+      cp_async(slot + 512 + lane * 8, rssrc + (size_t)zrid * 64, 4);
+      cp_async(slot + 512 + lane * 8 + 4, rssrc + (size_t)zrid * 64 + 8, 4);
+      ++zrid;
+    }
+  };
+  if (MODE == MODE_ZIPPER) {
+    if (ntl > 0) {
+      zlo = __ldg(zbits + zw);
+      zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
+      // res_base: the row's first id at or after the word's start; skip the units in [32 zw, kb)
+      zrid = __ldg(p.res_base + (size_t)nt * p.KW + zw) + __popc(zlo & ((1u << (kb & 31)) - 1u));
+      zcrid = zrid;
+    }
+  }
+  // prologue: D groups (tiles 0..D-1: base slice + residual unit), all before griddep_wait() (the
+  // weights do not depend on the previous kernel in the stream); empty groups past the warp's tiles
+  // keep the wait counts static
+#pragma unroll
+  for (int i = 0; i < D; ++i) {
+    if (i < ntl) {
+      load_w(i, i);
+      if (MODE == MODE_ZIPPER) load_r(i, i);
+    }
+    cp_commit();
+  }
+  griddep_wait();  // X is the only input the previous kernel in the stream may write
+  if (!(p.pdl & 2)) griddep_launch_dependents();
+  cp_wait<D>();     // the scales' group
+  __syncthreads();  // scales visible to every warp
+
+  // X fragments (B operand = X^T): b0 = X[m][k0 + 2t4 .. +1], b1 = X[m][k0 + 2t4 + 8 .. +9] for
+  // m = m0 + 8 mb + g, k0 = 64 kt + 16 s; loaded at the start of each tile (X is tiny and L1/L2
+  // resident: the dequantization hides the latency); rows past M and columns past K read zero
+  const uint32_t* xrow[MB];
+  bool xok[MB];
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+    const int m = m0 + mb * 8 + g;
+    xok[mb] = m < p.M;
+    xrow[mb] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + (size_t)(xok[mb] ? m : 0) * p.K) + t4;
+  }
+  const T* const ssm = reinterpret_cast<const T*>(smem) + (warp / kparts) * 16 + g;
+  const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
+
+  float acc[MB][4];
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) acc[mb][c] = 0.f;
+
+  const T2 e8 = as_t2<T2>(dup16(Tr::E8));
+  // one k-tile: dequantize the slice's 4 k16 steps into A fragments (plus the residual of ring
+  // slot i when WR) and multiply with the X fragments
+  auto tile = [&](int t, int i, auto with_res) {
+    constexpr bool WR = decltype(with_res)::value;
+    const int kt = kb + t, k0 = kt * 64;
+    uint32_t xf[MB][8];
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int ko = (j >> 1) * 16 + (j & 1) * 8;
+        xf[mb][j] = xok[mb] && k0 + ko + 2 * t4 < p.K ? __ldg(xrow[mb] + ((k0 + ko) >> 1)) : 0u;
+      }
+    const int go = (p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * spc * 16;
+    const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
+    T2 za = e8, zb = e8;
+    if (p.zeros != nullptr) {
+      za = T2{zsm[go], zsm[go]};
+      zb = T2{zsm[go + 8], zsm[go + 8]};
+    }
+    cp_wait<D - 1>();  // this tile's group; the D - 1 younger ones may still be in flight
+    const uint4 wq = *reinterpret_cast<const uint4*>(wring + i * 512);
+    uint4 rq = make_uint4(0, 0, 0, 0);
+    T2 ra = e8, rb = e8;
+    if constexpr (WR) {
+      const uint8_t* slot = ring + (zcrid % rslots) * gemv_res_slot();
+      ++zcrid;
+      rq = *reinterpret_cast<const uint4*>(slot + lane * 16);
+      const T* rsl = reinterpret_cast<const T*>(slot + 512 + lane * 8) + (g & 1);
+      ra = T2{rsl[0], rsl[0]};
+      rb = T2{rsl[2], rsl[2]};
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
+      const uint32_t rqw = s == 0 ? rq.x : s == 1 ? rq.y : s == 2 ? rq.z : rq.w;
+      uint32_t a[4];
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
+        const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
+        T2 d = __hmul2(__hsub2(v, jj >> 1 ? zb : za), jj >> 1 ? sb : sa);
+        if constexpr (WR) {
+          const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
+          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
+        }
+        a[(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
+      }
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb) {
+        const uint32_t bf[2] = {xf[mb][2 * s], xf[mb][2 * s + 1]};
+        mma16816<T>(acc[mb], a, bf);
+      }
+    }
+  };
+
+  // -------- mainloop: tile t sits in ring slot t % D
+  for (int t = 0; t < ntl; ++t) {
+    const int i = t & (D - 1);
+    if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
+      tile(t, i, std::true_type{});
+    else
+      tile(t, i, std::false_type{});
+    if (t + D < ntl) {
+      load_w(t + D, i);
+      if (MODE == MODE_ZIPPER) load_r(t + D, i);
+    }
+    cp_commit();  // one group per tile (empty past the end): tile t + 1 waits with D - 1 younger
+  }
+  if (p.pdl & 2) griddep_launch_dependents();
+
+  // -------- kparts warps of a slice -> one sum (in kp order: deterministic), then Y
+  float* const red = reinterpret_cast<float*>(smem + L.sc + L.wring + L.rring);
+  if (kparts > 1) {
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) red[(warp * MB * 4 + mb * 4 + c) * 32 + lane] = acc[mb][c];
+    __syncthreads();
+    if (kp != 0) return;
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float v = acc[mb][c];
+        for (int q = 1; q < kparts; ++q) v += red[((warp + q) * MB * 4 + mb * 4 + c) * 32 + lane];
+        acc[mb][c] = v;
+      }
+  }
+  if (sl >= ns) return;
+  T* const Y = static_cast<T*>(p.y);
+#pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int n = sl * 16 + g + (c >> 1) * 8;
+      const int m = m0 + mb * 8 + 2 * t4 + (c & 1);
+      if (m < p.M && n < p.N) Y[(size_t)m * p.N + n] = Tr::from_f(acc[mb][c]);
+    }
+}
+
+template <typename T, int MB, int MODE>
+const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
+  auto kern = w4a16_gemv_kernel<T, MB, MODE, GEMV_D>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_MAX_SMEM);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    attr_set = true;
+  }
+  const int spc = warps / p.kparts;
+  const int groups = p.gs_tiles == 0 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GEMV_D, MODE == MODE_ZIPPER ? p.rslots : 0);
+  if (L.total > GEMV_MAX_SMEM) return "scales of the CTA's slices exceed shared memory (use fewer slices per CTA)";
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3((p.Np / 16 + spc - 1) / spc, 1, (p.M + 8 * MB - 1) / (8 * MB));
+  lc.blockDim = dim3(32 * warps, 1, 1);
+  lc.dynamicSmemBytes = L.total;
+  lc.stream = stream;
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  lc.attrs = &attr;
+  lc.numAttrs = p.pdl ? 1 : 0;
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+
+template <typename T>
+const char* launch_dt(const Params& p, int mode, int mb, int warps, cudaStream_t stream) {
+  if (mode == MODE_DENSE) return mb == 1 ? launch_t<T, 1, MODE_DENSE>(p, warps, stream) : launch_t<T, 2, MODE_DENSE>(p, warps, stream);
+  return mb == 1 ? launch_t<T, 1, MODE_ZIPPER>(p, warps, stream) : launch_t<T, 2, MODE_ZIPPER>(p, warps, stream);
+}
+
+}  // namespace
+
+const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream_) {
+  if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the small-M kernel has the dense and zipper modes only";
+  if (mb < 1 || mb > GEMV_MAX_MB) return "mb must be 1 or 2";
+  if (warps != 8 && warps != 16) return "warps per CTA must be 8 or 16";
+  if (p.kparts < 1 || warps % p.kparts) return "kparts must divide the warps per CTA";
+  if (p.ktpw < 1 || (long)p.kparts * p.ktpw < p.KT) return "kparts * ktpw must cover every k-tile";
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  if (dtype == DT_FP16) return launch_dt<half>(p, mode, mb, warps, stream);
+  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, mb, warps, stream);
+  return "unknown dtype";
+}
+
+const int GEMV_DEPTH = GEMV_D;
+const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
+
+int gemv_smem_bytes(int groups, int spc, int zeros, int warps, int mode, int mb, int rslots) {
+  return gemv_smem(groups, spc, zeros != 0, warps, mode, mb, GEMV_D, rslots).total;
+}
+
+int gemv_regs(int mode, int mb) {
+  cudaFuncAttributes a;
+  using B = __nv_bfloat16;
+  cudaError_t e = cudaErrorInvalidValue;
+  if (mode == MODE_DENSE) e = cudaFuncGetAttributes(&a, mb == 1 ? w4a16_gemv_kernel<B, 1, MODE_DENSE, GEMV_D> : w4a16_gemv_kernel<B, 2, MODE_DENSE, GEMV_D>);
+  if (mode == MODE_ZIPPER) e = cudaFuncGetAttributes(&a, mb == 1 ? w4a16_gemv_kernel<B, 1, MODE_ZIPPER, GEMV_D> : w4a16_gemv_kernel<B, 2, MODE_ZIPPER, GEMV_D>);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return a.numRegs;
+}
+
+}  // namespace zipper
