@@ -121,7 +121,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long rslots, long M,
           long N, long K, long Np, long Kp, long gs_tiles, long kparts, long ktpw, int warps, int mb, int dtype,
-          int mode, std::uintptr_t stream, int pdl) {
+          int mode, std::uintptr_t stream, int pdl, long splitk) {
   if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
   if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
   if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
@@ -133,7 +133,8 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 8 or 16, got " + std::to_string(warps));
   if (kparts < 1 || warps % kparts) fail(M, N, K, "kparts=" + std::to_string(kparts) + " must divide warps=" + std::to_string(warps));
   const long KT = Kp / 64;
-  if (ktpw < 1 || kparts * ktpw < KT) fail(M, N, K, "kparts * ktpw must cover the " + std::to_string(KT) + " k-tiles");
+  if (splitk < 1 || splitk > 16) fail(M, N, K, "splitk (CTAs per slice group, one cluster) must be in [1, 16], got " + std::to_string(splitk));
+  if (ktpw < 1 || splitk * kparts * ktpw < KT) fail(M, N, K, "splitk * kparts * ktpw must cover the " + std::to_string(KT) + " k-tiles");
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > zipper::GEMV_DEPTH))
     fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(zipper::GEMV_DEPTH) + "]");
@@ -167,8 +168,8 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (gs_tiles == 0) p.gs_shift = 31;
   for (int sh = 0; sh < 30; ++sh)
     if (gs_tiles == (1L << sh)) p.gs_shift = sh;
-  p.splitk = 1;
-  p.kt_per_split = (int)KT;
+  p.splitk = (int)splitk;
+  p.kt_per_split = (int)(kparts * ktpw);
   p.kparts = (int)kparts;
   p.ktpw = (int)ktpw;
   const char* err = zipper::launch_gemv(p, dtype, mode, mb, warps, reinterpret_cast<void*>(stream));
@@ -206,11 +207,11 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("res_bits"),
         py::arg("res_base"), py::arg("y"), py::arg("rslots"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("kparts"), py::arg("ktpw"), py::arg("warps"), py::arg("mb"),
-        py::arg("dtype"), py::arg("mode"), py::arg("stream"), py::arg("pdl") = 0);
+        py::arg("dtype"), py::arg("mode"), py::arg("stream"), py::arg("pdl") = 0, py::arg("splitk") = 1);
   m.def("gemv_regs", &zipper::gemv_regs, "registers/thread of a small-M kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("mb"));
-  m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("groups"),
-        py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
+  m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("kt"),
+        py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
   m.attr("GEMV_DEPTH") = zipper::GEMV_DEPTH;
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;

@@ -20,6 +20,7 @@
 #include "zipper.cuh"
 #include "device_common.cuh"
 
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -56,6 +57,13 @@ __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, i
   return m;
 }
 
+// scale groups a CTA stages: those of its ktpc k-tiles (a K range may straddle one more group)
+__host__ __device__ inline int gemv_groups(int kt, int gs_tiles, int ktpc) {
+  if (gs_tiles == 0) return 1;
+  const int all = (kt + gs_tiles - 1) / gs_tiles, per = (ktpc + gs_tiles - 1) / gs_tiles + 1;
+  return all < per ? all : per;
+}
+
 __device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   if (bytes == 16)
@@ -83,11 +91,15 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
   const int sl = sl0 + warp / kparts;                // n16 slice of this warp
   const int m0 = blockIdx.z * 8 * MB;
   const int nt = sl >> 2, ws = sl & 3;  // 64-wide unit row, slice inside the unit
-  const int kb = kp * p.ktpw;
+  const int split = blockIdx.y, ktpc = kparts * p.ktpw;  // K split of the CTA (cluster rank), its k-tiles
+  const int kb = split * ktpc + kp * p.ktpw;
   const int ns = p.Np >> 4;
   // k-tiles of this warp (0 for a slice past Np or a K range past KT: it still joins the barriers)
   const int ntl = sl < ns ? max(0, min(p.KT, kb + p.ktpw) - kb) : 0;
-  const int groups = p.gs_tiles == 0 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
+  const int groups = gemv_groups(p.KT, p.gs_tiles, ktpc);
+  auto group_of = [&](int kt) { return p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles; };
+  const int g_lo = group_of(min(split * ktpc, p.KT - 1));  // first group of the CTA's K range
+  const int g_n = min(groups, group_of(p.KT - 1) + 1 - g_lo);
   const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
   const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots);
   const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
@@ -97,10 +109,10 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
     const T* S = static_cast<const T*>(p.scales);
     const T* Z = static_cast<const T*>(p.zeros);
     const int per = csl * 2;  // 16-byte chunks per group and array
-    const int n = groups * per * (Z != nullptr ? 2 : 1);
+    const int n = g_n * per * (Z != nullptr ? 2 : 1);
     for (int c = threadIdx.x; c < n; c += blockDim.x) {
-      const int arr = c / (groups * per), r = c % (groups * per), gi = r / per, ch = r % per;
-      const T* src = (arr ? Z : S) + (size_t)gi * p.Np + sl0 * 16 + ch * 8;
+      const int arr = c / (g_n * per), r = c % (g_n * per), gi = r / per, ch = r % per;
+      const T* src = (arr ? Z : S) + (size_t)(g_lo + gi) * p.Np + sl0 * 16 + ch * 8;
       cp_async(smem + arr * (L.sc / 2) + (gi * spc * 16 + ch * 8) * 2, src, 16);
     }
     cp_commit();
@@ -199,7 +211,7 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
         const int ko = (j >> 1) * 16 + (j & 1) * 8;
         xf[mb][j] = xok[mb] && k0 + ko + 2 * t4 < p.K ? __ldg(xrow[mb] + ((k0 + ko) >> 1)) : 0u;
       }
-    const int go = (p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * spc * 16;
+    const int go = (group_of(kt) - g_lo) * spc * 16;
     const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
     T2 za = e8, zb = e8;
     if (p.zeros != nullptr) {
@@ -256,25 +268,55 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
   }
   if (p.pdl & 2) griddep_launch_dependents();
 
-  // -------- kparts warps of a slice -> one sum (in kp order: deterministic), then Y
+  // -------- kparts warps of a slice -> one sum (in kp order: deterministic); with K split over a
+  // cluster of p.splitk CTAs, rank 0 adds the other ranks' sums through DSMEM (in rank order); Y
   float* const red = reinterpret_cast<float*>(smem + L.sc + L.wring + L.rring);
+  const bool lead = kp == 0;  // this warp ends with the slice's sum
   if (kparts > 1) {
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
       for (int c = 0; c < 4; ++c) red[(warp * MB * 4 + mb * 4 + c) * 32 + lane] = acc[mb][c];
     __syncthreads();
-    if (kp != 0) return;
+    if (lead) {
 #pragma unroll
-    for (int mb = 0; mb < MB; ++mb)
+      for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        float v = acc[mb][c];
-        for (int q = 1; q < kparts; ++q) v += red[((warp + q) * MB * 4 + mb * 4 + c) * 32 + lane];
-        acc[mb][c] = v;
-      }
+        for (int c = 0; c < 4; ++c) {
+          float v = acc[mb][c];
+          for (int q = 1; q < kparts; ++q) v += red[((warp + q) * MB * 4 + mb * 4 + c) * 32 + lane];
+          acc[mb][c] = v;
+        }
+    }
   }
-  if (sl >= ns) return;
+  bool store = lead;
+  if (p.splitk > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    if (lead) {  // its own slot: only this warp reads or writes it after the kparts sum
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) red[(warp * MB * 4 + mb * 4 + c) * 32 + lane] = acc[mb][c];
+    }
+    cl.sync();
+    store = lead && cl.block_rank() == 0;
+    if (store) {
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int idx = (warp * MB * 4 + mb * 4 + c) * 32 + lane;
+          float v = acc[mb][c];
+          for (int r = 1; r < p.splitk; ++r) v += cl.map_shared_rank(red, r)[idx];
+          acc[mb][c] = v;
+        }
+    }
+    cl.sync();  // keep every CTA's shared memory alive until rank 0 has read it
+#endif
+  }
+  if (!store || sl >= ns) return;
   T* const Y = static_cast<T*>(p.y);
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
@@ -293,22 +335,38 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_MAX_SMEM);
     if (e != cudaSuccess) return cudaGetErrorString(e);
+    // all of the SM's 228 KB as shared memory: residency is set by registers and dynamic smem
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
   const int spc = warps / p.kparts;
-  const int groups = p.gs_tiles == 0 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
+  const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
   const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GEMV_D, MODE == MODE_ZIPPER ? p.rslots : 0);
   if (L.total > GEMV_MAX_SMEM) return "scales of the CTA's slices exceed shared memory (use fewer slices per CTA)";
   cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3((p.Np / 16 + spc - 1) / spc, 1, (p.M + 8 * MB - 1) / (8 * MB));
+  lc.gridDim = dim3((p.Np / 16 + spc - 1) / spc, p.splitk, (p.M + 8 * MB - 1) / (8 * MB));
   lc.blockDim = dim3(32 * warps, 1, 1);
   lc.dynamicSmemBytes = L.total;
   lc.stream = stream;
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  lc.attrs = &attr;
-  lc.numAttrs = p.pdl ? 1 : 0;
+  cudaLaunchAttribute attrs[2];
+  int na = 0;
+  if (p.pdl) {
+    attrs[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[na].val.programmaticStreamSerializationAllowed = 1;
+    ++na;
+  }
+  if (p.splitk > 1) {  // the K splits of a slice group form one cluster (DSMEM sum)
+    attrs[na].id = cudaLaunchAttributeClusterDimension;
+    attrs[na].val.clusterDim.x = 1;
+    attrs[na].val.clusterDim.y = p.splitk;
+    attrs[na].val.clusterDim.z = 1;
+    ++na;
+  }
+  lc.attrs = attrs;
+  lc.numAttrs = na;
   cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
@@ -328,7 +386,8 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
   if (mb < 1 || mb > GEMV_MAX_MB) return "mb must be 1 or 2";
   if (warps != 8 && warps != 16) return "warps per CTA must be 8 or 16";
   if (p.kparts < 1 || warps % p.kparts) return "kparts must divide the warps per CTA";
-  if (p.ktpw < 1 || (long)p.kparts * p.ktpw < p.KT) return "kparts * ktpw must cover every k-tile";
+  if (p.splitk < 1 || p.splitk > 16) return "splitk (cluster size) must be in [1, 16]";
+  if (p.ktpw < 1 || (long)p.splitk * p.kparts * p.ktpw < p.KT) return "splitk * kparts * ktpw must cover every k-tile";
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   if (dtype == DT_FP16) return launch_dt<half>(p, mode, mb, warps, stream);
   if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, mb, warps, stream);
@@ -338,8 +397,8 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
 const int GEMV_DEPTH = GEMV_D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
-int gemv_smem_bytes(int groups, int spc, int zeros, int warps, int mode, int mb, int rslots) {
-  return gemv_smem(groups, spc, zeros != 0, warps, mode, mb, GEMV_D, rslots).total;
+int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots) {
+  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, GEMV_D, rslots).total;
 }
 
 int gemv_regs(int mode, int mb) {

@@ -341,20 +341,21 @@ def test_more_residual_tiles_than_prefetch(m):
     _run_case(m, 128, 9216, 128, False, 1.0, (64, 64), torch.bfloat16, splitk=1)
 
 
-GEMV_PLANS = [(w, kp) for w in (8, 16) for kp in (1, 2, 4, 8, 16) if w % kp == 0]
+GEMV_PLANS = [(w, kp, sk) for w in (8, 16) for kp in (1, 2, 4, 8, 16) for sk in (1, 3, 8) if w % kp == 0]
 
 
 @gpu
 @needs_native
-@pytest.mark.parametrize("warps,kparts", GEMV_PLANS)
-@pytest.mark.parametrize("m", [1, 3, 8, 9, 16])
-def test_gemv_every_plan(warps, kparts, m):
-    """Small-M kernel with every (warps per CTA, warps per slice) plan: slices past Np in the last CTA,
-    warps whose K range is empty (kparts > k-tiles), M in both row blocks (8 | 16), ragged N and K,
-    a dense residual map (every bit-word window moves), both dtypes."""
-    dtype = torch.float16 if (m + kparts) % 2 else torch.bfloat16
-    _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), dtype, path="gemv", gemv=(warps, kparts))
-    _run_case(m, 1536, 64 * 70, 128, True, 0.1, (128, 128), dtype, path="gemv", gemv=(warps, kparts))
+@pytest.mark.parametrize("warps,kparts,splitk", GEMV_PLANS)
+@pytest.mark.parametrize("m", [1, 3, 9, 16])
+def test_gemv_every_plan(warps, kparts, splitk, m):
+    """Small-M kernel with every (warps per CTA, warps per slice, CTAs per slice group) plan: slices
+    past Np in the last CTA, warps and whole CTAs whose K range is empty, K ranges straddling scale
+    groups, M in both row blocks (8 | 16), ragged N and K, a dense residual map (every bit-word window
+    moves), both dtypes."""
+    dtype = torch.float16 if (m + kparts + splitk) % 2 else torch.bfloat16
+    _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), dtype, path="gemv", gemv=(warps, kparts, splitk))
+    _run_case(m, 1536, 64 * 70, 128, True, 0.1, (128, 128), dtype, path="gemv", gemv=(warps, kparts, splitk))
 
 
 @gpu
@@ -382,7 +383,8 @@ def test_gemv_plan_fits_and_default_routing():
     for (n, k) in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)):
         for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
             gp = ops.gemv_plan(1, n, k, 2, True, mode, sms, rslots=2)
-            assert gp.ctas_per_sm >= 1 and gp.kparts * gp.ktpw >= k // 64
+            assert gp.ctas_per_sm >= 1 and gp.splitk * gp.kparts * gp.ktpw >= k // 64
+            assert (gp.warps // gp.kparts) % 4 == 0  # whole 64-wide units per CTA
     qw = random_quantized(512, 512, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper")
@@ -535,7 +537,7 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
-    for m, plan in ((1, (8, 8)), (9, (16, 4)), (16, (8, 1))):  # small-M kernel, ragged N/K, dense residual
+    for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2))):  # small-M kernel, ragged N/K, dense residual
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
 

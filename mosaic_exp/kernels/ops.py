@@ -70,6 +70,7 @@ LEAD_MAX_KTPS_FULL = 16
 GEMV_MAX_M = 16
 GEMV_WARPS = (8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
+GEMV_SPLITK = (1, 2, 4, 8)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -211,6 +212,7 @@ def plan(m: int, n_pad: int, k_pad: int, mode: int, sm_count: int, cfg: int | No
 class GemvPlan:
     warps: int
     kparts: int
+    splitk: int
     ktpw: int
     mb: int
     ctas: int
@@ -220,7 +222,7 @@ class GemvPlan:
 
 def gemv_max_m() -> int:
     v = int(os.environ.get("MOSAIC_GEMV_MAX_M", GEMV_MAX_M))
-    if not 0 <= v <= 8 * 2 ** 20:
+    if v < 0:
         raise ValueError(f"MOSAIC_GEMV_MAX_M must be >= 0, got {v}")
     return v
 
@@ -231,45 +233,58 @@ def _gemv_ctas_per_sm(regs: int, smem: int, warps: int) -> int:
     return max(0, min(by_regs, (228 * 1024) // (smem + 1024), 64 // warps, 32))
 
 
-def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: int, sm_count: int,
-              rslots: int = 1, warps: int | None = None, kparts: int | None = None,
-              regs: int | None = None) -> GemvPlan:
-    """Warps per CTA and warps per slice (kparts) of the small-M kernel: the candidate with the least
-    estimated time, max(bytes of the busiest SM / its share of the bandwidth, waves x (pipeline fill +
-    k-tiles per warp x issue time)), plus the cross-warp sum when kparts > 1."""
+def _forced_gemv_plan() -> tuple[int, int, int] | None:
     forced = os.environ.get("MOSAIC_GEMV_PLAN")
-    if forced and warps is None and kparts is None:
-        try:
-            warps, kparts = (int(v) for v in forced.split(","))
-        except ValueError:
-            raise ValueError(f"MOSAIC_GEMV_PLAN must be 'warps,kparts', got {forced!r}") from None
+    if not forced:
+        return None
+    try:
+        w, kp, sk = (int(v) for v in forced.split(","))
+    except ValueError:
+        raise ValueError(f"MOSAIC_GEMV_PLAN must be 'warps,kparts,splitk', got {forced!r}") from None
+    return w, kp, sk
+
+
+def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: int, sm_count: int,
+              rslots: int = 1, force: tuple[int, int, int] | None = None, regs: int | None = None) -> GemvPlan:
+    """(warps per CTA, warps per slice = kparts, CTAs per slice group = splitk) of the small-M kernel.
+
+    Candidates keep >= 4 slices per CTA (the CTA's warps then read whole 2 KB units together: the
+    scattered 512-byte reads of one slice per CTA ran at 0.7-1.0 TB/s, NOTES.md v10) and take the
+    least estimated time: max(bytes of the busiest SM / its bandwidth share, waves x (pipeline fill +
+    k-tiles per warp x issue time)) + the cross-warp and cross-CTA sums."""
+    force = force or _forced_gemv_plan()
     mb = 1 if m <= 8 else 2
     nat = load_native()
     if regs is None:
         regs = nat.gemv_regs(mode, mb)
     ns, kt = n_pad // 16, k_pad // TILE
-    groups = 1 if gs_tiles == 0 else -(-kt // gs_tiles)
     mz = -(-m // (8 * mb))
+    if force is not None:
+        cands = [force]
+    else:
+        cands = [(w, kp, sk) for w in GEMV_WARPS for kp in GEMV_KPARTS for sk in GEMV_SPLITK
+                 if w % kp == 0 and (w // kp) % 4 == 0]
     best = None
-    for w in (GEMV_WARPS if warps is None else (warps,)):
-        for kp in (GEMV_KPARTS if kparts is None else (kparts,)):
-            if w % kp:
-                continue
-            spc = w // kp
-            smem = nat.gemv_smem_bytes(groups, spc, int(zeros), w, mode, mb, rslots)
-            cps = _gemv_ctas_per_sm(regs, smem, w)
-            if cps < 1 or smem > nat.GEMV_SMEM_MAX:
-                continue
-            ktpw = -(-kt // kp)
-            ctas = -(-ns // spc) * mz
-            bw = -(-ctas // sm_count) * spc * kt * 512 / SM_BYTES_PER_NS
-            lat = -(-ctas // (sm_count * cps)) * (GEMV_FILL_NS + ktpw * GEMV_TILE_NS)
-            est = max(bw, lat) + (GEMV_SUM_NS if kp > 1 else 0.0)
-            cand = GemvPlan(w, kp, ktpw, mb, ctas, cps, est)
-            if best is None or (est, ctas * w) < (best.est_ns, best.ctas * best.warps):
-                best = cand
+    for w, kp, sk in cands:
+        if w % kp or not 1 <= sk <= 16:
+            raise ValueError(f"bad small-M plan warps={w} kparts={kp} splitk={sk}")
+        spc = w // kp
+        ktpw = -(-kt // (sk * kp))
+        if force is None and (sk - 1) * kp * ktpw >= kt:
+            continue  # an empty split
+        smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, rslots)
+        cps = _gemv_ctas_per_sm(regs, smem, w)
+        if cps < 1 or smem > nat.GEMV_SMEM_MAX:
+            continue
+        ctas = -(-ns // spc) * sk * mz
+        bw = -(-ctas // sm_count) * spc * kp * ktpw * 512 / SM_BYTES_PER_NS
+        lat = -(-ctas // (sm_count * cps)) * (GEMV_FILL_NS + ktpw * GEMV_TILE_NS)
+        est = max(bw, lat) + (GEMV_SUM_NS if kp > 1 else 0.0) + (GEMV_SUM_NS if sk > 1 else 0.0)
+        cand = GemvPlan(w, kp, sk, ktpw, mb, ctas, cps, est)
+        if best is None or (est, ctas * w) < (best.est_ns, best.ctas * best.warps):
+            best = cand
     if best is None:
-        raise ValueError(f"no small-M plan fits (m={m}, n_pad={n_pad}, k_pad={k_pad}, warps={warps}, kparts={kparts})")
+        raise ValueError(f"no small-M plan fits (m={m}, n_pad={n_pad}, k_pad={k_pad}, force={force})")
     return best
 
 
@@ -330,7 +345,7 @@ def _env_pdl(pdl: bool | str | None, where: str, m: int, splitk: int) -> str:
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
-           path: str | None = None, gemv: tuple[int, int] | None = None) -> torch.Tensor:
+           path: str | None = None, gemv: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -341,7 +356,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
     ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
     gemv_kernels.cu, M <= 16 per launch slice), or None: gemv for M <= gemv_max_m() unless ``cfg`` or
-    ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts) forces the small-M plan."""
+    ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the small-M plan."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -439,21 +454,20 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                 pdl, where: str, force: tuple[int, int] | None) -> str:
+                 pdl, where: str, force: tuple[int, int, int] | None) -> str:
     """The small-M kernel (dense or zipper) on rows of 8 or 16; returns the kernel's name."""
     nat = load_native()
     depth = nat.GEMV_DEPTH
     rslots = max(1, min(_window(p, depth), depth)) if mode == MODE_ZIPPER else 1
-    w, kp = force if force is not None else (None, None)
-    gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, rslots, w, kp)
-    pdl_mode = _env_pdl(pdl, where, m, gp.kparts)
+    gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, rslots, force)
+    pdl_mode = _env_pdl(pdl, where, m, gp.kparts * gp.splitk)
     nat.gemv(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if mode == MODE_ZIPPER else 0, _ptr(p.res_scales) if mode == MODE_ZIPPER else 0,
              p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_base.data_ptr() if mode == MODE_ZIPPER else 0,
              y.data_ptr(), rslots, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
-             gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode])
+             gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode], gp.splitk)
     name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
-    return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts}" + (f",rslots{rslots}" if mode == MODE_ZIPPER else "")
+    return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + (f",rslots{rslots}" if mode == MODE_ZIPPER else "")
             + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
 
