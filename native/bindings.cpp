@@ -98,6 +98,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.zflags = zflags;
   if (fixup < 0 || fixup > 1) fail(M, N, K, "fixup must be 0 (global) or 1 (cluster)");
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  if (rlead != 0 && ci.stages <= 4) fail(M, N, K, "a residual lead (rlead) needs a config with more than 4 stages");
   if (rlead < 0 || rlead >= ci.stages) fail(M, N, K, "rlead=" + std::to_string(rlead) + " outside [0, " + std::to_string(ci.stages - 1) + "]");
   p.rlead = rlead;
   p.fixup = fixup;

@@ -283,8 +283,12 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   constexpr bool zfirst = MODE == MODE_ZIPPER;
   // residual lead (TPI == 1): the residual units of tile t + RL are issued at iteration t
   // (in that iteration's group), so the ring holds the units of RL + 1 tiles instead of STAGES;
-  // a tile with a residual then waits for the group of iteration t - RL (wait_group RL - 1)
-  const int RL = (MODE == MODE_ZIPPER && TPI == 1 && p.rlead > 0 && p.rlead < PRO) ? p.rlead : PRO;
+  // a tile with a residual then waits for the group of iteration t - RL too (in the consumer's
+  // slow path, so tiles without a residual keep the plain wait)
+  // (compiled only for configs with more than 4 stages: with 4 the densest window of STAGES tiles
+  // never exceeds the host's 4-slot cap, and the large-M configs have no registers to spare)
+  constexpr bool LEAD_OK = MODE == MODE_ZIPPER && TPI == 1 && STAGES > 4;
+  const int RL = (LEAD_OK && p.rlead > 0 && p.rlead < PRO) ? p.rlead : PRO;
   // first use of the bit words (the only wait on them): ids of the CTA's first residual
   // units and the first tiles issuer / consumer must look at
   auto zstart = [&]() {
@@ -327,22 +331,18 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   // a wrap instead of a modulo per tile
   int islot = PRO % STAGES, cslot = 0;
   for (int t = 0; t < ntiles; t += TPI) {
-    if (MODE == MODE_ZIPPER && RL < PRO && t >= RL && t_begin + t == zcn) {
-      cp_async_wait_dyn(RL - 1);      // tile t may have a residual: its group (iteration t - RL) too
-    } else {
-      cp_async_wait<PRO - TPI>();     // the groups of tiles t .. t+TPI-1 (group index = tile index)
-    }
+    cp_async_wait<PRO - TPI>();  // the groups of tiles t .. t+TPI-1 (group index = tile index)
     __syncthreads();
     // refill the slots of the tiles consumed in the previous iteration
 #pragma unroll
     for (int i = 0; i < TPI; ++i) {
       const int tn = t + PRO + i;
-      if (tn < ntiles) {
-        issue(tn, islot);
-        if (MODE == MODE_ZIPPER && RL == PRO) issue_zres(tn);
-      }
+      if (tn < ntiles) issue(tn, islot);
       islot = islot + 1 == STAGES ? 0 : islot + 1;
-      if (MODE == MODE_ZIPPER && RL < PRO && t + RL < ntiles) issue_zres(t + RL);  // TPI == 1
+      if (MODE == MODE_ZIPPER) {  // residual units of tile t + RL (RL == PRO: with the base tile)
+        const int tz = RL == PRO ? tn : t + RL;
+        if (tz < ntiles) issue_zres(tz);
+      }
       cp_async_commit();
     }
 #pragma unroll
@@ -367,6 +367,13 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
 #pragma unroll
       for (int u = 0; u < NW; ++u) hm |= zbit(u, kt_c) << u;
       zcn = min(znext(kt_c + 1), (zwc + 1) << 5);
+      // shorter residual lead (TPI == 1): this tile's residual units went out with the group of
+      // iteration tc - RL, newer than the tile's own group; wait for it (RL newer groups may stay
+      // pending) and make every thread's copies visible. Block-uniform: hm, RL and tc are.
+      if (RL < PRO && hm && tc >= RL) {
+        cp_async_wait_dyn(RL);
+        __syncthreads();
+      }
     }
     const uint8_t* st = smem + cslot * L::STAGE;
     cslot = cslot + 1 == STAGES ? 0 : cslot + 1;

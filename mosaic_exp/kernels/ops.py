@@ -65,9 +65,11 @@ TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 RING_SLOTS_CAP = 4
 LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
-# K range), kparts warps of a CTA per slice; used for M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M, 0 = never)
-# unless a tile config or split-K is forced. $MOSAIC_GEMV_PLAN="warps,kparts" forces a plan (probes).
-GEMV_MAX_M = 16
+# K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
+# M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
+# Off by default: measured 1.3-2.5x slower than the tiled kernel at M=1 and 16 (native/NOTES.md v10),
+# though its residual overhead is small. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+GEMV_MAX_M = 0
 GEMV_WARPS = (8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
@@ -161,7 +163,9 @@ def zipper_ring(p: PackedW4, cfg: int, zprologue: str, rlead: int | None = None)
     c = _config(cfg, MODE_ZIPPER)
     stages = c["stages"]
     pro = stages - (2 if cfg in TPI2_CFGS else 1)
-    if cfg in TPI2_CFGS:
+    if cfg in TPI2_CFGS or stages <= 4:  # the kernel has the shorter lead only for > 4 stages
+        if rlead is not None and rlead != pro:
+            raise ValueError(f"config {cfg} has only the full residual lead ({pro}), got {rlead}")
         return 0, max(1, min(_window(p, stages), stages))
     if rlead is None:
         rlead = 1
