@@ -34,17 +34,33 @@ void check_ptr(long m, long n, long k, std::uintptr_t p, const char* name, bool 
   if (p % align) fail(m, n, k, std::string(name) + " is not " + std::to_string(align) + "-byte aligned");
 }
 
-void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
-          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
-          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
-          long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream,
-          int zflags, int fixup, int pdl, int rlead) {
+// checks shared by both kernel families: sizes, padding of the packed weight, dtype code
+void check_problem(long M, long N, long K, long Np, long Kp, int dtype) {
   if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
   if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
   if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
   if (Np % 128 || Np < N || Np - N >= 128) fail(M, N, K, "padded n (" + std::to_string(Np) + ") is not N rounded up to 128");
   if (Kp % 64 || Kp < K || Kp - K >= 64) fail(M, N, K, "padded k (" + std::to_string(Kp) + ") is not K rounded up to 64");
   if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
+}
+
+// derived tile counts of the packed weight: n/k tiles, bit words per row, group size in k-tiles
+void set_tiles(zipper::Params& p, long Np, long KT, long gs_tiles) {
+  p.NT = (int)(Np / 64); p.KT = (int)KT;
+  p.KW = (int)((KT + 31) / 32);
+  p.gs_tiles = (int)gs_tiles;
+  p.gs_shift = -1;
+  if (gs_tiles == 0) p.gs_shift = 31;
+  for (int sh = 0; sh < 30; ++sh)
+    if (gs_tiles == (1L << sh)) p.gs_shift = sh;
+}
+
+void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
+          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
+          std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
+          long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream,
+          int zflags, int fixup, int pdl, int rlead) {
+  check_problem(M, N, K, Np, Kp, dtype);
   if (mode < 0 || mode > 2) fail(M, N, K, "mode must be 0 (dense), 1 (zipper) or 2 (residual)");
   if (cfg < 0 || cfg >= zipper::NUM_CONFIGS || (mode == zipper::MODE_RESIDUAL && cfg >= 3))
     fail(M, N, K, "kernel config " + std::to_string(cfg) + " not available for mode " + std::to_string(mode));
@@ -104,13 +120,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.fixup = fixup;
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
-  p.NT = (int)(Np / 64); p.KT = (int)KT;
-  p.KW = (int)((KT + 31) / 32);
-  p.gs_tiles = (int)gs_tiles;
-  p.gs_shift = -1;
-  if (gs_tiles == 0) p.gs_shift = 31;
-  for (int sh = 0; sh < 30; ++sh)
-    if (gs_tiles == (1L << sh)) p.gs_shift = sh;
+  set_tiles(p, Np, KT, gs_tiles);
   p.splitk = mode == zipper::MODE_RESIDUAL ? 1 : (int)splitk;
   p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
   p.mpad = (int)(mtiles * ci.bm);
@@ -123,12 +133,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long rslots, long M,
           long N, long K, long Np, long Kp, long gs_tiles, long kparts, long ktpw, int warps, int mb, int dtype,
           int mode, std::uintptr_t stream, int pdl, long splitk) {
-  if (M <= 0 || N <= 0 || K <= 0) fail(M, N, K, "m, n and k must be positive");
-  if (M > (1L << 30) || N > (1L << 30) || K > (1L << 30)) fail(M, N, K, "dimension too large");
-  if (K % 8) fail(M, N, K, "k must be a multiple of 8 (16-byte activation rows)");
-  if (Np % 128 || Np < N || Np - N >= 128) fail(M, N, K, "padded n (" + std::to_string(Np) + ") is not N rounded up to 128");
-  if (Kp % 64 || Kp < K || Kp - K >= 64) fail(M, N, K, "padded k (" + std::to_string(Kp) + ") is not K rounded up to 64");
-  if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
+  check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "small-M mode must be 0 (dense) or 1 (zipper)");
   if (mb < 1 || mb > zipper::GEMV_MAX_MB) fail(M, N, K, "mb must be 1 or 2 (8 or 16 rows of M per CTA), got " + std::to_string(mb));
   if (warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 8 or 16, got " + std::to_string(warps));
@@ -162,13 +167,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.rslots = (int)rslots;
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
-  p.NT = (int)(Np / 64); p.KT = (int)KT;
-  p.KW = (int)((KT + 31) / 32);
-  p.gs_tiles = (int)gs_tiles;
-  p.gs_shift = -1;
-  if (gs_tiles == 0) p.gs_shift = 31;
-  for (int sh = 0; sh < 30; ++sh)
-    if (gs_tiles == (1L << sh)) p.gs_shift = sh;
+  set_tiles(p, Np, KT, gs_tiles);
   p.splitk = (int)splitk;
   p.kt_per_split = (int)(kparts * ktpw);
   p.kparts = (int)kparts;
