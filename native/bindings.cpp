@@ -55,6 +55,23 @@ void set_tiles(zipper::Params& p, long Np, long KT, long gs_tiles) {
     if (gs_tiles == (1L << sh)) p.gs_shift = sh;
 }
 
+// the pointers both kernel families read (X, the packed weight and residual, Y)
+zipper::Params weight_params(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros,
+                             std::uintptr_t rw, std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base,
+                             std::uintptr_t y) {
+  zipper::Params p{};
+  p.x = reinterpret_cast<const void*>(x);
+  p.w = reinterpret_cast<const void*>(w);
+  p.scales = reinterpret_cast<const void*>(scales);
+  p.zeros = reinterpret_cast<const void*>(zeros);
+  p.rw = reinterpret_cast<const void*>(rw);
+  p.rs = reinterpret_cast<const void*>(rs);
+  p.res_bits = reinterpret_cast<const uint32_t*>(res_bits);
+  p.res_base = reinterpret_cast<const int*>(res_base);
+  p.y = reinterpret_cast<void*>(y);
+  return p;
+}
+
 void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
           std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
@@ -92,21 +109,12 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   check_ptr(M, N, K, csr_kt, "res_csr_kt", mode == zipper::MODE_RESIDUAL, 4);
   check_ptr(M, N, K, csr_id, "res_csr_id", mode == zipper::MODE_RESIDUAL, 4);
 
-  zipper::Params p{};
-  p.x = reinterpret_cast<const void*>(x);
-  p.w = reinterpret_cast<const void*>(w);
-  p.scales = reinterpret_cast<const void*>(scales);
-  p.zeros = reinterpret_cast<const void*>(zeros);
-  p.rw = reinterpret_cast<const void*>(rw);
-  p.rs = reinterpret_cast<const void*>(rs);
-  p.res_bits = reinterpret_cast<const uint32_t*>(res_bits);
+  zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.csr_ptr = reinterpret_cast<const int*>(csr_ptr);
   p.csr_kt = reinterpret_cast<const int*>(csr_kt);
   p.csr_id = reinterpret_cast<const int*>(csr_id);
-  p.y = reinterpret_cast<void*>(y);
   p.ws = reinterpret_cast<float*>(ws);
   p.counters = reinterpret_cast<int*>(counters);
-  p.res_base = reinterpret_cast<const int*>(res_base);
   p.rslots = (int)rslots;
   if (zflags < 0 || zflags > 1) fail(M, N, K, "zflags must be 0 or 1");
   if (mode == zipper::MODE_ZIPPER && zflags != 1)
@@ -154,16 +162,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
   check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
-  zipper::Params p{};
-  p.x = reinterpret_cast<const void*>(x);
-  p.w = reinterpret_cast<const void*>(w);
-  p.scales = reinterpret_cast<const void*>(scales);
-  p.zeros = reinterpret_cast<const void*>(zeros);
-  p.rw = reinterpret_cast<const void*>(rw);
-  p.rs = reinterpret_cast<const void*>(rs);
-  p.res_bits = reinterpret_cast<const uint32_t*>(res_bits);
-  p.res_base = reinterpret_cast<const int*>(res_base);
-  p.y = reinterpret_cast<void*>(y);
+  zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.rslots = (int)rslots;
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;

@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 
 namespace zipper {
@@ -77,6 +79,25 @@ __device__ __forceinline__ void griddep_launch_dependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+
+// launch attributes of both kernel families: programmatic dependent launch when pdl != 0, a
+// 1 x cluster_y x 1 thread-block cluster when cluster_y > 1; returns how many were set (<= 2)
+inline int launch_attrs(cudaLaunchAttribute* attrs, int pdl, int cluster_y) {
+  int na = 0;
+  if (pdl) {
+    attrs[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[na].val.programmaticStreamSerializationAllowed = 1;
+    ++na;
+  }
+  if (cluster_y > 1) {
+    attrs[na].id = cudaLaunchAttributeClusterDimension;
+    attrs[na].val.clusterDim.x = 1;
+    attrs[na].val.clusterDim.y = cluster_y;
+    attrs[na].val.clusterDim.z = 1;
+    ++na;
+  }
+  return na;
 }
 
 }  // namespace dev

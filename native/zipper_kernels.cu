@@ -724,21 +724,8 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   lc.dynamicSmemBytes = SMEM;
   lc.stream = stream;
   cudaLaunchAttribute attrs[2];
-  int na = 0;
-  if (p.pdl) {
-    attrs[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attrs[na].val.programmaticStreamSerializationAllowed = 1;
-    ++na;
-  }
-  if (cluster) {
-    attrs[na].id = cudaLaunchAttributeClusterDimension;
-    attrs[na].val.clusterDim.x = 1;
-    attrs[na].val.clusterDim.y = p.splitk;
-    attrs[na].val.clusterDim.z = 1;
-    ++na;
-  }
   lc.attrs = attrs;
-  lc.numAttrs = na;
+  lc.numAttrs = launch_attrs(attrs, p.pdl, cluster ? p.splitk : 1);
   cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
