@@ -175,6 +175,34 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (err && err[0]) throw std::runtime_error("zipper gemv " + shape_str(M, N, K) + ": launch failed: " + err);
 }
 
+// large-M path (native/wgmma_kernels.cu, sm_90a): same packed weights, CTA = 128 n x bt tokens
+void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
+           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M, long N,
+           long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl) {
+  check_problem(M, N, K, Np, Kp, dtype);
+  if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
+  if (bt != 64 && bt != 128) fail(M, N, K, "token tile bt must be 64 or 128, got " + std::to_string(bt));
+  if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
+  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  check_ptr(M, N, K, x, "x", true, 16);
+  check_ptr(M, N, K, y, "y", true, 4);
+  check_ptr(M, N, K, scales, "scales", true, 16);
+  check_ptr(M, N, K, w, "qweight", true, 16);
+  check_ptr(M, N, K, zeros, "zeros", false, 16);
+  check_ptr(M, N, K, rw, "res_qweight", mode == zipper::MODE_ZIPPER, 16);
+  check_ptr(M, N, K, rs, "res_scales", mode == zipper::MODE_ZIPPER, 16);
+  check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
+  check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
+  zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
+  p.pdl = pdl;
+  p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
+  set_tiles(p, Np, Kp / 64, gs_tiles);
+  p.splitk = 1;
+  p.kt_per_split = (int)(Kp / 64);
+  const char* err = zipper::launch_wgmma(p, dtype, mode, bt, reinterpret_cast<void*>(stream));
+  if (err && err[0]) throw std::runtime_error("zipper wgmma " + shape_str(M, N, K) + ": launch failed: " + err);
+}
+
 py::dict config(int cfg, int mode) {
   zipper::ConfigInfo c = zipper::config_info(cfg, mode);
   py::dict d;
@@ -211,8 +239,17 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("mb"));
   m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("kt"),
         py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
+  m.def("wgmma", &wgmma, "Launch the large-M wgmma kernel (dense or zipper, sm_90a) on raw device pointers",
+        py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
+        py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
+        py::arg("Kp"), py::arg("gs_tiles"), py::arg("bt"), py::arg("dtype"), py::arg("mode"), py::arg("stream"),
+        py::arg("pdl") = 0);
+  m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
+        py::arg("bt"));
+  m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),
+        py::arg("bt"));
   m.attr("GEMV_DEPTH") = zipper::GEMV_DEPTH;
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 5;
+  m.attr("ABI_VERSION") = 6;
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "native"
 MODULE = "_mosaic_native"
-KERNEL_TUS = ("zipper_kernels", "gemv_kernels")  # tiled kernels, small-M kernels
+KERNEL_TUS = ("zipper_kernels", "gemv_kernels", "wgmma_kernels")  # tiled, small-M, large-M (sm_90a)
 
 
 def gencode_flags(archs: str) -> list[str]:

@@ -192,7 +192,8 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
-              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None):
+              cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None,
+              wgmma_bt=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -212,7 +213,8 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
         y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
-                       fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None, path=path, gemv=gemv)
+                       fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None, path=path, gemv=gemv,
+                       wgmma_bt=wgmma_bt)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -395,6 +397,53 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
 
 
+IS_SM90 = HAS_CUDA and torch.cuda.get_device_capability()[0] == 9
+needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an sm_90 GPU")
+
+
+@gpu
+@needs_native
+@needs_sm90
+@pytest.mark.parametrize("bt", [64, 128])
+@pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
+@pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
+    (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
+    (400, 64 * 5 + 24, 64, False, 0.5, (64, 64)),  # ragged N (not /8: scalar stores) and K, dense residual
+    (384, 1408, -1, True, 1.0, (64, 64)),          # per-channel, symmetric, every block
+    (256, 64 * 70, 128, False, 0.03, (128, 128)),  # long K (bit-word windows move), 3 %
+    (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
+])
+def test_wgmma_shapes(bt, m, n, k, gs, sym, budget, bs):
+    """Large-M wgmma kernel (both token tiles) against the reference: M below, at and past the tile
+    (partial token tiles, rows past M), ragged N/K, every group kind, budgets 0..1, both dtypes."""
+    dtype = torch.float16 if (m + bt + n) % 2 else torch.bfloat16
+    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma_bt=bt)
+    from mosaic_exp.kernels import ops
+
+    assert ops.LAST_LAUNCH["kernels"][0].startswith(f"wgmma-") and f"[bt{bt}]" in ops.LAST_LAUNCH["kernels"][0]
+
+
+@gpu
+@needs_native
+@needs_sm90
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
+    """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); $MOSAIC_WGMMA_MIN_M routes."""
+    from mosaic_exp.kernels import ops
+
+    _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
+    _run_case(300, 6144, 4096, 128, False, 0.1, (64, 64), dtype, path="wgmma")
+    monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "64")
+    qw = random_quantized(512, 512, 128, False, 0.1)
+    p = pack_quantized(qw, dtype, "cuda")
+    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), p, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper")
+    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), p, "separate")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("dense[")
+    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), p, "separate")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
+
+
 @gpu
 @needs_native
 def test_large_real_shape_m4096():
@@ -411,10 +460,12 @@ def test_repeated_launch_deterministic():
     qw = random_quantized(4096, 4096, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     x = torch.randn(5, 4096, device="cuda", dtype=torch.float16)
-    for path, plan in (("tiled", None), ("gemv", (16, 4, 2))):  # gemv: cross-warp and cross-CTA sums
+    paths = (("tiled", None), ("gemv", (16, 4, 2))) + ((("wgmma", None),) if IS_SM90 else ())
+    for path, plan in paths:  # gemv: cross-warp and cross-CTA sums
         y1 = ops.launch(x, p, "zipper", path=path, gemv=plan).clone()
         kern = ops.LAST_LAUNCH["kernels"][0]
-        assert "splitk1]" not in kern if path == "tiled" else "kparts4,splitk2" in kern, kern
+        assert ("splitk1]" not in kern if path == "tiled" else "kparts4,splitk2" in kern if path == "gemv"
+                else kern.startswith("wgmma-")), kern
         for _ in range(3):
             y2 = ops.launch(x, p, "zipper", path=path, gemv=plan)
             assert torch.equal(y1, y2)
@@ -542,6 +593,10 @@ def test_sanitizer_subset():
     for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2))):  # small-M kernel, ragged N/K, dense residual
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
+    if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
+        for m, bt in ((3, 64), (130, 128)):
+            _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma_bt=bt)
+            _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma_bt=bt)
 
 
 if os.environ.get("MOSAIC_KERNEL_TESTS_VERBOSE"):

@@ -60,6 +60,12 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 250, 256, 256, 1, 1, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"kparts=3 must divide warps=8"):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match=r"m=300, n=256, k=250"):  # large-M kernel: same checks
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 250, 256, 256, 1, 128, 1, 0, 0)
+    with pytest.raises(ValueError, match=r"token tile bt must be 64 or 128, got 96"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 96, 1, 0, 0)
+    with pytest.raises(ValueError, match=r"res_bits is a null pointer"):
+        mod.wgmma(16, 16, 16, 0, 16, 16, 0, 16, 16, 300, 256, 256, 256, 256, 1, 128, 1, 1, 0)
     # SASS: tensor-core MMAs and cp.async are there, no local-memory spills in the kernels
     cuobjdump = shutil.which("cuobjdump")
     if cuobjdump:
@@ -68,3 +74,6 @@ def test_native_module_compiles_and_imports(tmp_path):
         sass = subprocess.run([cuobjdump, "-sass", str(tmp_path / "zipper_kernels.o")], capture_output=True,
                               text=True, check=False).stdout
         assert "HMMA.16816.F32" in sass and "LDGSTS" in sass
+        wsass = subprocess.run([cuobjdump, "-sass", str(tmp_path / "wgmma_kernels.o")], capture_output=True,
+                               text=True, check=False).stdout
+        assert "HGMMA.64x128x16.F32" in wsass and "HGMMA.64x64x16.F32" in wsass

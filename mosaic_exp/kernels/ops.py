@@ -73,6 +73,12 @@ GEMV_MAX_M = 0
 GEMV_WARPS = (8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
+# large-M path (native/wgmma_kernels.cu, sm_90a): warpgroup MMAs with the weights dequantized into the
+# A operand's registers, CTA = 128 n x bt tokens (bt 64 or 128), no split-K; used for M >= WGMMA_MIN_M
+# ($MOSAIC_WGMMA_MIN_M; 0 = never) on sm_90 devices unless a tile config or split-K forces the tiled
+# kernel, or with path="wgmma".
+WGMMA_MIN_M = 0
+WGMMA_BTS = (64, 128)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -292,6 +298,22 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     return best
 
 
+def wgmma_min_m() -> int:
+    v = int(os.environ.get("MOSAIC_WGMMA_MIN_M", WGMMA_MIN_M))
+    if v < 0:
+        raise ValueError(f"MOSAIC_WGMMA_MIN_M must be >= 0 (0 = off), got {v}")
+    return v
+
+
+def wgmma_bt(m: int, n_pad: int, sm_count: int, force: int | None = None) -> int:
+    """Token tile of the wgmma kernel: 128 when that still gives two CTAs per SM, else 64."""
+    if force is not None:
+        if force not in WGMMA_BTS:
+            raise ValueError(f"wgmma token tile must be one of {WGMMA_BTS}, got {force}")
+        return force
+    return 128 if (n_pad // 128) * math.ceil(m / 128) >= 2 * sm_count else 64
+
+
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
     key = (device.type, device.index)
     ws, cnt = _ws_cache.get(key, (None, None))
@@ -349,7 +371,8 @@ def _env_pdl(pdl: bool | str | None, where: str, m: int, splitk: int) -> str:
 def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None = None,
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
-           path: str | None = None, gemv: tuple[int, int, int] | None = None) -> torch.Tensor:
+           path: str | None = None, gemv: tuple[int, int, int] | None = None,
+           wgmma_bt: int | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -359,8 +382,10 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     ``pdl`` (True/False or 'off'/'early'/'late', default $MOSAIC_PDL or DEFAULT_PDL) programmatic
     dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
     ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
-    gemv_kernels.cu, M <= 16 per launch slice), or None: gemv for M <= gemv_max_m() unless ``cfg`` or
-    ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the small-M plan."""
+    gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
+    None: gemv for M <= gemv_max_m(), wgmma for M >= wgmma_min_m() (> 0) on an sm_90 device, tiled
+    otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
+    small-M plan, ``wgmma_bt`` (64 / 128) the wgmma kernel's token tile."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -387,10 +412,23 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     if mode == MODE_ZIPPER and not p.has_residual:
         mode = MODE_DENSE  # no residual units: the zipper kernel IS the dense kernel
     where = f"(m={m}, n={n}, k={k})"
-    if path not in (None, "tiled", "gemv"):
-        raise ValueError(f"path must be 'tiled' or 'gemv', got {path!r} {where}")
+    if path not in (None, "tiled", "gemv", "wgmma"):
+        raise ValueError(f"path must be 'tiled', 'gemv' or 'wgmma', got {path!r} {where}")
     if path is None:
-        path = "gemv" if m <= gemv_max_m() and cfg is None and splitk is None else "tiled"
+        free = cfg is None and splitk is None
+        wmin = wgmma_min_m()
+        if free and m <= gemv_max_m():
+            path = "gemv"
+        elif free and 0 < wmin <= m and torch.cuda.get_device_capability(x.device)[0] == 9:
+            path = "wgmma"
+        else:
+            path = "tiled"
+    if path == "wgmma":
+        kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma_bt)]
+        if variant == "separate" and p.has_residual:
+            kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, "off"))
+        LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
+        return y.view(*lead, n)
     if path == "gemv":
         kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
         if variant == "separate" and p.has_residual:
@@ -455,6 +493,18 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
                        y.data_ptr(), 0, 0, 0, 1, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, 1,
                        p.k_pad // TILE, dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode], 0)
     return f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]")
+
+
+def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
+                  bt: int | None) -> str:
+    """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
+    bt = wgmma_bt(m, p.n_pad, sms, bt)
+    zip_ = mode == MODE_ZIPPER
+    load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
+                        _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
+                        p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0)
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt}]"
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,

@@ -1,0 +1,366 @@
+// ZipperEngine large-M path ("wgmma", sm_90a): Y[M,N] = X[M,K] . (dequant(base) + dequant(residual))^T
+// on Hopper's asynchronous warpgroup MMA.
+//
+// Why a third kernel: the tiled kernel (zipper_kernels.cu) issues mma.sync, whose practical ceiling on
+// H100 is about 0.5x cuBLAS at M = 4096 (NOTES.md v8/v9). wgmma runs a 64 x N x 16 product per
+// instruction asynchronously, so the dequantization of the next k-tile overlaps the tensor cores.
+//   - Swap AB: Y^T = W . X^T. The weights are wgmma's A operand, dequantized into registers (A may come
+//     from registers, B may not); the activations are B, read by the tensor cores straight from shared
+//     memory. The packed format needs no change: per warp, the tiled kernel's B fragment of a 64 x 64
+//     unit's n16 slice IS the 16 x 16 A fragment (a0 a2 a1 a3 order, see gemv_kernels.cu), and a
+//     warpgroup's four warps cover one unit (64 rows of n).
+//   - CTA = 2 warpgroups = 2 units = 128 n x BT tokens. X tiles land in shared memory with cp.async in
+//     the 128-byte-swizzle layout that the wgmma descriptor names (the tiled kernel's XOR swizzle is
+//     exactly it, on a 1024-byte aligned base). STAGES-deep pipeline, one CTA barrier per k-tile.
+//   - Per k-tile a warpgroup dequantizes the 4 k16 A fragments of the NEXT tile while its 4 wgmmas of
+//     this tile run (two register buffers, wgmma.wait_group 1).
+//   - Zipper: a residual unit at (n-tile, k-tile) is copied into the stage with its base tile and
+//     added to the A fragment before the wgmma (same X tile, same accumulators, no extra MMA).
+//   - Epilogue through shared memory (the accumulators are transposed: rows = n), 16-byte stores.
+//   - Tile raster grouped by GROUP_M token tiles so that a wave's weights and activations stay in L2.
+#include "zipper.cuh"
+#include "device_common.cuh"
+#include "wgmma_ops.cuh"
+
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+namespace zipper {
+namespace {
+
+using namespace dev;
+
+constexpr int WG_THREADS = 256;  // 2 warpgroups
+constexpr int WG_STAGES = 4;
+constexpr int WG_GROUP_M = 8;    // token tiles per raster group
+constexpr int Y_PITCH = 128 + 8;  // epilogue tile row (n) pitch in elements: conflict-free transposed writes
+
+template <int BT, int MODE>
+struct WgLayout {
+  static constexpr int OFF_X = 0;             // BT rows x 128 B, 128-byte swizzle (1024-B aligned)
+  static constexpr int OFF_W = BT * 128;      // 2 units x 2048 B base codes
+  static constexpr int OFF_S = OFF_W + 4096;  // 2 x 64 scales
+  static constexpr int OFF_Z = OFF_S + 256;   // 2 x 64 zeros (E + z)
+  static constexpr int OFF_R = OFF_Z + 256;   // zipper: 2 x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);  // 2 x 64 residual row scales
+  static constexpr int END = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);
+  static constexpr int STAGE = (END + 1023) / 1024 * 1024;
+  static constexpr int SMEM = WG_STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
+  static_assert(BT * Y_PITCH * 2 <= WG_STAGES * STAGE, "epilogue tile must fit in the stages");
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp16(uint32_t s, const void* g, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g), "r"(pred ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+// keeps the compiler from moving accumulator accesses across the asynchronous wgmma section
+__device__ __forceinline__ void fence_reg(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void fence_reg(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+#endif
+
+// wgmma shared-memory matrix descriptor: K-major tile of 128-byte rows, 128-byte swizzle, 8-row atoms
+// 1024 B apart (stride byte offset); the leading byte offset is unused for swizzled K-major layouts
+__device__ __forceinline__ uint64_t x_desc(uint32_t saddr) {
+  return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+template <typename T, int BT, int MODE>
+__global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tr = Traits<T>;
+  using T2 = typename Tr::T2;
+  using L = WgLayout<BT, MODE>;
+  constexpr int NACC = BT / 2;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  // the 128-byte swizzle pattern is anchored at 1024-byte boundaries
+  uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sbase = smem_u32(smem);
+
+  const int tid = threadIdx.x, wg = tid >> 7, ws = (tid >> 5) & 3, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  // grouped raster: WG_GROUP_M token tiles per group, n fastest inside it
+  const int ntn = p.Np / 128, mtn = (p.M + BT - 1) / BT;
+  const int pid = blockIdx.x, per_group = WG_GROUP_M * ntn;
+  const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
+  const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
+  const int nt0 = ntile * 2, m0 = mt * BT;
+  const int KT = p.KT;
+  const T* __restrict__ X = static_cast<const T*>(p.x);
+
+  // ---- copies. Weights (constant across launches) may be issued before griddep_wait(), X not.
+  const uint4* const wsrc = static_cast<const uint4*>(p.w) + (size_t)(nt0 + wg) * KT * 128 + (tid & 127);
+  const T* sz_src = nullptr;  // threads 0-15 copy the 2 units' scales, 16-31 their zeros (16 B each)
+  int sz_off = 0;
+  if (tid < 16) {
+    sz_src = static_cast<const T*>(p.scales) + (size_t)nt0 * 64 + tid * 8;
+    sz_off = L::OFF_S + tid * 16;
+  } else if (tid < 32 && p.zeros != nullptr) {
+    sz_src = static_cast<const T*>(p.zeros) + (size_t)nt0 * 64 + (tid - 16) * 8;
+    sz_off = L::OFF_Z + (tid - 16) * 16;
+  }
+  // zipper: does unit wg have a residual at k-tile kt, and its id (units sorted by (n-tile, k-tile))
+  const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)(nt0 + wg) * p.KW : nullptr;
+  const int* const zbase = MODE == MODE_ZIPPER ? p.res_base + (size_t)(nt0 + wg) * p.KW : nullptr;
+  auto res_id = [&](int kt) -> int {  // -1: none
+    const uint32_t w = __ldg(zbits + (kt >> 5)), below = w & ((1u << (kt & 31)) - 1u);
+    return (w >> (kt & 31)) & 1u ? __ldg(zbase + (kt >> 5)) + __popc(below) : -1;
+  };
+  auto issue_w = [&](int kt, int slot) {
+    const uint32_t st = sbase + slot * L::STAGE;
+    cp16(st + L::OFF_W + tid * 16, wsrc + (size_t)kt * 128, true);
+    if (sz_src != nullptr) {
+      const int grp = p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles;
+      cp16(st + sz_off, sz_src + (size_t)grp * p.Np, true);
+    }
+    if (MODE == MODE_ZIPPER) {
+      const int rid = res_id(kt);  // warpgroup-uniform
+      if (rid >= 0) {
+        const int wt = tid & 127;
+        cp16(st + L::OFF_R + tid * 16, static_cast<const uint4*>(p.rw) + (size_t)rid * 128 + wt, true);
+        if (wt < 8) cp16(st + L::OFF_RS + wg * 128 + wt * 16, static_cast<const T*>(p.rs) + (size_t)rid * 64 + wt * 8, true);
+      }
+    }
+  };
+  auto issue_x = [&](int kt, int slot) {
+    const uint32_t st = sbase + slot * L::STAGE + L::OFF_X;
+#pragma unroll
+    for (int i = 0; i < BT * 8 / WG_THREADS; ++i) {
+      const int c = tid + i * WG_THREADS, r = c >> 3, ch = c & 7;
+      const int tok = m0 + r, k = kt * 64 + ch * 8;
+      const bool pred = tok < p.M && k < p.K;
+      cp16(st + r * 128 + ((ch ^ (r & 7)) << 4), X + (pred ? (size_t)tok * p.K + k : 0), pred);
+    }
+  };
+
+  float acc[NACC];
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+
+  // prologue: tiles 0..STAGES-2 (weights first: they overlap the previous kernel under PDL)
+#pragma unroll
+  for (int s = 0; s < WG_STAGES - 1; ++s)
+    if (s < KT) issue_w(s, s);
+  griddep_wait();
+#pragma unroll
+  for (int s = 0; s < WG_STAGES - 1; ++s) {
+    if (s < KT) issue_x(s, s);
+    cp_commit();  // group s = tile s
+  }
+
+  const T2 e8 = as_t2<T2>((uint32_t)Tr::E8 | ((uint32_t)Tr::E8 << 16));
+  // A fragments of k-tile kt (stage slot) for this warp's n16 slice of unit wg: 4 k16 steps x 4 regs
+  auto dequant = [&](int kt, int slot, uint32_t (&a)[4][4]) {
+    const uint8_t* st = smem + slot * L::STAGE;
+    const uint4 wq = *reinterpret_cast<const uint4*>(st + L::OFF_W + wg * 2048 + (ws * 32 + lane) * 16);
+    const T* S = reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64 + ws * 16 + g;
+    const T2 s0 = T2{S[0], S[0]}, s1 = T2{S[8], S[8]};
+    T2 z0 = e8, z1 = e8;
+    if (p.zeros != nullptr) {
+      const T* Z = reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 + ws * 16 + g;
+      z0 = T2{Z[0], Z[0]};
+      z1 = T2{Z[8], Z[8]};
+    }
+    auto body = [&](auto with_res) {
+      constexpr bool WR = decltype(with_res)::value;
+      uint4 rq = make_uint4(0, 0, 0, 0);
+      T2 r0 = e8, r1 = e8;
+      if constexpr (WR) {
+        rq = *reinterpret_cast<const uint4*>(st + L::OFF_R + wg * 2048 + (ws * 32 + lane) * 16);
+        const T* RS = reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64 + ws * 16 + g;
+        r0 = T2{RS[0], RS[0]};
+        r1 = T2{RS[8], RS[8]};
+      }
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
+        const uint32_t rw = s == 0 ? rq.x : s == 1 ? rq.y : s == 2 ? rq.z : rq.w;
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {  // jj: (n half jj >> 1: row g or g + 8, k half jj & 1)
+          const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
+          T2 d = __hmul2(__hsub2(v, jj >> 1 ? z1 : z0), jj >> 1 ? s1 : s0);
+          if constexpr (WR) {
+            const T2 rv = as_t2<T2>(lop3_and_or(rw >> (4 * jj), 0x000F000Fu, Tr::EX));
+            d = __hfma2(__hsub2(rv, e8), jj >> 1 ? r1 : r0, d);
+          }
+          a[s][(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
+        }
+      }
+    };
+    if (MODE == MODE_ZIPPER && res_id(kt) >= 0)
+      body(std::true_type{});
+    else
+      body(std::false_type{});
+  };
+  // the 4 k16 wgmmas of k-tile in slot `slot` (one commit group)
+  auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
+    const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
+    wg_fence();
+#pragma unroll
+    for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
+    wg_commit();
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+  };
+
+  // mainloop. Groups committed before iteration t: tiles 0 .. t + STAGES - 2. Iteration t: wgmmas of
+  // tile t (A in buffer t & 1); wait for this warpgroup's wgmmas of tile t - 1 and for tile t + 1's
+  // copies; barrier (every warpgroup is past tile t - 1: its slot is free); copy tile t + STAGES - 1
+  // into it; dequantize tile t + 1 into the other buffer while the tensor cores run tile t.
+  uint32_t a0[4][4], a1[4][4];
+  cp_wait<WG_STAGES - 2>();
+  __syncthreads();
+  if (KT > 0) dequant(0, 0, a0);
+  auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
+    const int slot = t % WG_STAGES;
+    mma_tile(slot, acur);
+    wg_wait<1>();
+    cp_wait<WG_STAGES - 3>();
+    __syncthreads();
+    const int tn = t + WG_STAGES - 1;
+    if (tn < KT) {
+      const int sn = tn % WG_STAGES;
+      issue_w(tn, sn);
+      issue_x(tn, sn);
+    }
+    cp_commit();
+    if (t + 1 < KT) dequant(t + 1, (t + 1) % WG_STAGES, anext);
+  };
+  int t = 0;
+  for (; t + 1 < KT; t += 2) {
+    step(t, a0, a1);
+    step(t + 1, a1, a0);
+  }
+  if (t < KT) step(t, a0, a1);
+  wg_wait<0>();
+  cp_wait<0>();
+  if (p.pdl & 2) griddep_launch_dependents();
+  __syncthreads();  // every warpgroup is done with the stages: reuse them for the output tile
+
+  // ---- epilogue: acc[j] = D[row n][col token], row = 16 ws + g + 8 ((j >> 1) & 1) of unit wg,
+  // col = 8 (j >> 2) + 2 t4 + (j & 1) -> Ys[token][n] (T), then 16-byte row stores to Y
+  T* const Ys = reinterpret_cast<T*>(smem);
+#pragma unroll
+  for (int j = 0; j < NACC; ++j) {
+    const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+    const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+    Ys[tok * Y_PITCH + n] = Tr::from_f(acc[j]);
+  }
+  __syncthreads();
+  T* const Y = static_cast<T*>(p.y);
+  const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;  // 16-byte row chunks
+  for (int c = tid; c < BT * 16; c += WG_THREADS) {
+    const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
+    if (tok >= p.M || n >= p.N) continue;
+    const T* src = Ys + r * Y_PITCH + ch * 8;
+    T* dst = Y + (size_t)tok * p.N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int i = 0; i < 8 && n + i < p.N; ++i) dst[i] = src[i];
+    }
+  }
+#else
+  // built without sm_90a code: the host refuses to launch (wgmma_available() == 0)
+  __trap();
+#endif
+}
+
+template <typename T, int BT, int MODE>
+const char* launch_t(const Params& p, cudaStream_t stream) {
+  using L = WgLayout<BT, MODE>;
+  auto kern = w4a16_wgmma_kernel<T, BT, MODE>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    attr_set = true;
+  }
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3((p.Np / 128) * ((p.M + BT - 1) / BT), 1, 1);
+  lc.blockDim = dim3(WG_THREADS, 1, 1);
+  lc.dynamicSmemBytes = L::SMEM;
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  lc.attrs = attrs;
+  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+
+template <typename T>
+const char* launch_dt(const Params& p, int mode, int bt, cudaStream_t stream) {
+  if (mode == MODE_DENSE) return bt == 64 ? launch_t<T, 64, MODE_DENSE>(p, stream) : launch_t<T, 128, MODE_DENSE>(p, stream);
+  return bt == 64 ? launch_t<T, 64, MODE_ZIPPER>(p, stream) : launch_t<T, 128, MODE_ZIPPER>(p, stream);
+}
+
+// the sm_90a image of one instantiation (0 when the module was built without sm_90a)
+int image_arch() {
+  cudaFuncAttributes a;
+  if (cudaFuncGetAttributes(&a, w4a16_wgmma_kernel<__nv_bfloat16, 128, MODE_DENSE>) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return a.binaryVersion;
+}
+
+}  // namespace
+
+const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, void* stream_) {
+  if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
+  if (bt != 64 && bt != 128) return "token tile (bt) must be 64 or 128";
+  if (p.Np % 128) return "padded n must be a multiple of 128";
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return "no CUDA device";
+  }
+  if (major != 9 || image_arch() != 90) return "the wgmma kernels need an sm_90 GPU and a module built for sm_90a";
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_);
+  if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, stream);
+  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, stream);
+  return "unknown dtype";
+}
+
+int wgmma_smem_bytes(int mode, int bt) {
+  if (bt == 64) return mode == MODE_ZIPPER ? WgLayout<64, MODE_ZIPPER>::SMEM : WgLayout<64, MODE_DENSE>::SMEM;
+  return mode == MODE_ZIPPER ? WgLayout<128, MODE_ZIPPER>::SMEM : WgLayout<128, MODE_DENSE>::SMEM;
+}
+
+int wgmma_regs(int mode, int bt) {
+  cudaFuncAttributes a;
+  using B = __nv_bfloat16;
+  cudaError_t e;
+  if (mode == MODE_ZIPPER)
+    e = cudaFuncGetAttributes(&a, bt == 64 ? w4a16_wgmma_kernel<B, 64, MODE_ZIPPER> : w4a16_wgmma_kernel<B, 128, MODE_ZIPPER>);
+  else
+    e = cudaFuncGetAttributes(&a, bt == 64 ? w4a16_wgmma_kernel<B, 64, MODE_DENSE> : w4a16_wgmma_kernel<B, 128, MODE_DENSE>);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return a.numRegs;
+}
+
+}  // namespace zipper
