@@ -31,22 +31,25 @@ namespace {
 
 using namespace dev;
 
-constexpr int WG_THREADS = 256;  // 2 warpgroups
 constexpr int WG_STAGES = 4;
 constexpr int WG_GROUP_M = 8;    // token tiles per raster group
-constexpr int Y_PITCH = 128 + 8;  // epilogue tile row (n) pitch in elements: conflict-free transposed writes
 
-template <int BT, int MODE>
+// CTA = WGS warpgroups = WGS units of 64 n (one per warpgroup) x BT tokens; per stage: the X tile, the
+// units' base codes, scales, zeros and (zipper) residual codes, row scales and "has a residual" flags
+template <int BT, int WGS, int MODE>
 struct WgLayout {
-  static constexpr int OFF_X = 0;             // BT rows x 128 B, 128-byte swizzle (1024-B aligned)
-  static constexpr int OFF_W = BT * 128;      // 2 units x 2048 B base codes
-  static constexpr int OFF_S = OFF_W + 4096;  // 2 x 64 scales
-  static constexpr int OFF_Z = OFF_S + 256;   // 2 x 64 zeros (E + z)
-  static constexpr int OFF_R = OFF_Z + 256;   // zipper: 2 x 2048 B residual codes
-  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);  // 2 x 64 residual row scales
-  static constexpr int END = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);
+  static constexpr int THREADS = 128 * WGS;
+  static constexpr int OFF_X = 0;                    // BT rows x 128 B, 128-byte swizzle (1024-B aligned)
+  static constexpr int OFF_W = BT * 128;             // WGS units x 2048 B base codes
+  static constexpr int OFF_S = OFF_W + 2048 * WGS;   // WGS x 64 scales
+  static constexpr int OFF_Z = OFF_S + 128 * WGS;    // WGS x 64 zeros (E + z)
+  static constexpr int OFF_R = OFF_Z + 128 * WGS;    // zipper: WGS x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 2048 * WGS : 0);  // WGS x 64 residual row scales
+  static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 128 * WGS : 0);  // WGS ints: residual present
+  static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
   static constexpr int SMEM = WG_STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
+  static constexpr int Y_PITCH = 64 * WGS + 8;  // epilogue tile row pitch (elements): conflict-free transposed writes
   static_assert(BT * Y_PITCH * 2 <= WG_STAGES * STAGE, "epilogue tile must fit in the stages");
 };
 
@@ -76,12 +79,13 @@ __device__ __forceinline__ uint64_t x_desc(uint32_t saddr) {
   return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-template <typename T, int BT, int MODE>
-__global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params p) {
+template <typename T, int BT, int WGS, int MODE>
+__global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
   using T2 = typename Tr::T2;
-  using L = WgLayout<BT, MODE>;
+  using L = WgLayout<BT, WGS, MODE>;
+  constexpr int NTHR = L::THREADS;
   constexpr int NACC = BT / 2;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   // the 128-byte swizzle pattern is anchored at 1024-byte boundaries
@@ -91,53 +95,64 @@ __global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params
   const int tid = threadIdx.x, wg = tid >> 7, ws = (tid >> 5) & 3, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
   // grouped raster: WG_GROUP_M token tiles per group, n fastest inside it
-  const int ntn = p.Np / 128, mtn = (p.M + BT - 1) / BT;
+  const int ntn = (p.NT + WGS - 1) / WGS, mtn = (p.M + BT - 1) / BT;
   const int pid = blockIdx.x, per_group = WG_GROUP_M * ntn;
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
-  const int nt0 = ntile * 2, m0 = mt * BT;
+  const int nt0 = ntile * WGS, m0 = mt * BT;
   const int KT = p.KT;
+  const bool unit_ok = nt0 + wg < p.NT;  // the last CTA's warpgroups past Np compute zeros, store nothing
   const T* __restrict__ X = static_cast<const T*>(p.x);
 
   // ---- copies. Weights (constant across launches) may be issued before griddep_wait(), X not.
-  const uint4* const wsrc = static_cast<const uint4*>(p.w) + (size_t)(nt0 + wg) * KT * 128 + (tid & 127);
-  const T* sz_src = nullptr;  // threads 0-15 copy the 2 units' scales, 16-31 their zeros (16 B each)
+  const uint4* const wsrc = static_cast<const uint4*>(p.w) + (unit_ok ? (size_t)(nt0 + wg) * KT * 128 : 0) + (tid & 127);
+  // threads 0..8 WGS-1 copy the units' scales, 8 WGS..16 WGS-1 their zeros (16 B each, units inside Np)
+  const T* sz_src = nullptr;
   int sz_off = 0;
-  if (tid < 16) {
+  if (tid < 8 * WGS && nt0 + tid / 8 < p.NT) {
     sz_src = static_cast<const T*>(p.scales) + (size_t)nt0 * 64 + tid * 8;
     sz_off = L::OFF_S + tid * 16;
-  } else if (tid < 32 && p.zeros != nullptr) {
-    sz_src = static_cast<const T*>(p.zeros) + (size_t)nt0 * 64 + (tid - 16) * 8;
-    sz_off = L::OFF_Z + (tid - 16) * 16;
+  } else if (tid >= 8 * WGS && tid < 16 * WGS && p.zeros != nullptr && nt0 + (tid - 8 * WGS) / 8 < p.NT) {
+    sz_src = static_cast<const T*>(p.zeros) + (size_t)nt0 * 64 + (tid - 8 * WGS) * 8;
+    sz_off = L::OFF_Z + (tid - 8 * WGS) * 16;
   }
-  // zipper: does unit wg have a residual at k-tile kt, and its id (units sorted by (n-tile, k-tile))
-  const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)(nt0 + wg) * p.KW : nullptr;
-  const int* const zbase = MODE == MODE_ZIPPER ? p.res_base + (size_t)(nt0 + wg) * p.KW : nullptr;
-  auto res_id = [&](int kt) -> int {  // -1: none
-    const uint32_t w = __ldg(zbits + (kt >> 5)), below = w & ((1u << (kt & 31)) - 1u);
-    return (w >> (kt & 31)) & 1u ? __ldg(zbase + (kt >> 5)) + __popc(below) : -1;
-  };
+  // zipper (issuer side): the bit word of unit wg's row covering the next k-tile to issue (k-tiles are
+  // issued in order, so it is reloaded once per 32) and the id of that word's first residual unit
+  const uint32_t* const zbits = MODE == MODE_ZIPPER && unit_ok ? p.res_bits + (size_t)(nt0 + wg) * p.KW : nullptr;
+  const int* const zbase = MODE == MODE_ZIPPER && unit_ok ? p.res_base + (size_t)(nt0 + wg) * p.KW : nullptr;
+  int zw = -1, zid0 = 0;
+  uint32_t zword = 0;
   auto issue_w = [&](int kt, int slot) {
     const uint32_t st = sbase + slot * L::STAGE;
-    cp16(st + L::OFF_W + tid * 16, wsrc + (size_t)kt * 128, true);
+    cp16(st + L::OFF_W + tid * 16, wsrc + (size_t)kt * 128, unit_ok);
     if (sz_src != nullptr) {
       const int grp = p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles;
       cp16(st + sz_off, sz_src + (size_t)grp * p.Np, true);
     }
     if (MODE == MODE_ZIPPER) {
-      const int rid = res_id(kt);  // warpgroup-uniform
+      int rid = -1;  // warpgroup-uniform
+      if (unit_ok) {
+        if ((kt >> 5) != zw) {
+          zw = kt >> 5;
+          zword = __ldg(zbits + zw);
+          zid0 = __ldg(zbase + zw);
+        }
+        if ((zword >> (kt & 31)) & 1u) rid = zid0 + __popc(zword & ((1u << (kt & 31)) - 1u));
+      }
+      const int wt = tid & 127;
       if (rid >= 0) {
-        const int wt = tid & 127;
         cp16(st + L::OFF_R + tid * 16, static_cast<const uint4*>(p.rw) + (size_t)rid * 128 + wt, true);
         if (wt < 8) cp16(st + L::OFF_RS + wg * 128 + wt * 16, static_cast<const T*>(p.rs) + (size_t)rid * 64 + wt * 8, true);
       }
+      // the consumer reads the flag after the barrier that makes this stage's copies visible
+      if (wt == 0) reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[wg] = rid >= 0;
     }
   };
   auto issue_x = [&](int kt, int slot) {
     const uint32_t st = sbase + slot * L::STAGE + L::OFF_X;
 #pragma unroll
-    for (int i = 0; i < BT * 8 / WG_THREADS; ++i) {
-      const int c = tid + i * WG_THREADS, r = c >> 3, ch = c & 7;
+    for (int i = 0; i < BT * 8 / NTHR; ++i) {
+      const int c = tid + i * NTHR, r = c >> 3, ch = c & 7;
       const int tok = m0 + r, k = kt * 64 + ch * 8;
       const bool pred = tok < p.M && k < p.K;
       cp16(st + r * 128 + ((ch ^ (r & 7)) << 4), X + (pred ? (size_t)tok * p.K + k : 0), pred);
@@ -198,7 +213,7 @@ __global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params
         }
       }
     };
-    if (MODE == MODE_ZIPPER && res_id(kt) >= 0)
+    if (MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg])
       body(std::true_type{});
     else
       body(std::false_type{});
@@ -257,19 +272,21 @@ __global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params
   // ---- epilogue: acc[j] = D[row n][col token], row = 16 ws + g + 8 ((j >> 1) & 1) of unit wg,
   // col = 8 (j >> 2) + 2 t4 + (j & 1) -> Ys[token][n] (T), then 16-byte row stores to Y
   T* const Ys = reinterpret_cast<T*>(smem);
+  constexpr int YP = L::Y_PITCH;
 #pragma unroll
   for (int j = 0; j < NACC; ++j) {
     const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
     const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-    Ys[tok * Y_PITCH + n] = Tr::from_f(acc[j]);
+    Ys[tok * YP + n] = Tr::from_f(acc[j]);
   }
   __syncthreads();
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;  // 16-byte row chunks
-  for (int c = tid; c < BT * 16; c += WG_THREADS) {
-    const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
+  constexpr int CPR = 8 * WGS;  // 16-byte chunks per token row
+  for (int c = tid; c < BT * CPR; c += NTHR) {
+    const int r = c / CPR, ch = c % CPR, tok = m0 + r, n = nt0 * 64 + ch * 8;
     if (tok >= p.M || n >= p.N) continue;
-    const T* src = Ys + r * Y_PITCH + ch * 8;
+    const T* src = Ys + r * YP + ch * 8;
     T* dst = Y + (size_t)tok * p.N + n;
     if (vec) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
@@ -283,10 +300,10 @@ __global__ void __launch_bounds__(WG_THREADS, 2) w4a16_wgmma_kernel(const Params
 #endif
 }
 
-template <typename T, int BT, int MODE>
+template <typename T, int BT, int WGS, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
-  using L = WgLayout<BT, MODE>;
-  auto kern = w4a16_wgmma_kernel<T, BT, MODE>;
+  using L = WgLayout<BT, WGS, MODE>;
+  auto kern = w4a16_wgmma_kernel<T, BT, WGS, MODE>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
@@ -296,8 +313,8 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
     attr_set = true;
   }
   cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3((p.Np / 128) * ((p.M + BT - 1) / BT), 1, 1);
-  lc.blockDim = dim3(WG_THREADS, 1, 1);
+  lc.gridDim = dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), 1, 1);
+  lc.blockDim = dim3(L::THREADS, 1, 1);
   lc.dynamicSmemBytes = L::SMEM;
   lc.stream = stream;
   cudaLaunchAttribute attrs[2];
@@ -309,16 +326,20 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   return e == cudaSuccess ? "" : cudaGetErrorString(e);
 }
 
+template <typename T, int MODE>
+const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
+  if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
+  return bt == 64 ? launch_t<T, 64, 4, MODE>(p, stream) : launch_t<T, 128, 4, MODE>(p, stream);
+}
 template <typename T>
-const char* launch_dt(const Params& p, int mode, int bt, cudaStream_t stream) {
-  if (mode == MODE_DENSE) return bt == 64 ? launch_t<T, 64, MODE_DENSE>(p, stream) : launch_t<T, 128, MODE_DENSE>(p, stream);
-  return bt == 64 ? launch_t<T, 64, MODE_ZIPPER>(p, stream) : launch_t<T, 128, MODE_ZIPPER>(p, stream);
+const char* launch_dt(const Params& p, int mode, int bt, int wgs, cudaStream_t stream) {
+  return mode == MODE_DENSE ? launch_m<T, MODE_DENSE>(p, bt, wgs, stream) : launch_m<T, MODE_ZIPPER>(p, bt, wgs, stream);
 }
 
 // the sm_90a image of one instantiation (0 when the module was built without sm_90a)
 int image_arch() {
   cudaFuncAttributes a;
-  if (cudaFuncGetAttributes(&a, w4a16_wgmma_kernel<__nv_bfloat16, 128, MODE_DENSE>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&a, w4a16_wgmma_kernel<__nv_bfloat16, 128, 2, MODE_DENSE>) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }
@@ -327,10 +348,11 @@ int image_arch() {
 
 }  // namespace
 
-const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, void* stream_) {
+const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
   if (bt != 64 && bt != 128) return "token tile (bt) must be 64 or 128";
-  if (p.Np % 128) return "padded n must be a multiple of 128";
+  if (wgs != 2 && wgs != 4) return "warpgroups per CTA (wgs) must be 2 or 4";
+  if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
     cudaGetLastError();
@@ -338,24 +360,30 @@ const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, void* str
   }
   if (major != 9 || image_arch() != 90) return "the wgmma kernels need an sm_90 GPU and a module built for sm_90a";
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
-  if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, stream);
-  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, stream);
+  if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, wgs, stream);
+  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, wgs, stream);
   return "unknown dtype";
 }
 
-int wgmma_smem_bytes(int mode, int bt) {
-  if (bt == 64) return mode == MODE_ZIPPER ? WgLayout<64, MODE_ZIPPER>::SMEM : WgLayout<64, MODE_DENSE>::SMEM;
-  return mode == MODE_ZIPPER ? WgLayout<128, MODE_ZIPPER>::SMEM : WgLayout<128, MODE_DENSE>::SMEM;
+template <int BT, int WGS>
+int smem_of(int mode) {
+  return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
+}
+int wgmma_smem_bytes(int mode, int bt, int wgs) {
+  if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
+  return bt == 64 ? smem_of<64, 4>(mode) : smem_of<128, 4>(mode);
 }
 
-int wgmma_regs(int mode, int bt) {
-  cudaFuncAttributes a;
+template <int BT, int WGS>
+cudaError_t attrs_of(cudaFuncAttributes* a, int mode) {
   using B = __nv_bfloat16;
-  cudaError_t e;
-  if (mode == MODE_ZIPPER)
-    e = cudaFuncGetAttributes(&a, bt == 64 ? w4a16_wgmma_kernel<B, 64, MODE_ZIPPER> : w4a16_wgmma_kernel<B, 128, MODE_ZIPPER>);
-  else
-    e = cudaFuncGetAttributes(&a, bt == 64 ? w4a16_wgmma_kernel<B, 64, MODE_DENSE> : w4a16_wgmma_kernel<B, 128, MODE_DENSE>);
+  return mode == MODE_ZIPPER ? cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_ZIPPER>)
+                             : cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_DENSE>);
+}
+int wgmma_regs(int mode, int bt, int wgs) {
+  cudaFuncAttributes a;
+  const cudaError_t e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
+                                 : (bt == 64 ? attrs_of<64, 4>(&a, mode) : attrs_of<128, 4>(&a, mode));
   if (e != cudaSuccess) {
     cudaGetLastError();
     return -1;

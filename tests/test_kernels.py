@@ -193,7 +193,7 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
               cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None,
-              wgmma_bt=None):
+              wgmma=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -214,7 +214,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
         y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
                        fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None, path=path, gemv=gemv,
-                       wgmma_bt=wgmma_bt)
+                       wgmma=wgmma)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -404,7 +404,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @gpu
 @needs_native
 @needs_sm90
-@pytest.mark.parametrize("bt", [64, 128])
+@pytest.mark.parametrize("bt,wgs", [(64, 2), (128, 2), (64, 4), (128, 4)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -413,14 +413,15 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
     (256, 64 * 70, 128, False, 0.03, (128, 128)),  # long K (bit-word windows move), 3 %
     (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
 ])
-def test_wgmma_shapes(bt, m, n, k, gs, sym, budget, bs):
-    """Large-M wgmma kernel (both token tiles) against the reference: M below, at and past the tile
-    (partial token tiles, rows past M), ragged N/K, every group kind, budgets 0..1, both dtypes."""
-    dtype = torch.float16 if (m + bt + n) % 2 else torch.bfloat16
-    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma_bt=bt)
+def test_wgmma_shapes(bt, wgs, m, n, k, gs, sym, budget, bs):
+    """Large-M wgmma kernel (every CTA tile) against the reference: M below, at and past the token tile
+    (partial token tiles, rows past M), ragged N/K (with wgs 4: warpgroups past Np), every group kind,
+    budgets 0..1, both dtypes."""
+    dtype = torch.float16 if (m + bt + wgs + n) % 2 else torch.bfloat16
+    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs))
     from mosaic_exp.kernels import ops
 
-    assert ops.LAST_LAUNCH["kernels"][0].startswith(f"wgmma-") and f"[bt{bt}]" in ops.LAST_LAUNCH["kernels"][0]
+    assert ops.LAST_LAUNCH["kernels"][0].startswith(f"wgmma-") and f"[bt{bt},wgs{wgs}]" in ops.LAST_LAUNCH["kernels"][0]
 
 
 @gpu
@@ -594,9 +595,9 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, bt in ((3, 64), (130, 128)):
-            _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma_bt=bt)
-            _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma_bt=bt)
+        for m, tile in ((3, (64, 2)), (130, (128, 4))):
+            _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
+            _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 
 
 if os.environ.get("MOSAIC_KERNEL_TESTS_VERBOSE"):

@@ -74,11 +74,11 @@ GEMV_WARPS = (8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
 # large-M path (native/wgmma_kernels.cu, sm_90a): warpgroup MMAs with the weights dequantized into the
-# A operand's registers, CTA = 128 n x bt tokens (bt 64 or 128), no split-K; used for M >= WGMMA_MIN_M
-# ($MOSAIC_WGMMA_MIN_M; 0 = never) on sm_90 devices unless a tile config or split-K forces the tiled
-# kernel, or with path="wgmma".
+# A operand's registers, CTA = 64 wgs n x bt tokens (wgs = 2 or 4 warpgroups, bt = 64 or 128), no
+# split-K; used for M >= WGMMA_MIN_M ($MOSAIC_WGMMA_MIN_M; 0 = never) on sm_90 devices unless a tile
+# config or split-K forces the tiled kernel, or with path="wgmma".
 WGMMA_MIN_M = 0
-WGMMA_BTS = (64, 128)
+WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4))  # (bt, wgs)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -305,13 +305,19 @@ def wgmma_min_m() -> int:
     return v
 
 
-def wgmma_bt(m: int, n_pad: int, sm_count: int, force: int | None = None) -> int:
-    """Token tile of the wgmma kernel: 128 when that still gives two CTAs per SM, else 64."""
+def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(token tile bt, warpgroups per CTA wgs) of the wgmma kernel: the largest CTA tile that still
+    fills every SM (wgs 4: one CTA per SM, wgs 2: two), else the smallest."""
     if force is not None:
-        if force not in WGMMA_BTS:
-            raise ValueError(f"wgmma token tile must be one of {WGMMA_BTS}, got {force}")
+        force = tuple(force)
+        if force not in WGMMA_TILES:
+            raise ValueError(f"wgmma tile (bt, wgs) must be one of {WGMMA_TILES}, got {force}")
         return force
-    return 128 if (n_pad // 128) * math.ceil(m / 128) >= 2 * sm_count else 64
+    for bt, wgs in ((128, 4), (128, 2), (64, 4)):
+        ctas = math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
+        if ctas >= sm_count * (4 // wgs):
+            return bt, wgs
+    return 64, 2
 
 
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -372,7 +378,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
            path: str | None = None, gemv: tuple[int, int, int] | None = None,
-           wgmma_bt: int | None = None) -> torch.Tensor:
+           wgmma: tuple[int, int] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -385,7 +391,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
     None: gemv for M <= gemv_max_m(), wgmma for M >= wgmma_min_m() (> 0) on an sm_90 device, tiled
     otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
-    small-M plan, ``wgmma_bt`` (64 / 128) the wgmma kernel's token tile."""
+    small-M plan, ``wgmma`` = (bt, wgs) the wgmma kernel's CTA tile (bt tokens x 64 wgs n)."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -424,7 +430,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         else:
             path = "tiled"
     if path == "wgmma":
-        kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma_bt)]
+        kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma)]
         if variant == "separate" and p.has_residual:
             kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, "off"))
         LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
@@ -496,15 +502,15 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  bt: int | None) -> str:
+                  force: tuple[int, int] | None) -> str:
     """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
-    bt = wgmma_bt(m, p.n_pad, sms, bt)
+    bt, wgs = wgmma_tile(m, p.n_pad, sms, force)
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
-                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0)
-    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt}]"
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs)
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs}]"
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,

@@ -29,10 +29,10 @@ def main() -> int:
     ap.add_argument("--ms", default="64,128,256,512,1024,4096")
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--shapes", default="llama3")
-    ap.add_argument("--bts", default="64,128")
+    ap.add_argument("--tiles", default="64,2;128,2;64,4;128,4", help="(bt, wgs) CTA tiles")
     a = ap.parse_args()
     ms = [int(v) for v in a.ms.split(",")]
-    bts = [int(v) for v in a.bts.split(",") if v]
+    tiles = [tuple(int(v) for v in t.split(",")) for t in a.tiles.split(";") if t]
     print(f"device {torch.cuda.get_device_name()}  budget {a.budget}")
     for name, k, n in bk.SHAPES[a.shapes]:
         w = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(bk.copies_for(n * k * 2))]
@@ -48,7 +48,8 @@ def main() -> int:
             print(f"== {name} K={k} N={n} M={m}: cublas {t_cub * 1e6:.1f} us "
                   f"({2 * m * n * k / t_cub / 1e12:.0f} TFLOP/s)")
             for variant, b in (("dense", 0.0), ("zipper", a.budget)):
-                runs = [("tiled", dict(path="tiled"))] + [(f"wgmma-bt{bt}", dict(path="wgmma", wgmma_bt=bt)) for bt in bts]
+                runs = [("tiled", dict(path="tiled")), ("wgmma-auto", dict(path="wgmma"))]
+                runs += [(f"wgmma{bt},{wgs}", dict(path="wgmma", wgmma=(bt, wgs))) for bt, wgs in tiles]
                 for label, kw in runs:
                     try:
                         t = bk.time_graph([lambda p=p, x=x, y=y, kw=kw: ops.launch(x, p, variant, out=y, **kw)
