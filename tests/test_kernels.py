@@ -404,6 +404,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @gpu
 @needs_native
 @needs_sm90
+@pytest.mark.parametrize("pipe", [0, 1])
 @pytest.mark.parametrize("bt,wgs", [(64, 2), (128, 2), (64, 4), (128, 4)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
@@ -413,15 +414,17 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
     (256, 64 * 70, 128, False, 0.03, (128, 128)),  # long K (bit-word windows move), 3 %
     (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
 ])
-def test_wgmma_shapes(bt, wgs, m, n, k, gs, sym, budget, bs):
+def test_wgmma_shapes(pipe, bt, wgs, m, n, k, gs, sym, budget, bs):
     """Large-M wgmma kernel (every CTA tile) against the reference: M below, at and past the token tile
     (partial token tiles, rows past M), ragged N/K (with wgs 4: warpgroups past Np), every group kind,
-    budgets 0..1, both dtypes."""
-    dtype = torch.float16 if (m + bt + wgs + n) % 2 else torch.bfloat16
-    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs))
+    budgets 0..1, both dtypes; both pipelines (cp.async + barrier, TMA + mbarriers: X rows past M and
+    columns past K come from the TMA's zero fill)."""
+    dtype = torch.float16 if (m + bt + wgs + n + pipe) % 2 else torch.bfloat16
+    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs, pipe))
     from mosaic_exp.kernels import ops
 
-    assert ops.LAST_LAUNCH["kernels"][0].startswith(f"wgmma-") and f"[bt{bt},wgs{wgs}]" in ops.LAST_LAUNCH["kernels"][0]
+    tag = f"[bt{bt},wgs{wgs},{('cpasync', 'tma')[pipe]}]"
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-") and tag in ops.LAST_LAUNCH["kernels"][0]
 
 
 @gpu
@@ -595,7 +598,7 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2)), (130, (128, 4))):
+        for m, tile in ((3, (64, 2, 0)), (130, (128, 4, 1)), (70, (64, 4, 1))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

@@ -77,8 +77,11 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # A operand's registers, CTA = 64 wgs n x bt tokens (wgs = 2 or 4 warpgroups, bt = 64 or 128), no
 # split-K; used for M >= WGMMA_MIN_M ($MOSAIC_WGMMA_MIN_M; 0 = never) on sm_90 devices unless a tile
 # config or split-K forces the tiled kernel, or with path="wgmma".
+# pipe 0: cp.async by every thread + a CTA barrier per k-tile; 1: TMA/bulk copies from one thread +
+# full/empty mbarriers ($MOSAIC_WGMMA_PIPE).
 WGMMA_MIN_M = 0
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4))  # (bt, wgs)
+WGMMA_PIPE = 1
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -305,19 +308,25 @@ def wgmma_min_m() -> int:
     return v
 
 
-def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(token tile bt, warpgroups per CTA wgs) of the wgmma kernel: the largest CTA tile that still
-    fills every SM (wgs 4: one CTA per SM, wgs 2: two), else the smallest."""
+def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+    """(token tile bt, warpgroups per CTA wgs, pipe) of the wgmma kernel: the largest CTA tile that still
+    fills every SM (wgs 4: one CTA per SM, wgs 2: two), else the smallest; ``force`` = (bt, wgs) or
+    (bt, wgs, pipe)."""
+    pipe = int(os.environ.get("MOSAIC_WGMMA_PIPE", WGMMA_PIPE))
     if force is not None:
-        force = tuple(force)
-        if force not in WGMMA_TILES:
-            raise ValueError(f"wgmma tile (bt, wgs) must be one of {WGMMA_TILES}, got {force}")
-        return force
+        force = tuple(int(v) for v in force)
+        if force[:2] not in WGMMA_TILES or len(force) not in (2, 3):
+            raise ValueError(f"wgmma tile (bt, wgs[, pipe]) must have (bt, wgs) in {WGMMA_TILES}, got {force}")
+        pipe = force[2] if len(force) == 3 else pipe
+    if pipe not in (0, 1):
+        raise ValueError(f"wgmma pipe must be 0 (cp.async) or 1 (TMA), got {pipe}")
+    if force is not None:
+        return force[0], force[1], pipe
     for bt, wgs in ((128, 4), (128, 2), (64, 4)):
         ctas = math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
         if ctas >= sm_count * (4 // wgs):
-            return bt, wgs
-    return 64, 2
+            return bt, wgs, pipe
+    return 64, 2, pipe
 
 
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,7 +387,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
            path: str | None = None, gemv: tuple[int, int, int] | None = None,
-           wgmma: tuple[int, int] | None = None) -> torch.Tensor:
+           wgmma: tuple[int, ...] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -391,7 +400,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
     None: gemv for M <= gemv_max_m(), wgmma for M >= wgmma_min_m() (> 0) on an sm_90 device, tiled
     otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
-    small-M plan, ``wgmma`` = (bt, wgs) the wgmma kernel's CTA tile (bt tokens x 64 wgs n)."""
+    small-M plan, ``wgmma`` = (bt, wgs[, pipe]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and pipeline."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -502,15 +511,15 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  force: tuple[int, int] | None) -> str:
+                  force: tuple[int, ...] | None) -> str:
     """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
-    bt, wgs = wgmma_tile(m, p.n_pad, sms, force)
+    bt, wgs, pipe = wgmma_tile(m, p.n_pad, sms, force)
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
-                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs)
-    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs}]"
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs, pipe)
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},{('cpasync', 'tma')[pipe]}]"
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,

@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--ms", default="64,128,256,512,1024,4096")
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--shapes", default="llama3")
-    ap.add_argument("--tiles", default="64,2;128,2;64,4;128,4", help="(bt, wgs) CTA tiles")
+    ap.add_argument("--tiles", default="64,2,1;128,2,0;128,2,1;128,4,0;128,4,1", help="(bt, wgs, pipe) CTA tiles")
     a = ap.parse_args()
     ms = [int(v) for v in a.ms.split(",")]
     tiles = [tuple(int(v) for v in t.split(",")) for t in a.tiles.split(";") if t]
@@ -49,7 +49,7 @@ def main() -> int:
                   f"({2 * m * n * k / t_cub / 1e12:.0f} TFLOP/s)")
             for variant, b in (("dense", 0.0), ("zipper", a.budget)):
                 runs = [("tiled", dict(path="tiled")), ("wgmma-auto", dict(path="wgmma"))]
-                runs += [(f"wgmma{bt},{wgs}", dict(path="wgmma", wgmma=(bt, wgs))) for bt, wgs in tiles]
+                runs += [(f"wgmma{','.join(map(str, tl))}", dict(path="wgmma", wgmma=tl)) for tl in tiles]
                 for label, kw in runs:
                     try:
                         t = bk.time_graph([lambda p=p, x=x, y=y, kw=kw: ops.launch(x, p, variant, out=y, **kw)
