@@ -9,14 +9,9 @@
 //     memory. The packed format needs no change: per warp, the tiled kernel's B fragment of a 64 x 64
 //     unit's n16 slice IS the 16 x 16 A fragment (a0 a2 a1 a3 order, see gemv_kernels.cu), and a
 //     warpgroup's four warps cover one unit (64 rows of n).
-//   - CTA = WGS warpgroups (2 or 4) = WGS units = 64 WGS n x BT tokens. X tiles land in shared memory in
+//   - CTA = 2 warpgroups = 2 units = 128 n x BT tokens. X tiles land in shared memory with cp.async in
 //     the 128-byte-swizzle layout that the wgmma descriptor names (the tiled kernel's XOR swizzle is
-//     exactly it, on a 1024-byte aligned base). Two pipelines (PIPE):
-//       0: every thread issues cp.async copies, one CTA barrier per k-tile (4 stages);
-//       1: one thread issues a TMA tensor load of the X tile (the hardware swizzles and zero-fills rows
-//          past M and columns past K) and bulk copies of the weight tiles; per-stage "full" and
-//          "empty" mbarriers instead of a CTA barrier, so warpgroups do not wait for each other
-//          (as many stages as shared memory holds, up to 8).
+//     exactly it, on a 1024-byte aligned base). STAGES-deep pipeline, one CTA barrier per k-tile.
 //   - Per k-tile a warpgroup dequantizes the 4 k16 A fragments of the NEXT tile while its 4 wgmmas of
 //     this tile run (two register buffers, wgmma.wait_group 1).
 //   - Zipper: a residual unit at (n-tile, k-tile) is copied into the stage with its base tile and
@@ -27,11 +22,8 @@
 #include "device_common.cuh"
 #include "wgmma_ops.cuh"
 
-#include <cuda.h>
-#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
-#include <cstring>
 #include <type_traits>
 
 namespace zipper {
@@ -39,11 +31,12 @@ namespace {
 
 using namespace dev;
 
+constexpr int WG_STAGES = 4;
 constexpr int WG_GROUP_M = 8;    // token tiles per raster group
 
 // CTA = WGS warpgroups = WGS units of 64 n (one per warpgroup) x BT tokens; per stage: the X tile, the
 // units' base codes, scales, zeros and (zipper) residual codes, row scales and "has a residual" flags
-template <int BT, int WGS, int MODE, int PIPE>
+template <int BT, int WGS, int MODE>
 struct WgLayout {
   static constexpr int THREADS = 128 * WGS;
   static constexpr int OFF_X = 0;                    // BT rows x 128 B, 128-byte swizzle (1024-B aligned)
@@ -55,13 +48,9 @@ struct WgLayout {
   static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 128 * WGS : 0);  // WGS ints: residual present
   static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
-  // PIPE 1: as many stages as fit the CTAs per SM (WGS 4: one, 2: two), up to 8; 2 x 8 B mbarriers each
-  static constexpr int BUDGET = (WGS == 4 ? 227 * 1024 : 113 * 1024) - 1024 - 2 * 8 * 8;
-  static constexpr int STAGES = PIPE == 0 ? 4 : (BUDGET / STAGE > 8 ? 8 : BUDGET / STAGE);
-  static constexpr int SMEM = STAGES * STAGE + (PIPE == 1 ? 2 * 8 * STAGES : 0) + 1024;  // + base alignment slack
+  static constexpr int SMEM = WG_STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
   static constexpr int Y_PITCH = 64 * WGS + 8;  // epilogue tile row pitch (elements): conflict-free transposed writes
-  static_assert(STAGES >= 3, "pipeline too shallow");
-  static_assert(BT * Y_PITCH * 2 <= STAGES * STAGE, "epilogue tile must fit in the stages");
+  static_assert(BT * Y_PITCH * 2 <= WG_STAGES * STAGE, "epilogue tile must fit in the stages");
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -84,44 +73,18 @@ __device__ __forceinline__ void fence_reg(float& r) { asm volatile("" : "+f"(r):
 __device__ __forceinline__ void fence_reg(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 #endif
 
-// mbarriers, TMA and bulk copies (PIPE 1)
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {  // arrive + expect bytes
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
-  asm volatile(
-      "{\n.reg .pred done;\nWAIT_%=:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
-}
-__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, int bytes, uint32_t bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
-}
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
-               ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar) : "memory");
-}
-
 // wgmma shared-memory matrix descriptor: K-major tile of 128-byte rows, 128-byte swizzle, 8-row atoms
 // 1024 B apart (stride byte offset); the leading byte offset is unused for swizzled K-major layouts
 __device__ __forceinline__ uint64_t x_desc(uint32_t saddr) {
   return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
 }
 
-template <typename T, int BT, int WGS, int MODE, int PIPE>
-__global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
+template <typename T, int BT, int WGS, int MODE>
+__global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
   using T2 = typename Tr::T2;
-  using L = WgLayout<BT, WGS, MODE, PIPE>;
-  constexpr int STAGES = L::STAGES;
+  using L = WgLayout<BT, WGS, MODE>;
   constexpr int NTHR = L::THREADS;
   constexpr int NACC = BT / 2;
   extern __shared__ __align__(16) uint8_t smem_raw[];
@@ -200,74 +163,15 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #pragma unroll
   for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
 
-  // ---- PIPE 1: thread 0 is the producer: per k-tile one "arrive + expect bytes" on the stage's full
-  // barrier, bulk copies of the units' codes, scales, zeros (and residual units), a TMA load of X
-  const uint32_t bars = sbase + STAGES * L::STAGE;
-  auto full_bar = [&](int s) { return bars + 8 * s; };
-  auto empty_bar = [&](int s) { return bars + 8 * (STAGES + s); };
-  const int nu = min(WGS, p.NT - nt0);  // units of this CTA inside Np
-  auto produce_w = [&](int kt, int slot) {
-    const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-    int bytes = nu * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
-    int rid[WGS];
-    if constexpr (MODE == MODE_ZIPPER) {
-      int* const flags = reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF);
+  // prologue: tiles 0..STAGES-2 (weights first: they overlap the previous kernel under PDL)
 #pragma unroll
-      for (int u = 0; u < WGS; ++u) {
-        rid[u] = -1;
-        if (u < nu) {
-          const size_t row = (size_t)(nt0 + u) * p.KW + (kt >> 5);
-          const uint32_t w = __ldg(p.res_bits + row);
-          if ((w >> (kt & 31)) & 1u) rid[u] = __ldg(p.res_base + row) + __popc(w & ((1u << (kt & 31)) - 1u));
-        }
-        flags[u] = rid[u] >= 0;  // made visible to the consumers by the barrier's release
-        if (rid[u] >= 0) bytes += 2048 + 128;
-      }
-    }
-    mbar_expect_tx(fb, bytes);
-    const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
-    for (int u = 0; u < nu; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
-    const size_t so = (size_t)(p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * p.Np + (size_t)nt0 * 64;
-    bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, nu * 128, fb);
-    if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, nu * 128, fb);
-    if constexpr (MODE == MODE_ZIPPER) {
+  for (int s = 0; s < WG_STAGES - 1; ++s)
+    if (s < KT) issue_w(s, s);
+  griddep_wait();
 #pragma unroll
-      for (int u = 0; u < WGS; ++u)
-        if (rid[u] >= 0) {
-          bulk_g2s(st + L::OFF_R + u * 2048, static_cast<const uint8_t*>(p.rw) + (size_t)rid[u] * 2048, 2048, fb);
-          bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
-        }
-    }
-  };
-  // the X tile: rows past M and columns past K arrive as zeros (TMA out-of-bounds fill)
-  auto produce_x = [&](int kt, int slot) { tma_load_2d(sbase + slot * L::STAGE + L::OFF_X, &tmx, kt * 64, m0, full_bar(slot)); };
-  constexpr int LEAD = STAGES - 2;  // tiles in flight ahead of the one consumed (one stage of slack)
-
-  // prologue (weights first: they overlap the previous kernel under PDL)
-  if constexpr (PIPE == 0) {
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s)
-      if (s < KT) issue_w(s, s);
-    griddep_wait();
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-      if (s < KT) issue_x(s, s);
-      cp_commit();  // group s = tile s
-    }
-  } else {
-    if (tid == 0) {
-      for (int s = 0; s < STAGES; ++s) {
-        mbar_init(full_bar(s), 1);
-        mbar_init(empty_bar(s), 4 * WGS);  // every warp releases the stage
-      }
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-    if (tid == 0)
-      for (int s = 0; s < LEAD && s < KT; ++s) produce_w(s, s);
-    griddep_wait();
-    if (tid == 0)
-      for (int s = 0; s < LEAD && s < KT; ++s) produce_x(s, s);
+  for (int s = 0; s < WG_STAGES - 1; ++s) {
+    if (s < KT) issue_x(s, s);
+    cp_commit();  // group s = tile s
   }
 
   const T2 e8 = as_t2<T2>((uint32_t)Tr::E8 | ((uint32_t)Tr::E8 << 16));
@@ -335,43 +239,24 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   // tile t (A in buffer t & 1); wait for this warpgroup's wgmmas of tile t - 1 and for tile t + 1's
   // copies; barrier (every warpgroup is past tile t - 1: its slot is free); copy tile t + STAGES - 1
   // into it; dequantize tile t + 1 into the other buffer while the tensor cores run tile t.
-  // PIPE 1: the same order, but a warpgroup waits only for the full barrier of the tile it dequantizes;
-  // each warp releases tile t - 1 (empty barrier) once its wgmmas are complete, and the producer
-  // refills a slot when every warp has released it (tile t + LEAD goes where tile t - 2 was).
   uint32_t a0[4][4], a1[4][4];
-  if constexpr (PIPE == 0) {
-    cp_wait<STAGES - 2>();
-    __syncthreads();
-  } else {
-    if (KT > 0) mbar_wait(full_bar(0), 0);
-  }
+  cp_wait<WG_STAGES - 2>();
+  __syncthreads();
   if (KT > 0) dequant(0, 0, a0);
   auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
-    const int slot = t % STAGES;
+    const int slot = t % WG_STAGES;
     mma_tile(slot, acur);
     wg_wait<1>();
-    if constexpr (PIPE == 0) {
-      cp_wait<STAGES - 3>();
-      __syncthreads();
-      const int tn = t + STAGES - 1;
-      if (tn < KT) {
-        const int sn = tn % STAGES;
-        issue_w(tn, sn);
-        issue_x(tn, sn);
-      }
-      cp_commit();
-    } else {
-      if (t >= 1 && lane == 0) mbar_arrive(empty_bar((t - 1) % STAGES));
-      const int kn = t + LEAD;
-      if (tid == 0 && kn < KT) {
-        const int sn = kn % STAGES;
-        if (kn >= STAGES) mbar_wait(empty_bar(sn), (kn / STAGES - 1) & 1);
-        produce_w(kn, sn);
-        produce_x(kn, sn);
-      }
-      if (t + 1 < KT) mbar_wait(full_bar((t + 1) % STAGES), ((t + 1) / STAGES) & 1);
+    cp_wait<WG_STAGES - 3>();
+    __syncthreads();
+    const int tn = t + WG_STAGES - 1;
+    if (tn < KT) {
+      const int sn = tn % WG_STAGES;
+      issue_w(tn, sn);
+      issue_x(tn, sn);
     }
-    if (t + 1 < KT) dequant(t + 1, (t + 1) % STAGES, anext);
+    cp_commit();
+    if (t + 1 < KT) dequant(t + 1, (t + 1) % WG_STAGES, anext);
   };
   int t = 0;
   for (; t + 1 < KT; t += 2) {
@@ -380,7 +265,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   }
   if (t < KT) step(t, a0, a1);
   wg_wait<0>();
-  if constexpr (PIPE == 0) cp_wait<0>();
+  cp_wait<0>();
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();  // every warpgroup is done with the stages: reuse them for the output tile
 
@@ -415,39 +300,10 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #endif
 }
 
-// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout), zero fill
-template <typename T, int BT>
-const char* x_tensor_map(const Params& p, CUtensorMap* map) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  if (encode == nullptr) {
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
-                                         cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess) {
-      encode = nullptr;
-      cudaGetLastError();
-      return "cuTensorMapEncodeTiled not available from the driver";
-    }
-  }
-  const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
-  const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
-  const cuuint32_t box[2] = {64, BT};
-  const cuuint32_t es[2] = {1, 1};
-  const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
-}
-
-template <typename T, int BT, int WGS, int MODE, int PIPE>
+template <typename T, int BT, int WGS, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
-  using L = WgLayout<BT, WGS, MODE, PIPE>;
-  auto kern = w4a16_wgmma_kernel<T, BT, WGS, MODE, PIPE>;
-  CUtensorMap map;
-  memset(&map, 0, sizeof(map));
-  if (PIPE == 1) {
-    const char* err = x_tensor_map<T, BT>(p, &map);
-    if (err[0]) return err;
-  }
+  using L = WgLayout<BT, WGS, MODE>;
+  auto kern = w4a16_wgmma_kernel<T, BT, WGS, MODE>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
@@ -464,30 +320,26 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   cudaLaunchAttribute attrs[2];
   lc.attrs = attrs;
   lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : cudaGetErrorString(e);
 }
 
-template <typename T, int MODE, int PIPE>
+template <typename T, int MODE>
 const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
-  if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE, PIPE>(p, stream) : launch_t<T, 128, 2, MODE, PIPE>(p, stream);
-  return bt == 64 ? launch_t<T, 64, 4, MODE, PIPE>(p, stream) : launch_t<T, 128, 4, MODE, PIPE>(p, stream);
-}
-template <typename T, int PIPE>
-const char* launch_p(const Params& p, int mode, int bt, int wgs, cudaStream_t stream) {
-  return mode == MODE_DENSE ? launch_m<T, MODE_DENSE, PIPE>(p, bt, wgs, stream) : launch_m<T, MODE_ZIPPER, PIPE>(p, bt, wgs, stream);
+  if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
+  return bt == 64 ? launch_t<T, 64, 4, MODE>(p, stream) : launch_t<T, 128, 4, MODE>(p, stream);
 }
 template <typename T>
-const char* launch_dt(const Params& p, int mode, int bt, int wgs, int pipe, cudaStream_t stream) {
-  return pipe == 0 ? launch_p<T, 0>(p, mode, bt, wgs, stream) : launch_p<T, 1>(p, mode, bt, wgs, stream);
+const char* launch_dt(const Params& p, int mode, int bt, int wgs, cudaStream_t stream) {
+  return mode == MODE_DENSE ? launch_m<T, MODE_DENSE>(p, bt, wgs, stream) : launch_m<T, MODE_ZIPPER>(p, bt, wgs, stream);
 }
 
 // the sm_90a image of one instantiation (0 when the module was built without sm_90a)
 int image_arch() {
   cudaFuncAttributes a;
-  if (cudaFuncGetAttributes(&a, w4a16_wgmma_kernel<__nv_bfloat16, 128, 2, MODE_DENSE, 0>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&a, w4a16_wgmma_kernel<__nv_bfloat16, 128, 2, MODE_DENSE>) != cudaSuccess) {
     cudaGetLastError();
     return 0;
   }
@@ -496,11 +348,10 @@ int image_arch() {
 
 }  // namespace
 
-const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, int pipe, void* stream_) {
+const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
   if (bt != 64 && bt != 128) return "token tile (bt) must be 64 or 128";
   if (wgs != 2 && wgs != 4) return "warpgroups per CTA (wgs) must be 2 or 4";
-  if (pipe != 0 && pipe != 1) return "pipe must be 0 (cp.async + CTA barrier) or 1 (TMA + mbarriers)";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
@@ -509,36 +360,30 @@ const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, 
   }
   if (major != 9 || image_arch() != 90) return "the wgmma kernels need an sm_90 GPU and a module built for sm_90a";
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
-  if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, wgs, pipe, stream);
-  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, wgs, pipe, stream);
+  if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, wgs, stream);
+  if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, wgs, stream);
   return "unknown dtype";
 }
 
-template <int BT, int WGS, int PIPE>
+template <int BT, int WGS>
 int smem_of(int mode) {
-  return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER, PIPE>::SMEM : WgLayout<BT, WGS, MODE_DENSE, PIPE>::SMEM;
+  return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
 }
-template <int PIPE>
-int smem_p(int mode, int bt, int wgs) {
-  if (wgs == 2) return bt == 64 ? smem_of<64, 2, PIPE>(mode) : smem_of<128, 2, PIPE>(mode);
-  return bt == 64 ? smem_of<64, 4, PIPE>(mode) : smem_of<128, 4, PIPE>(mode);
+int wgmma_smem_bytes(int mode, int bt, int wgs) {
+  if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
+  return bt == 64 ? smem_of<64, 4>(mode) : smem_of<128, 4>(mode);
 }
-int wgmma_smem_bytes(int mode, int bt, int wgs, int pipe) { return pipe == 0 ? smem_p<0>(mode, bt, wgs) : smem_p<1>(mode, bt, wgs); }
 
-template <int BT, int WGS, int PIPE>
+template <int BT, int WGS>
 cudaError_t attrs_of(cudaFuncAttributes* a, int mode) {
   using B = __nv_bfloat16;
-  return mode == MODE_ZIPPER ? cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_ZIPPER, PIPE>)
-                             : cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_DENSE, PIPE>);
+  return mode == MODE_ZIPPER ? cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_ZIPPER>)
+                             : cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_DENSE>);
 }
-template <int PIPE>
-cudaError_t attrs_p(cudaFuncAttributes* a, int mode, int bt, int wgs) {
-  return wgs == 2 ? (bt == 64 ? attrs_of<64, 2, PIPE>(a, mode) : attrs_of<128, 2, PIPE>(a, mode))
-                  : (bt == 64 ? attrs_of<64, 4, PIPE>(a, mode) : attrs_of<128, 4, PIPE>(a, mode));
-}
-int wgmma_regs(int mode, int bt, int wgs, int pipe) {
+int wgmma_regs(int mode, int bt, int wgs) {
   cudaFuncAttributes a;
-  const cudaError_t e = pipe == 0 ? attrs_p<0>(&a, mode, bt, wgs) : attrs_p<1>(&a, mode, bt, wgs);
+  const cudaError_t e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
+                                 : (bt == 64 ? attrs_of<64, 4>(&a, mode) : attrs_of<128, 4>(&a, mode));
   if (e != cudaSuccess) {
     cudaGetLastError();
     return -1;

@@ -94,11 +94,10 @@ extern const int GEMV_SMEM_MAX;
 
 // Large-M path (wgmma_kernels.cu, sm_90a): Y^T = W X^T on warpgroup MMAs, the weights dequantized into
 // the A operand's registers, X tiles from shared memory; CTA = 64 wgs n x bt tokens (bt = 64 or 128), no
-// split-K; wgs = 2 or 4 warpgroups (units of 64 n) per CTA; pipe 0 = cp.async + a CTA barrier per
-// k-tile, 1 = TMA / bulk copies from one thread + full/empty mbarriers. Modes MODE_DENSE or MODE_ZIPPER.
+// split-K; wgs = 2 or 4 warpgroups (units of 64 n) per CTA. Modes MODE_DENSE or MODE_ZIPPER.
 // Reads p.x/w/scales/zeros/rw/rs/res_bits/res_base, writes p.y.
-const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, int pipe, void* stream);
-int wgmma_regs(int mode, int bt, int wgs, int pipe);        // registers per thread (bf16), -1 without a CUDA device
-int wgmma_smem_bytes(int mode, int bt, int wgs, int pipe);  // dynamic shared memory per CTA
+const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream);
+int wgmma_regs(int mode, int bt, int wgs);        // registers per thread (bf16), -1 without a CUDA device
+int wgmma_smem_bytes(int mode, int bt, int wgs);  // dynamic shared memory per CTA
 
 }  // namespace zipper

@@ -46,7 +46,7 @@ SHAPES = {
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 # environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
 KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK",
-              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN")
+              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_WGMMA_MIN_M")
 
 
 def git_commit() -> str:
@@ -286,7 +286,8 @@ def main() -> int:
                 "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV},
                 "kernel_defaults": {"splitk_fixup": ops.DEFAULT_SPLITK_FIXUP, "pdl": ops.DEFAULT_PDL,
                                     "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE,
-                                    "gemv_max_m": ops.gemv_max_m()}}
+                                    "gemv_max_m": ops.gemv_max_m(), "wgmma_min_m": ops.wgmma_min_m(),
+                                    "wgmma_long_k": ops.WGMMA_LONG_K}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):

@@ -226,10 +226,11 @@ M_ALL = [1, 2, 3, 7, 16, 33, 64, 127, 256, 1000, 4096]
 
 @gpu
 @needs_native
+@pytest.mark.parametrize("path", [None, "tiled"])  # default routing (wgmma from M=128 on an H100), tiled
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("m", M_ALL)
-def test_all_m(m, dtype):
-    _run_case(m, 1536, 576, 128, False, 0.1, (128, 128), dtype)   # SmolLM2 down_proj shape (K=576 short group)
+def test_all_m(m, dtype, path):
+    _run_case(m, 1536, 576, 128, False, 0.1, (128, 128), dtype, path=path)   # SmolLM2 down_proj (K=576 short group)
 
 
 SHAPES = [  # (n, k): real model shapes, odd multiples of the tile, ragged edges
@@ -242,9 +243,9 @@ SHAPES = [  # (n, k): real model shapes, odd multiples of the tile, ragged edges
 @needs_native
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n,k", SHAPES)
-@pytest.mark.parametrize("m", [1, 33, 256])
-def test_shapes(m, n, k, dtype):
-    _run_case(m, n, k, 64, True, 0.1, (64, 64), dtype)
+@pytest.mark.parametrize("m,path", [(1, None), (33, None), (256, None), (256, "tiled")])
+def test_shapes(m, n, k, dtype, path):
+    _run_case(m, n, k, 64, True, 0.1, (64, 64), dtype, path=path)
 
 
 @gpu
@@ -252,7 +253,7 @@ def test_shapes(m, n, k, dtype):
 @pytest.mark.parametrize("budget", [0.0, 0.03, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("bs", [(64, 64), (128, 128)])
 @pytest.mark.parametrize("gs,sym", [(64, True), (64, False), (128, True), (128, False), (-1, True), (-1, False)])
-@pytest.mark.parametrize("m", [1, 16, 127])
+@pytest.mark.parametrize("m", [1, 16, 127, 200])
 def test_budgets_groups(m, gs, sym, bs, budget):
     dtype = torch.bfloat16 if (m + gs) % 2 else torch.float16
     _run_case(m, 768, 1152, gs, sym, budget, bs, dtype)
@@ -404,7 +405,6 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @gpu
 @needs_native
 @needs_sm90
-@pytest.mark.parametrize("pipe", [0, 1])
 @pytest.mark.parametrize("bt,wgs", [(64, 2), (128, 2), (64, 4), (128, 4)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
@@ -414,16 +414,15 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
     (256, 64 * 70, 128, False, 0.03, (128, 128)),  # long K (bit-word windows move), 3 %
     (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
 ])
-def test_wgmma_shapes(pipe, bt, wgs, m, n, k, gs, sym, budget, bs):
+def test_wgmma_shapes(bt, wgs, m, n, k, gs, sym, budget, bs):
     """Large-M wgmma kernel (every CTA tile) against the reference: M below, at and past the token tile
     (partial token tiles, rows past M), ragged N/K (with wgs 4: warpgroups past Np), every group kind,
-    budgets 0..1, both dtypes; both pipelines (cp.async + barrier, TMA + mbarriers: X rows past M and
-    columns past K come from the TMA's zero fill)."""
-    dtype = torch.float16 if (m + bt + wgs + n + pipe) % 2 else torch.bfloat16
-    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs, pipe))
+    budgets 0..1, both dtypes."""
+    dtype = torch.float16 if (m + bt + wgs + n) % 2 else torch.bfloat16
+    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs))
     from mosaic_exp.kernels import ops
 
-    tag = f"[bt{bt},wgs{wgs},{('cpasync', 'tma')[pipe]}]"
+    tag = f"[bt{bt},wgs{wgs}]"
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-") and tag in ops.LAST_LAUNCH["kernels"][0]
 
 
@@ -432,11 +431,22 @@ def test_wgmma_shapes(pipe, bt, wgs, m, n, k, gs, sym, budget, bs):
 @needs_sm90
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
-    """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); $MOSAIC_WGMMA_MIN_M routes."""
+    """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); default routing (M >= 128 with
+    a short K, or a grid that fills the SMs) and $MOSAIC_WGMMA_MIN_M."""
     from mosaic_exp.kernels import ops
 
     _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
     _run_case(300, 6144, 4096, 128, False, 0.1, (64, 64), dtype, path="wgmma")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert ops.wgmma_routes(128, 4096, 4096, sms) and not ops.wgmma_routes(127, 4096, 4096, sms)
+    assert not ops.wgmma_routes(256, 4096, 14336, sms) and ops.wgmma_routes(1024, 4096, 14336, sms)
+    assert ops.wgmma_tile(4096, 4096, sms) == (128, 4) and ops.wgmma_tile(1024, 6144, sms) == (128, 2)
+    qd = random_quantized(256, 4096, 128, False, 0.1)
+    ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2]")
+    monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "0")
+    ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
     monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "64")
     qw = random_quantized(512, 512, 128, False, 0.1)
     p = pack_quantized(qw, dtype, "cuda")
@@ -598,7 +608,7 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2, 0)), (130, (128, 4, 1)), (70, (64, 4, 1))):
+        for m, tile in ((3, (64, 2)), (130, (128, 4)), (70, (64, 4))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

@@ -75,13 +75,13 @@ GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
 # large-M path (native/wgmma_kernels.cu, sm_90a): warpgroup MMAs with the weights dequantized into the
 # A operand's registers, CTA = 64 wgs n x bt tokens (wgs = 2 or 4 warpgroups, bt = 64 or 128), no
-# split-K; used for M >= WGMMA_MIN_M ($MOSAIC_WGMMA_MIN_M; 0 = never) on sm_90 devices unless a tile
-# config or split-K forces the tiled kernel, or with path="wgmma".
-# pipe 0: cp.async by every thread + a CTA barrier per k-tile; 1: TMA/bulk copies from one thread +
-# full/empty mbarriers ($MOSAIC_WGMMA_PIPE).
-WGMMA_MIN_M = 0
+# split-K; used on sm_90 devices where wgmma_routes() says so ($MOSAIC_WGMMA_MIN_M; 0 = never) unless a
+# tile config or split-K forces the tiled kernel, or with path="wgmma".
+# Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M when K <= WGMMA_LONG_K or the (128, 2)
+# tile fills the SMs (a long K with few CTAs: the tiled kernel's split-K wins).
+WGMMA_MIN_M = 128
+WGMMA_LONG_K = 8192
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4))  # (bt, wgs)
-WGMMA_PIPE = 1
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -308,25 +308,28 @@ def wgmma_min_m() -> int:
     return v
 
 
-def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, ...] | None = None) -> tuple[int, int, int]:
-    """(token tile bt, warpgroups per CTA wgs, pipe) of the wgmma kernel: the largest CTA tile that still
-    fills every SM (wgs 4: one CTA per SM, wgs 2: two), else the smallest; ``force`` = (bt, wgs) or
-    (bt, wgs, pipe)."""
-    pipe = int(os.environ.get("MOSAIC_WGMMA_PIPE", WGMMA_PIPE))
+def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
+    return math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
+
+
+def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(token tile bt, warpgroups per CTA wgs) of the wgmma kernel (measured, native/NOTES.md v11): the
+    256 x 128 tile (wgs 4, one CTA per SM) when it gives at least two waves, else 128 x 128 (wgs 2, two
+    CTAs per SM) from 1.5 token tiles on, else 128 n x 64 tokens."""
     if force is not None:
         force = tuple(int(v) for v in force)
-        if force[:2] not in WGMMA_TILES or len(force) not in (2, 3):
-            raise ValueError(f"wgmma tile (bt, wgs[, pipe]) must have (bt, wgs) in {WGMMA_TILES}, got {force}")
-        pipe = force[2] if len(force) == 3 else pipe
-    if pipe not in (0, 1):
-        raise ValueError(f"wgmma pipe must be 0 (cp.async) or 1 (TMA), got {pipe}")
-    if force is not None:
-        return force[0], force[1], pipe
-    for bt, wgs in ((128, 4), (128, 2), (64, 4)):
-        ctas = math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
-        if ctas >= sm_count * (4 // wgs):
-            return bt, wgs, pipe
-    return 64, 2, pipe
+        if force not in WGMMA_TILES:
+            raise ValueError(f"wgmma tile (bt, wgs) must be one of {WGMMA_TILES}, got {force}")
+        return force
+    if _wgmma_ctas(m, n_pad, 128, 4) >= 2 * sm_count:
+        return 128, 4
+    return (128, 2) if m >= 192 else (64, 2)
+
+
+def wgmma_routes(m: int, n_pad: int, k: int, sm_count: int) -> bool:
+    """Whether the default routing sends M to the wgmma kernel (given an sm_90 device)."""
+    wmin = wgmma_min_m()
+    return 0 < wmin <= m and (k <= WGMMA_LONG_K or _wgmma_ctas(m, n_pad, 128, 2) >= sm_count)
 
 
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -387,7 +390,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
            path: str | None = None, gemv: tuple[int, int, int] | None = None,
-           wgmma: tuple[int, ...] | None = None) -> torch.Tensor:
+           wgmma: tuple[int, int] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -398,9 +401,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
     ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
     gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
-    None: gemv for M <= gemv_max_m(), wgmma for M >= wgmma_min_m() (> 0) on an sm_90 device, tiled
+    None: gemv for M <= gemv_max_m(), wgmma where ``wgmma_routes`` says so on an sm_90 device, tiled
     otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
-    small-M plan, ``wgmma`` = (bt, wgs[, pipe]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and pipeline."""
+    small-M plan, ``wgmma`` = (bt, wgs) the wgmma kernel's CTA tile (bt tokens x 64 wgs n)."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -431,10 +434,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         raise ValueError(f"path must be 'tiled', 'gemv' or 'wgmma', got {path!r} {where}")
     if path is None:
         free = cfg is None and splitk is None
-        wmin = wgmma_min_m()
         if free and m <= gemv_max_m():
             path = "gemv"
-        elif free and 0 < wmin <= m and torch.cuda.get_device_capability(x.device)[0] == 9:
+        elif free and wgmma_routes(m, p.n_pad, kk, sms) and torch.cuda.get_device_capability(x.device)[0] == 9:
             path = "wgmma"
         else:
             path = "tiled"
@@ -511,15 +513,15 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  force: tuple[int, ...] | None) -> str:
+                  force: tuple[int, int] | None) -> str:
     """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
-    bt, wgs, pipe = wgmma_tile(m, p.n_pad, sms, force)
+    bt, wgs = wgmma_tile(m, p.n_pad, sms, force)
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
-                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs, pipe)
-    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},{('cpasync', 'tma')[pipe]}]"
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs)
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs}]"
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
