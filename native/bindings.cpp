@@ -178,11 +178,15 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 // large-M path (native/wgmma_kernels.cu, sm_90a): same packed weights, CTA = 64 wgs n x bt tokens
 void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
            std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M, long N,
-           long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs) {
+           long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
   if (bt != 64 && bt != 128) fail(M, N, K, "token tile bt must be 64 or 128, got " + std::to_string(bt));
   if (wgs != 2 && wgs != 4) fail(M, N, K, "warpgroups per CTA wgs must be 2 or 4, got " + std::to_string(wgs));
+  const long KT = Kp / 64;
+  if (splitk < 1 || splitk > 8 || splitk > KT)
+    fail(M, N, K, "wgmma splitk (one cluster) must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
+  if (splitk > 1 && bt == 128 && wgs == 4) fail(M, N, K, "wgmma split-K is not available with bt 128 and wgs 4");
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
   check_ptr(M, N, K, x, "x", true, 16);
@@ -198,8 +202,8 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   set_tiles(p, Np, Kp / 64, gs_tiles);
-  p.splitk = 1;
-  p.kt_per_split = (int)(Kp / 64);
+  p.kt_per_split = (int)((KT + splitk - 1) / splitk);
+  p.splitk = (int)((KT + p.kt_per_split - 1) / p.kt_per_split);  // no empty split
   const char* err = zipper::launch_wgmma(p, dtype, mode, bt, wgs, reinterpret_cast<void*>(stream));
   if (err && err[0]) throw std::runtime_error("zipper wgmma " + shape_str(M, N, K) + ": launch failed: " + err);
 }
@@ -244,7 +248,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("bt"), py::arg("dtype"), py::arg("mode"), py::arg("stream"),
-        py::arg("pdl") = 0, py::arg("wgs") = 2);
+        py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1);
   m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),

@@ -22,6 +22,7 @@
 #include "device_common.cuh"
 #include "wgmma_ops.cuh"
 
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -51,6 +52,8 @@ struct WgLayout {
   static constexpr int SMEM = WG_STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
   static constexpr int Y_PITCH = 64 * WGS + 8;  // epilogue tile row pitch (elements): conflict-free transposed writes
   static_assert(BT * Y_PITCH * 2 <= WG_STAGES * STAGE, "epilogue tile must fit in the stages");
+  // split-K: every thread's fp32 accumulators in the stages' shared memory
+  static constexpr bool RED_FITS = (BT / 2) * THREADS * 4 <= WG_STAGES * STAGE;
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -101,6 +104,8 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
   const int nt0 = ntile * WGS, m0 = mt * BT;
   const int KT = p.KT;
+  // split-K (grid y = the splits of one output tile, one thread-block cluster): k-tiles kt0 .. kt0 + NTL - 1
+  const int kt0 = blockIdx.y * p.kt_per_split, NTL = min(KT, kt0 + p.kt_per_split) - kt0;
   const bool unit_ok = nt0 + wg < p.NT;  // the last CTA's warpgroups past Np compute zeros, store nothing
   const T* __restrict__ X = static_cast<const T*>(p.x);
 
@@ -166,11 +171,11 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   // prologue: tiles 0..STAGES-2 (weights first: they overlap the previous kernel under PDL)
 #pragma unroll
   for (int s = 0; s < WG_STAGES - 1; ++s)
-    if (s < KT) issue_w(s, s);
+    if (s < NTL) issue_w(kt0 + s, s);
   griddep_wait();
 #pragma unroll
   for (int s = 0; s < WG_STAGES - 1; ++s) {
-    if (s < KT) issue_x(s, s);
+    if (s < NTL) issue_x(kt0 + s, s);
     cp_commit();  // group s = tile s
   }
 
@@ -242,7 +247,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   uint32_t a0[4][4], a1[4][4];
   cp_wait<WG_STAGES - 2>();
   __syncthreads();
-  if (KT > 0) dequant(0, 0, a0);
+  if (NTL > 0) dequant(0, 0, a0);
   auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
     const int slot = t % WG_STAGES;
     mma_tile(slot, acur);
@@ -250,24 +255,48 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
     cp_wait<WG_STAGES - 3>();
     __syncthreads();
     const int tn = t + WG_STAGES - 1;
-    if (tn < KT) {
+    if (tn < NTL) {
       const int sn = tn % WG_STAGES;
-      issue_w(tn, sn);
-      issue_x(tn, sn);
+      issue_w(kt0 + tn, sn);
+      issue_x(kt0 + tn, sn);
     }
     cp_commit();
-    if (t + 1 < KT) dequant(t + 1, (t + 1) % WG_STAGES, anext);
+    if (t + 1 < NTL) dequant(t + 1, (t + 1) % WG_STAGES, anext);
   };
   int t = 0;
-  for (; t + 1 < KT; t += 2) {
+  for (; t + 1 < NTL; t += 2) {
     step(t, a0, a1);
     step(t + 1, a1, a0);
   }
-  if (t < KT) step(t, a0, a1);
+  if (t < NTL) step(t, a0, a1);
   wg_wait<0>();
   cp_wait<0>();
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();  // every warpgroup is done with the stages: reuse them for the output tile
+
+  // ---- split-K: the splits' fp32 accumulators meet in shared memory; CTA (cluster rank) r sums, for
+  // the 8-token groups q with q % splitk == r, every rank's values in rank order (deterministic) through
+  // DSMEM and stores those rows
+  const int S = p.splitk, rank = blockIdx.y;
+  auto owns = [&](int q) { return S == 1 || q % S == rank; };
+  if (S > 1) {
+    if constexpr (L::RED_FITS) {
+      namespace cg = cooperative_groups;
+      cg::cluster_group cl = cg::this_cluster();
+      float* const red = reinterpret_cast<float*>(smem);
+#pragma unroll
+      for (int j = 0; j < NACC; ++j) red[j * NTHR + tid] = acc[j];
+      cl.sync();
+#pragma unroll
+      for (int j = 0; j < NACC; ++j)
+        if (owns(j >> 2)) {
+          float v = 0.f;
+          for (int q = 0; q < S; ++q) v += cl.map_shared_rank(red, q)[j * NTHR + tid];
+          acc[j] = v;
+        }
+      cl.sync();  // every rank has read this CTA's partials: its shared memory may be reused
+    }
+  }
 
   // ---- epilogue: acc[j] = D[row n][col token], row = 16 ws + g + 8 ((j >> 1) & 1) of unit wg,
   // col = 8 (j >> 2) + 2 t4 + (j & 1) -> Ys[token][n] (T), then 16-byte row stores to Y
@@ -277,7 +306,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   for (int j = 0; j < NACC; ++j) {
     const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
     const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-    Ys[tok * YP + n] = Tr::from_f(acc[j]);
+    if (owns(j >> 2)) Ys[tok * YP + n] = Tr::from_f(acc[j]);
   }
   __syncthreads();
   T* const Y = static_cast<T*>(p.y);
@@ -285,7 +314,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   constexpr int CPR = 8 * WGS;  // 16-byte chunks per token row
   for (int c = tid; c < BT * CPR; c += NTHR) {
     const int r = c / CPR, ch = c % CPR, tok = m0 + r, n = nt0 * 64 + ch * 8;
-    if (tok >= p.M || n >= p.N) continue;
+    if (tok >= p.M || n >= p.N || !owns(r >> 3)) continue;
     const T* src = Ys + r * YP + ch * 8;
     T* dst = Y + (size_t)tok * p.N + n;
     if (vec) {
@@ -313,13 +342,14 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
     attr_set = true;
   }
   cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), 1, 1);
+  if (p.splitk > 1 && !L::RED_FITS) return "split-K needs the accumulators to fit in shared memory (not with bt 128, wgs 4)";
+  lc.gridDim = dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), p.splitk, 1);
   lc.blockDim = dim3(L::THREADS, 1, 1);
   lc.dynamicSmemBytes = L::SMEM;
   lc.stream = stream;
   cudaLaunchAttribute attrs[2];
   lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
+  lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of an output tile: one cluster
   cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
@@ -353,6 +383,9 @@ const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, 
   if (bt != 64 && bt != 128) return "token tile (bt) must be 64 or 128";
   if (wgs != 2 && wgs != 4) return "warpgroups per CTA (wgs) must be 2 or 4";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
+  if (p.splitk < 1 || p.splitk > 8) return "splitk (cluster size) must be in [1, 8]";
+  if (p.kt_per_split < 1 || (long)p.splitk * p.kt_per_split < p.KT || (long)(p.splitk - 1) * p.kt_per_split >= p.KT)
+    return "split-K plan must cover every k-tile with no empty split";
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
     cudaGetLastError();

@@ -405,7 +405,8 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @gpu
 @needs_native
 @needs_sm90
-@pytest.mark.parametrize("bt,wgs", [(64, 2), (128, 2), (64, 4), (128, 4)])
+@pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
+                                           (128, 2, 8), (64, 4, 2)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -414,15 +415,20 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
     (256, 64 * 70, 128, False, 0.03, (128, 128)),  # long K (bit-word windows move), 3 %
     (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
 ])
-def test_wgmma_shapes(bt, wgs, m, n, k, gs, sym, budget, bs):
+def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
     """Large-M wgmma kernel (every CTA tile) against the reference: M below, at and past the token tile
     (partial token tiles, rows past M), ragged N/K (with wgs 4: warpgroups past Np), every group kind,
-    budgets 0..1, both dtypes."""
-    dtype = torch.float16 if (m + bt + wgs + n) % 2 else torch.bfloat16
-    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs))
+    budgets 0..1, both dtypes; split-K over a cluster (the sum through DSMEM, each rank storing its
+    8-token groups; splits shorter than the pipeline)."""
+    kt = (k + 63) // 64
+    if splitk > kt:
+        pytest.skip(f"splitk {splitk} > {kt} k-tiles")
+    dtype = torch.float16 if (m + bt + wgs + n + splitk) % 2 else torch.bfloat16
+    _run_case(m, n, k, gs, sym, budget, bs, dtype, path="wgmma", wgmma=(bt, wgs, splitk))
     from mosaic_exp.kernels import ops
 
-    tag = f"[bt{bt},wgs{wgs}]"
+    sk = -(-kt // -(-kt // splitk))  # the binding drops empty splits
+    tag = f"[bt{bt},wgs{wgs},splitk{sk}]"
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-") and tag in ops.LAST_LAUNCH["kernels"][0]
 
 
@@ -440,10 +446,14 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     assert ops.wgmma_routes(128, 4096, 4096, sms) and not ops.wgmma_routes(127, 4096, 4096, sms)
     assert not ops.wgmma_routes(256, 4096, 14336, sms) and ops.wgmma_routes(1024, 4096, 14336, sms)
-    assert ops.wgmma_tile(4096, 4096, sms) == (128, 4) and ops.wgmma_tile(1024, 6144, sms) == (128, 2)
+    assert ops.wgmma_tile(4096, 4096, 4096, sms) == (128, 4, 1)
+    assert ops.wgmma_tile(1024, 6144, 4096, sms) == (128, 2, 1)
+    assert ops.wgmma_tile(64, 4096, 4096, sms) == (64, 2, 8)  # 32 CTAs: K split over clusters of 8
+    with pytest.raises(ValueError, match="splitk"):
+        ops.wgmma_tile(4096, 4096, 4096, sms, force=(128, 4, 2))
     qd = random_quantized(256, 4096, 128, False, 0.1)
     ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2]")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2,splitk8]")
     monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "0")
     ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
@@ -474,14 +484,15 @@ def test_repeated_launch_deterministic():
     qw = random_quantized(4096, 4096, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     x = torch.randn(5, 4096, device="cuda", dtype=torch.float16)
-    paths = (("tiled", None), ("gemv", (16, 4, 2))) + ((("wgmma", None),) if IS_SM90 else ())
-    for path, plan in paths:  # gemv: cross-warp and cross-CTA sums
-        y1 = ops.launch(x, p, "zipper", path=path, gemv=plan).clone()
+    paths = (("tiled", None), ("gemv", (16, 4, 2))) + ((("wgmma", (64, 2, 4)),) if IS_SM90 else ())
+    for path, plan in paths:  # gemv: cross-warp and cross-CTA sums; wgmma: cluster split-K sums
+        kw = dict(wgmma=plan) if path == "wgmma" else dict(gemv=plan)
+        y1 = ops.launch(x, p, "zipper", path=path, **kw).clone()
         kern = ops.LAST_LAUNCH["kernels"][0]
         assert ("splitk1]" not in kern if path == "tiled" else "kparts4,splitk2" in kern if path == "gemv"
                 else kern.startswith("wgmma-")), kern
         for _ in range(3):
-            y2 = ops.launch(x, p, "zipper", path=path, gemv=plan)
+            y2 = ops.launch(x, p, "zipper", path=path, **kw)
             assert torch.equal(y1, y2)
 
 
@@ -608,7 +619,7 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2)), (130, (128, 4)), (70, (64, 4))):
+        for m, tile in ((3, (64, 2, 3)), (130, (128, 4, 1)), (70, (64, 4, 2))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

@@ -312,18 +312,32 @@ def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
     return math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
 
 
-def wgmma_tile(m: int, n_pad: int, sm_count: int, force: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(token tile bt, warpgroups per CTA wgs) of the wgmma kernel (measured, native/NOTES.md v11): the
-    256 x 128 tile (wgs 4, one CTA per SM) when it gives at least two waves, else 128 x 128 (wgs 2, two
-    CTAs per SM) from 1.5 token tiles on, else 128 n x 64 tokens."""
+def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
+               force: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+    """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel (measured, native/NOTES.md v11):
+    the 256 x 128 tile (wgs 4, one CTA per SM) when it gives at least two waves, else 128 x 128 (wgs 2,
+    two CTAs per SM) from 1.5 token tiles on, else 128 n x 64 tokens; K split over a cluster of up to 8
+    CTAs (>= 4 k-tiles each) until the grid fills the SMs. ``force`` = (bt, wgs) or (bt, wgs, splitk)."""
+    kt = k_pad // TILE
     if force is not None:
         force = tuple(int(v) for v in force)
-        if force not in WGMMA_TILES:
-            raise ValueError(f"wgmma tile (bt, wgs) must be one of {WGMMA_TILES}, got {force}")
-        return force
-    if _wgmma_ctas(m, n_pad, 128, 4) >= 2 * sm_count:
-        return 128, 4
-    return (128, 2) if m >= 192 else (64, 2)
+        if force[:2] not in WGMMA_TILES or len(force) not in (2, 3):
+            raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
+        bt, wgs = force[:2]
+    elif _wgmma_ctas(m, n_pad, 128, 4) >= 2 * sm_count:
+        bt, wgs = 128, 4
+    else:
+        bt, wgs = (128, 2) if m >= 192 else (64, 2)
+    if force is not None and len(force) == 3:
+        splitk = force[2]
+    elif (bt, wgs) == (128, 4):
+        splitk = 1  # its accumulators do not fit the split-K sum buffer; it is only chosen for >= 2 waves
+    else:
+        ctas, slots = _wgmma_ctas(m, n_pad, bt, wgs), sm_count * (4 // wgs)
+        splitk = 1 if ctas >= slots else max(1, min(8, slots // ctas, kt // 4))
+    if not 1 <= splitk <= min(8, kt) or (splitk > 1 and (bt, wgs) == (128, 4)):
+        raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})] and 1 with bt 128, wgs 4; got {splitk}")
+    return bt, wgs, splitk
 
 
 def wgmma_routes(m: int, n_pad: int, k: int, sm_count: int) -> bool:
@@ -390,7 +404,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
            path: str | None = None, gemv: tuple[int, int, int] | None = None,
-           wgmma: tuple[int, int] | None = None) -> torch.Tensor:
+           wgmma: tuple[int, ...] | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -403,7 +417,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
     None: gemv for M <= gemv_max_m(), wgmma where ``wgmma_routes`` says so on an sm_90 device, tiled
     otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
-    small-M plan, ``wgmma`` = (bt, wgs) the wgmma kernel's CTA tile (bt tokens x 64 wgs n)."""
+    small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -513,15 +527,15 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  force: tuple[int, int] | None) -> str:
+                  force: tuple[int, ...] | None) -> str:
     """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
-    bt, wgs = wgmma_tile(m, p.n_pad, sms, force)
+    bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force)
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
-                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs)
-    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs}]"
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs, splitk)
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}]"
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
