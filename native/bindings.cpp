@@ -186,7 +186,6 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
   const long KT = Kp / 64;
   if (splitk < 1 || splitk > 8 || splitk > KT)
     fail(M, N, K, "wgmma splitk (one cluster) must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
-  if (splitk > 1 && bt == 128 && wgs == 4) fail(M, N, K, "wgmma split-K is not available with bt 128 and wgs 4");
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
   check_ptr(M, N, K, x, "x", true, 16);

@@ -32,7 +32,6 @@ namespace {
 
 using namespace dev;
 
-constexpr int WG_STAGES = 4;
 constexpr int WG_GROUP_M = 8;    // token tiles per raster group
 
 // CTA = WGS warpgroups = WGS units of 64 n (one per warpgroup) x BT tokens; per stage: the X tile, the
@@ -49,11 +48,16 @@ struct WgLayout {
   static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 128 * WGS : 0);  // WGS ints: residual present
   static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
-  static constexpr int SMEM = WG_STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
+  // as many stages as the CTAs per SM leave room for (WGS 4: one CTA, 2: two), up to 8: at small and
+  // medium M a k-tile iteration is memory-latency bound, so the prefetch depth sets the bandwidth
+  static constexpr int BUDGET = (WGS == 4 ? 227 * 1024 : 113 * 1024) - 1024;
+  static constexpr int STAGES = BUDGET / STAGE > 8 ? 8 : BUDGET / STAGE;
+  static constexpr int SMEM = STAGES * STAGE + 1024;  // + alignment slack for the dynamic base
+  static_assert(STAGES >= 3, "pipeline too shallow");
   static constexpr int Y_PITCH = 64 * WGS + 8;  // epilogue tile row pitch (elements): conflict-free transposed writes
-  static_assert(BT * Y_PITCH * 2 <= WG_STAGES * STAGE, "epilogue tile must fit in the stages");
+  static_assert(BT * Y_PITCH * 2 <= STAGES * STAGE, "epilogue tile must fit in the stages");
   // split-K: every thread's fp32 accumulators in the stages' shared memory
-  static constexpr bool RED_FITS = (BT / 2) * THREADS * 4 <= WG_STAGES * STAGE;
+  static constexpr bool RED_FITS = (BT / 2) * THREADS * 4 <= STAGES * STAGE;
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -89,6 +93,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   using T2 = typename Tr::T2;
   using L = WgLayout<BT, WGS, MODE>;
   constexpr int NTHR = L::THREADS;
+  constexpr int STAGES = L::STAGES;
   constexpr int NACC = BT / 2;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   // the 128-byte swizzle pattern is anchored at 1024-byte boundaries
@@ -170,11 +175,11 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 
   // prologue: tiles 0..STAGES-2 (weights first: they overlap the previous kernel under PDL)
 #pragma unroll
-  for (int s = 0; s < WG_STAGES - 1; ++s)
+  for (int s = 0; s < STAGES - 1; ++s)
     if (s < NTL) issue_w(kt0 + s, s);
   griddep_wait();
 #pragma unroll
-  for (int s = 0; s < WG_STAGES - 1; ++s) {
+  for (int s = 0; s < STAGES - 1; ++s) {
     if (s < NTL) issue_x(kt0 + s, s);
     cp_commit();  // group s = tile s
   }
@@ -245,23 +250,23 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   // copies; barrier (every warpgroup is past tile t - 1: its slot is free); copy tile t + STAGES - 1
   // into it; dequantize tile t + 1 into the other buffer while the tensor cores run tile t.
   uint32_t a0[4][4], a1[4][4];
-  cp_wait<WG_STAGES - 2>();
+  cp_wait<STAGES - 2>();
   __syncthreads();
   if (NTL > 0) dequant(0, 0, a0);
   auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
-    const int slot = t % WG_STAGES;
+    const int slot = t % STAGES;
     mma_tile(slot, acur);
     wg_wait<1>();
-    cp_wait<WG_STAGES - 3>();
+    cp_wait<STAGES - 3>();
     __syncthreads();
-    const int tn = t + WG_STAGES - 1;
+    const int tn = t + STAGES - 1;
     if (tn < NTL) {
-      const int sn = tn % WG_STAGES;
+      const int sn = tn % STAGES;
       issue_w(kt0 + tn, sn);
       issue_x(kt0 + tn, sn);
     }
     cp_commit();
-    if (t + 1 < NTL) dequant(t + 1, (t + 1) % WG_STAGES, anext);
+    if (t + 1 < NTL) dequant(t + 1, (t + 1) % STAGES, anext);
   };
   int t = 0;
   for (; t + 1 < NTL; t += 2) {
@@ -342,7 +347,7 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
     attr_set = true;
   }
   cudaLaunchConfig_t lc = {};
-  if (p.splitk > 1 && !L::RED_FITS) return "split-K needs the accumulators to fit in shared memory (not with bt 128, wgs 4)";
+  if (p.splitk > 1 && !L::RED_FITS) return "split-K needs the accumulators to fit in the stages' shared memory";
   lc.gridDim = dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), p.splitk, 1);
   lc.blockDim = dim3(L::THREADS, 1, 1);
   lc.dynamicSmemBytes = L::SMEM;

@@ -406,7 +406,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_native
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
-                                           (128, 2, 8), (64, 4, 2)])
+                                           (128, 2, 8), (64, 4, 2), (128, 4, 5)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -450,7 +450,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(1024, 6144, 4096, sms) == (128, 2, 1)
     assert ops.wgmma_tile(64, 4096, 4096, sms) == (64, 2, 8)  # 32 CTAs: K split over clusters of 8
     with pytest.raises(ValueError, match="splitk"):
-        ops.wgmma_tile(4096, 4096, 4096, sms, force=(128, 4, 2))
+        ops.wgmma_tile(4096, 4096, 4096, sms, force=(128, 4, 9))
     qd = random_quantized(256, 4096, 128, False, 0.1)
     ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2,splitk8]")

@@ -331,12 +331,12 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     if force is not None and len(force) == 3:
         splitk = force[2]
     elif (bt, wgs) == (128, 4):
-        splitk = 1  # its accumulators do not fit the split-K sum buffer; it is only chosen for >= 2 waves
+        splitk = 1  # only chosen for >= 2 waves
     else:
         ctas, slots = _wgmma_ctas(m, n_pad, bt, wgs), sm_count * (4 // wgs)
         splitk = 1 if ctas >= slots else max(1, min(8, slots // ctas, kt // 4))
-    if not 1 <= splitk <= min(8, kt) or (splitk > 1 and (bt, wgs) == (128, 4)):
-        raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})] and 1 with bt 128, wgs 4; got {splitk}")
+    if not 1 <= splitk <= min(8, kt):
+        raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
     return bt, wgs, splitk
 
 
