@@ -337,7 +337,8 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
         splitk = 1 if ctas >= slots else max(1, min(8, slots // ctas, kt // 4))
     if not 1 <= splitk <= min(8, kt):
         raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
-    return bt, wgs, splitk
+    ktps = math.ceil(kt / splitk)
+    return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
 
 
 def wgmma_routes(m: int, n_pad: int, k: int, sm_count: int) -> bool:
