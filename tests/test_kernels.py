@@ -437,35 +437,38 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
 @needs_sm90
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
-    """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); default routing (M >= 128 with
-    a short K, or a grid that fills the SMs) and $MOSAIC_WGMMA_MIN_M."""
+    """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); the measured tile rule and
+    default routing (a tile that keeps the SMs busy, M >= $MOSAIC_WGMMA_MIN_M), the tiled kernel otherwise."""
     from mosaic_exp.kernels import ops
 
     _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
     _run_case(300, 6144, 4096, 128, False, 0.1, (64, 64), dtype, path="wgmma")
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    assert ops.wgmma_routes(128, 4096, 4096, sms) and not ops.wgmma_routes(127, 4096, 4096, sms)
-    assert not ops.wgmma_routes(256, 4096, 14336, sms) and ops.wgmma_routes(1024, 4096, 14336, sms)
-    assert ops.wgmma_tile(4096, 4096, 4096, sms) == (128, 4, 1)
-    assert ops.wgmma_tile(1024, 6144, 4096, sms) == (128, 2, 1)
-    assert ops.wgmma_tile(64, 4096, 4096, sms) == (64, 2, 8)  # 32 CTAs: K split over clusters of 8
+    # the rule is a pure function of the SM count: H100 SXM (132 SMs), LLaMA-3 shapes (N, K)
+    assert ops.wgmma_tile(4096, 4096, 4096, 132) == (128, 4, 1)      # 3.9 waves of 256 x 128 CTAs
+    assert ops.wgmma_tile(1024, 4096, 4096, 132) == (128, 4, 1)      # 0.97 wave
+    assert ops.wgmma_tile(1024, 6144, 4096, 132) == (128, 2, 1)      # 1.45 waves of wgs 4: wgs 2
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (64, 2, 1)        # 128 n x 64 tokens keeps 128 CTAs
+    assert ops.wgmma_tile(128, 4096, 4096, 132) is None              # 64 CTAs at best: tiled split-K
+    assert ops.wgmma_tile(128, 4096, 14336, 132) is None
+    assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)
+    assert ops.wgmma_tile(64, 4096, 4096, 132, force=(64, 2, 8)) == (64, 2, 8)
     with pytest.raises(ValueError, match="splitk"):
-        ops.wgmma_tile(4096, 4096, 4096, sms, force=(128, 4, 9))
-    qd = random_quantized(256, 4096, 128, False, 0.1)
-    ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2,splitk8]")
-    monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "0")
-    ops.launch(torch.randn(128, 4096, device="cuda", dtype=dtype), pack_quantized(qd, dtype, "cuda"), "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
-    monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "64")
-    qw = random_quantized(512, 512, 128, False, 0.1)
-    p = pack_quantized(qw, dtype, "cuda")
-    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), p, "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper")
-    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), p, "separate")
+        ops.wgmma_tile(4096, 4096, 4096, 132, force=(128, 4, 9))
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    n = 128 * sms  # (128, 2) tiles: sms CTAs per 128 tokens
+    qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
+    ops.launch(torch.randn(128, 512, device="cuda", dtype=dtype), qd, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt128,wgs2,splitk1]")
+    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "separate")  # below WGMMA_MIN_M
     assert ops.LAST_LAUNCH["kernels"][0].startswith("dense[")
-    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), p, "separate")
+    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "separate")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
+    small = pack_quantized(random_quantized(512, 512, 128, False, 0.1), dtype, "cuda")
+    ops.launch(torch.randn(256, 512, device="cuda", dtype=dtype), small, "zipper")  # 4 n-tiles: too few CTAs
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
+    monkeypatch.setenv("MOSAIC_WGMMA_MIN_M", "0")  # off
+    ops.launch(torch.randn(128, 512, device="cuda", dtype=dtype), qd, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
 
 
 @gpu

@@ -77,10 +77,11 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # A operand's registers, CTA = 64 wgs n x bt tokens (wgs = 2 or 4 warpgroups, bt = 64 or 128), no
 # split-K; used on sm_90 devices where wgmma_routes() says so ($MOSAIC_WGMMA_MIN_M; 0 = never) unless a
 # tile config or split-K forces the tiled kernel, or with path="wgmma".
-# Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M when K <= WGMMA_LONG_K or the (128, 2)
-# tile fills the SMs (a long K with few CTAs: the tiled kernel's split-K wins).
-WGMMA_MIN_M = 128
-WGMMA_LONG_K = 8192
+# Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that keeps
+# the SMs busy (below that the tiled kernel's split-K wins).
+WGMMA_MIN_M = 64
+WGMMA_WGS4_WAVES = 3.5
+WGMMA_MIN_FILL = 0.7
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4))  # (bt, wgs)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
@@ -313,38 +314,41 @@ def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
 
 
 def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
-               force: tuple[int, ...] | None = None) -> tuple[int, int, int]:
-    """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel (measured, native/NOTES.md v11):
-    the 256 x 128 tile (wgs 4, one CTA per SM) when it gives at least two waves, else 128 x 128 (wgs 2,
-    two CTAs per SM) from 1.5 token tiles on, else 128 n x 64 tokens; K split over a cluster of up to 8
-    CTAs (>= 4 k-tiles each) until the grid fills the SMs. ``force`` = (bt, wgs) or (bt, wgs, splitk)."""
+               force: tuple[int, ...] | None = None) -> tuple[int, int, int] | None:
+    """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel, or None where the default
+    routing keeps the tiled kernel. Measured (native/NOTES.md v11, kernels_20261123T0403Z_probe_wgmma_route):
+    per-CTA work wants the largest tile that still keeps the SMs busy, so
+      - 256 n x 128 tokens (wgs 4, one CTA per SM) when its grid covers >= WGMMA_WGS4_WAVES waves, or
+        0.9 to 1 wave (1.45 waves lost 25% on qkv at M=1024);
+      - else 128 n x 128 tokens (wgs 2, two CTAs per SM) when its grid has >= WGMMA_MIN_FILL x SMs CTAs;
+      - else (or for M <= 64) 128 n x 64 tokens (wgs 2) under the same condition;
+      - else None (the tiled kernel with split-K: a few long CTAs are latency bound here).
+    K is not split by default (cluster split-K measured slower on every shape but one); ``force`` =
+    (bt, wgs) or (bt, wgs, splitk) runs any tile and split."""
     kt = k_pad // TILE
     if force is not None:
         force = tuple(int(v) for v in force)
         if force[:2] not in WGMMA_TILES or len(force) not in (2, 3):
             raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
         bt, wgs = force[:2]
-    elif _wgmma_ctas(m, n_pad, 128, 4) >= 2 * sm_count:
-        bt, wgs = 128, 4
-    else:
-        bt, wgs = (128, 2) if m >= 192 else (64, 2)
-    if force is not None and len(force) == 3:
-        splitk = force[2]
-    elif (bt, wgs) == (128, 4):
-        splitk = 1  # only chosen for >= 2 waves
-    else:
-        ctas, slots = _wgmma_ctas(m, n_pad, bt, wgs), sm_count * (4 // wgs)
-        splitk = 1 if ctas >= slots else max(1, min(8, slots // ctas, kt // 4))
-    if not 1 <= splitk <= min(8, kt):
-        raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
-    ktps = math.ceil(kt / splitk)
-    return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
+        splitk = force[2] if len(force) == 3 else 1
+        if not 1 <= splitk <= min(8, kt):
+            raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
+        ktps = math.ceil(kt / splitk)
+        return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
+    waves4 = _wgmma_ctas(m, n_pad, 128, 4) / sm_count
+    if waves4 >= WGMMA_WGS4_WAVES or 0.9 <= waves4 <= 1.0:
+        return 128, 4, 1
+    for bt in (128, 64) if m > 64 else (64,):
+        if _wgmma_ctas(m, n_pad, bt, 2) >= WGMMA_MIN_FILL * sm_count:
+            return bt, 2, 1
+    return None
 
 
-def wgmma_routes(m: int, n_pad: int, k: int, sm_count: int) -> bool:
+def wgmma_routes(m: int, n_pad: int, k_pad: int, sm_count: int) -> bool:
     """Whether the default routing sends M to the wgmma kernel (given an sm_90 device)."""
     wmin = wgmma_min_m()
-    return 0 < wmin <= m and (k <= WGMMA_LONG_K or _wgmma_ctas(m, n_pad, 128, 2) >= sm_count)
+    return 0 < wmin <= m and wgmma_tile(m, n_pad, k_pad, sm_count) is not None
 
 
 def _workspace(device: torch.device, floats: int, counters: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,7 +455,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         free = cfg is None and splitk is None
         if free and m <= gemv_max_m():
             path = "gemv"
-        elif free and wgmma_routes(m, p.n_pad, kk, sms) and torch.cuda.get_device_capability(x.device)[0] == 9:
+        elif free and wgmma_routes(m, p.n_pad, p.k_pad, sms) and torch.cuda.get_device_capability(x.device)[0] == 9:
             path = "wgmma"
         else:
             path = "tiled"
@@ -530,7 +534,7 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
                   force: tuple[int, ...] | None) -> str:
     """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
-    bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force)
+    bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force) or (64, 2, 1)  # path="wgmma" always launches
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
