@@ -23,6 +23,8 @@
 #include "wgmma_ops.cuh"
 
 #include <cooperative_groups.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -84,6 +86,82 @@ __device__ __forceinline__ void fence_reg(uint32_t& r) { asm volatile("" : "+r"(
 // 1024 B apart (stride byte offset); the leading byte offset is unused for swizzled K-major layouts
 __device__ __forceinline__ uint64_t x_desc(uint32_t saddr) {
   return (uint64_t)((saddr & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
+// mbarriers, TMA and bulk copies (the warp-specialized kernel)
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, int bytes) {  // arrive + expect bytes
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, int bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               ::"r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+               ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar) : "memory");
+}
+
+// A fragments of one k-tile for n16 slice ws of a 64 x 64 unit in shared memory: w = its 2 KB of codes,
+// S / Z its 64 scales / zeros (Z null: symmetric, z = 8), r / RS the residual unit and its 64 row
+// scales (added when wr: the zipper's fused residual). 4 k16 steps x 4 registers in wgmma's A layout.
+template <typename T>
+__device__ __forceinline__ void dequant_slice(const uint8_t* w, const T* S, const T* Z, const uint8_t* r, const T* RS,
+                                              bool wr, int ws, int lane, uint32_t (&a)[4][4]) {
+  using Tr = Traits<T>;
+  using T2 = typename Tr::T2;
+  const int g = lane >> 2;
+  const T2 e8 = as_t2<T2>((uint32_t)Tr::E8 | ((uint32_t)Tr::E8 << 16));
+  const uint4 wq = *reinterpret_cast<const uint4*>(w + (ws * 32 + lane) * 16);
+  S += ws * 16 + g;
+  const T2 s0 = T2{S[0], S[0]}, s1 = T2{S[8], S[8]};
+  T2 z0 = e8, z1 = e8;
+  if (Z != nullptr) {
+    Z += ws * 16 + g;
+    z0 = T2{Z[0], Z[0]};
+    z1 = T2{Z[8], Z[8]};
+  }
+  auto body = [&](auto with_res) {
+    constexpr bool WR = decltype(with_res)::value;
+    uint4 rq = make_uint4(0, 0, 0, 0);
+    T2 r0 = e8, r1 = e8;
+    if constexpr (WR) {
+      rq = *reinterpret_cast<const uint4*>(r + (ws * 32 + lane) * 16);
+      const T* R = RS + ws * 16 + g;
+      r0 = T2{R[0], R[0]};
+      r1 = T2{R[8], R[8]};
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
+      const uint32_t rw = s == 0 ? rq.x : s == 1 ? rq.y : s == 2 ? rq.z : rq.w;
+#pragma unroll
+      for (int jj = 0; jj < 4; ++jj) {  // jj: (n half jj >> 1: row g or g + 8, k half jj & 1)
+        const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
+        T2 d = __hmul2(__hsub2(v, jj >> 1 ? z1 : z0), jj >> 1 ? s1 : s0);
+        if constexpr (WR) {
+          const T2 rv = as_t2<T2>(lop3_and_or(rw >> (4 * jj), 0x000F000Fu, Tr::EX));
+          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? r1 : r0, d);
+        }
+        a[s][(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
+      }
+    }
+  };
+  if (wr)
+    body(std::true_type{});
+  else
+    body(std::false_type{});
 }
 
 template <typename T, int BT, int WGS, int MODE>
@@ -184,49 +262,13 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
     cp_commit();  // group s = tile s
   }
 
-  const T2 e8 = as_t2<T2>((uint32_t)Tr::E8 | ((uint32_t)Tr::E8 << 16));
   // A fragments of k-tile kt (stage slot) for this warp's n16 slice of unit wg: 4 k16 steps x 4 regs
   auto dequant = [&](int kt, int slot, uint32_t (&a)[4][4]) {
     const uint8_t* st = smem + slot * L::STAGE;
-    const uint4 wq = *reinterpret_cast<const uint4*>(st + L::OFF_W + wg * 2048 + (ws * 32 + lane) * 16);
-    const T* S = reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64 + ws * 16 + g;
-    const T2 s0 = T2{S[0], S[0]}, s1 = T2{S[8], S[8]};
-    T2 z0 = e8, z1 = e8;
-    if (p.zeros != nullptr) {
-      const T* Z = reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 + ws * 16 + g;
-      z0 = T2{Z[0], Z[0]};
-      z1 = T2{Z[8], Z[8]};
-    }
-    auto body = [&](auto with_res) {
-      constexpr bool WR = decltype(with_res)::value;
-      uint4 rq = make_uint4(0, 0, 0, 0);
-      T2 r0 = e8, r1 = e8;
-      if constexpr (WR) {
-        rq = *reinterpret_cast<const uint4*>(st + L::OFF_R + wg * 2048 + (ws * 32 + lane) * 16);
-        const T* RS = reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64 + ws * 16 + g;
-        r0 = T2{RS[0], RS[0]};
-        r1 = T2{RS[8], RS[8]};
-      }
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
-        const uint32_t rw = s == 0 ? rq.x : s == 1 ? rq.y : s == 2 ? rq.z : rq.w;
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) {  // jj: (n half jj >> 1: row g or g + 8, k half jj & 1)
-          const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
-          T2 d = __hmul2(__hsub2(v, jj >> 1 ? z1 : z0), jj >> 1 ? s1 : s0);
-          if constexpr (WR) {
-            const T2 rv = as_t2<T2>(lop3_and_or(rw >> (4 * jj), 0x000F000Fu, Tr::EX));
-            d = __hfma2(__hsub2(rv, e8), jj >> 1 ? r1 : r0, d);
-          }
-          a[s][(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
-        }
-      }
-    };
-    if (MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg])
-      body(std::true_type{});
-    else
-      body(std::false_type{});
+    const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
+    dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
+                     p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
+                     st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
   };
   // the 4 k16 wgmmas of k-tile in slot `slot` (one commit group)
   auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
@@ -334,6 +376,224 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #endif
 }
 
+// ---------------------------------------------------------------- warp-specialized variant (bt = 256)
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64n256: all 256 tokens of the tile) + one
+// producer warp. The producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and
+// residual units and a TMA load of the 256 x 64 X tile into a stage, all completing on the stage's
+// "full" mbarrier; consumers wait on it, dequantize, run their wgmmas and release the stage on its
+// "empty" mbarrier. No CTA barrier in the mainloop, so the two warpgroups drift apart and one's
+// dequantization overlaps the other's wgmmas. The producer is a whole warpgroup so that setmaxnreg
+// can hand its registers to the consumers (40 / 232 per thread) for the 128 accumulators.
+constexpr int WS_BT = 256, WS_THREADS = 384;
+template <int MODE>
+struct WsLayout {
+  static constexpr int OFF_X = 0;                   // 256 rows x 128 B, 128-byte swizzle
+  static constexpr int OFF_W = WS_BT * 128;         // 2 units x 2048 B
+  static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
+  static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
+  static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
+  static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);  // 2 ints: residual present
+  static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
+  static constexpr int STAGE = (END + 1023) / 1024 * 1024;
+  static constexpr int STAGES = ((227 * 1024 - 1024 - 128) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128) / STAGE;
+  static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
+  static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
+  static constexpr int Y_PITCH = 128 + 8;
+  static_assert(STAGES >= 3 && WS_BT * Y_PITCH * 2 <= BARS, "stages");
+};
+
+template <typename T, int MODE>
+__global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tr = Traits<T>;
+  using L = WsLayout<MODE>;
+  constexpr int STAGES = L::STAGES, NACC = WS_BT / 2;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sbase = smem_u32(smem);
+  const int tid = threadIdx.x, wg = tid >> 7, ws = (tid >> 5) & 3, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int ntn = p.NT / 2, mtn = (p.M + WS_BT - 1) / WS_BT;
+  const int pid = blockIdx.x, per_group = WG_GROUP_M * ntn;
+  const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
+  const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
+  const int nt0 = ntile * 2, m0 = mt * WS_BT, KT = p.KT;
+  auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
+  auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full_bar(s), 1);
+      mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (tid == 256) {
+      griddep_wait();  // X may be written by the previous kernel in the stream
+      const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
+      for (int kt = 0; kt < KT; ++kt) {
+        const int slot = kt % STAGES;
+        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
+        const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
+        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + WS_BT * 128;
+        int rid[2] = {-1, -1};
+        if constexpr (MODE == MODE_ZIPPER) {
+#pragma unroll
+          for (int u = 0; u < 2; ++u) {
+            const size_t row = (size_t)(nt0 + u) * p.KW + (kt >> 5);
+            const uint32_t w = __ldg(p.res_bits + row);
+            if ((w >> (kt & 31)) & 1u) rid[u] = __ldg(p.res_base + row) + __popc(w & ((1u << (kt & 31)) - 1u));
+            reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[u] = rid[u] >= 0;
+            if (rid[u] >= 0) bytes += 2048 + 128;
+          }
+        }
+        mbar_expect_tx(fb, bytes);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
+        const size_t so = (size_t)(p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * p.Np + (size_t)nt0 * 64;
+        bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
+        if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
+        if constexpr (MODE == MODE_ZIPPER) {
+#pragma unroll
+          for (int u = 0; u < 2; ++u)
+            if (rid[u] >= 0) {
+              bulk_g2s(st + L::OFF_R + u * 2048, static_cast<const uint8_t*>(p.rw) + (size_t)rid[u] * 2048, 2048, fb);
+              bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
+            }
+        }
+        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
+      }
+    }
+  } else {
+    // ---- consumer warpgroup wg: unit nt0 + wg, all WS_BT tokens
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    float acc[NACC];
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+    auto dequant = [&](int slot, uint32_t (&a)[4][4]) {
+      const uint8_t* st = smem + slot * L::STAGE;
+      const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
+      dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
+                       p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
+                       st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
+    };
+    auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
+      const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+#pragma unroll
+      for (int s = 0; s < 4; ++s)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
+      wg_fence();
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<T, WS_BT>(acc, a[s], x_desc(xs + s * 32), 1);
+      wg_commit();
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+    };
+    // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a warpgroup
+    // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
+    // tensor cores busy meanwhile (ping-pong without an explicit order)
+    uint32_t a[4][4];
+    for (int t = 0; t < KT; ++t) {
+      const int slot = t % STAGES;
+      mbar_wait(full_bar(slot), (t / STAGES) & 1);
+      dequant(slot, a);
+      mma_tile(slot, a);
+      wg_wait<0>();
+      if (lane == 0) mbar_arrive(empty_bar(slot));
+    }
+    // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
+    // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    T* const Ys = reinterpret_cast<T*>(smem);
+#pragma unroll
+    for (int j = 0; j < NACC; ++j) {
+      const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+      const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+      Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+    }
+  }
+  if (p.pdl & 2) griddep_launch_dependents();
+  __syncthreads();
+  const T* const Ys = reinterpret_cast<const T*>(smem);
+  constexpr int YP = L::Y_PITCH;
+  T* const Y = static_cast<T*>(p.y);
+  const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
+  for (int c = tid; c < WS_BT * 16; c += WS_THREADS) {
+    const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
+    if (tok >= p.M || n >= p.N) continue;
+    const T* src = Ys + r * YP + ch * 8;
+    T* dst = Y + (size_t)tok * p.N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int i = 0; i < 8 && n + i < p.N; ++i) dst[i] = src[i];
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+// X [M, K] as a 2-D TMA tensor: boxes of 64 k x WS_BT rows, 128-byte swizzle (the wgmma B layout),
+// rows past M and columns past K read as zeros
+template <typename T>
+const char* x_tensor_map(const Params& p, CUtensorMap* map) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  if (encode == nullptr) {
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
+                                         cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+      encode = nullptr;
+      cudaGetLastError();
+      return "cuTensorMapEncodeTiled not available from the driver";
+    }
+  }
+  const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
+  const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
+  const cuuint32_t box[2] = {64, WS_BT};
+  const cuuint32_t es[2] = {1, 1};
+  const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
+}
+
+template <typename T, int MODE>
+const char* launch_ws(const Params& p, cudaStream_t stream) {
+  using L = WsLayout<MODE>;
+  auto kern = w4a16_wgmma_ws_kernel<T, MODE>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    attr_set = true;
+  }
+  if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
+  CUtensorMap map;
+  const char* err = x_tensor_map<T>(p, &map);
+  if (err[0]) return err;
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(p.NT / 2 * ((p.M + WS_BT - 1) / WS_BT), 1, 1);
+  lc.blockDim = dim3(WS_THREADS, 1, 1);
+  lc.dynamicSmemBytes = L::SMEM;
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  lc.attrs = attrs;
+  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+
 template <typename T, int BT, int WGS, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using L = WgLayout<BT, WGS, MODE>;
@@ -363,6 +623,7 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
 
 template <typename T, int MODE>
 const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
+  if (bt == 256) return launch_ws<T, MODE>(p, stream);
   if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
   return bt == 64 ? launch_t<T, 64, 4, MODE>(p, stream) : launch_t<T, 128, 4, MODE>(p, stream);
 }
@@ -385,7 +646,8 @@ int image_arch() {
 
 const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
-  if (bt != 64 && bt != 128) return "token tile (bt) must be 64 or 128";
+  if (bt != 64 && bt != 128 && bt != 256) return "token tile (bt) must be 64, 128 or 256";
+  if (bt == 256 && wgs != 2) return "bt 256 (the warp-specialized kernel) has 2 consumer warpgroups (wgs 2)";
   if (wgs != 2 && wgs != 4) return "warpgroups per CTA (wgs) must be 2 or 4";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   if (p.splitk < 1 || p.splitk > 8) return "splitk (cluster size) must be in [1, 8]";
@@ -408,6 +670,7 @@ int smem_of(int mode) {
   return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
 }
 int wgmma_smem_bytes(int mode, int bt, int wgs) {
+  if (bt == 256) return mode == MODE_ZIPPER ? WsLayout<MODE_ZIPPER>::SMEM : WsLayout<MODE_DENSE>::SMEM;
   if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
   return bt == 64 ? smem_of<64, 4>(mode) : smem_of<128, 4>(mode);
 }
@@ -420,6 +683,15 @@ cudaError_t attrs_of(cudaFuncAttributes* a, int mode) {
 }
 int wgmma_regs(int mode, int bt, int wgs) {
   cudaFuncAttributes a;
+  if (bt == 256) {
+    const cudaError_t e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<__nv_bfloat16, MODE_ZIPPER>)
+                                              : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<__nv_bfloat16, MODE_DENSE>);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return -1;
+    }
+    return a.numRegs;
+  }
   const cudaError_t e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
                                  : (bt == 64 ? attrs_of<64, 4>(&a, mode) : attrs_of<128, 4>(&a, mode));
   if (e != cudaSuccess) {

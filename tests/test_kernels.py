@@ -406,7 +406,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_native
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
-                                           (128, 2, 8), (64, 4, 2), (128, 4, 5)])
+                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (256, 2, 1)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -622,7 +622,7 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2))):
+        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 2, 1))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

@@ -82,7 +82,7 @@ GEMV_SPLITK = (1, 2, 4, 8)
 WGMMA_MIN_M = 64
 WGMMA_WGS4_WAVES = 3.5
 WGMMA_MIN_FILL = 0.7
-WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4))  # (bt, wgs)
+WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (256, 2))  # (bt, wgs); 256: warp-specialized (TMA producer)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -332,6 +332,8 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
             raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
         bt, wgs = force[:2]
         splitk = force[2] if len(force) == 3 else 1
+        if bt == 256 and splitk != 1:
+            raise ValueError(f"wgmma tile (256, 2) is the warp-specialized kernel: no split-K, got splitk {splitk}")
         if not 1 <= splitk <= min(8, kt):
             raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
         ktps = math.ceil(kt / splitk)
