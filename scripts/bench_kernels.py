@@ -287,7 +287,7 @@ def main() -> int:
                 "kernel_defaults": {"splitk_fixup": ops.DEFAULT_SPLITK_FIXUP, "pdl": ops.DEFAULT_PDL,
                                     "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE,
                                     "gemv_max_m": ops.gemv_max_m(), "wgmma_min_m": ops.wgmma_min_m(),
-                                    "wgmma_wgs4_waves": ops.WGMMA_WGS4_WAVES, "wgmma_min_fill": ops.WGMMA_MIN_FILL}}
+                                    "wgmma_min_fill": ops.WGMMA_MIN_FILL}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):

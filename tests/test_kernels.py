@@ -444,9 +444,10 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
     _run_case(300, 6144, 4096, 128, False, 0.1, (64, 64), dtype, path="wgmma")
     # the rule is a pure function of the SM count: H100 SXM (132 SMs), LLaMA-3 shapes (N, K)
-    assert ops.wgmma_tile(4096, 4096, 4096, 132) == (128, 4, 1)      # 3.9 waves of 256 x 128 CTAs
-    assert ops.wgmma_tile(1024, 4096, 4096, 132) == (128, 4, 1)      # 0.97 wave
-    assert ops.wgmma_tile(1024, 6144, 4096, 132) == (128, 2, 1)      # 1.45 waves of wgs 4: wgs 2
+    assert ops.wgmma_tile(4096, 4096, 4096, 132) == (256, 2, 1)      # warp-specialized, 3.9 waves
+    assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 2, 1)      # 128 CTAs
+    assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 2, 1)       # 64 CTAs of bt 256: too few
+    assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 2, 1)      # bt 256 from M > 128 only
     assert ops.wgmma_tile(256, 4096, 4096, 132) == (64, 2, 1)        # 128 n x 64 tokens keeps 128 CTAs
     assert ops.wgmma_tile(128, 4096, 4096, 132) is None              # 64 CTAs at best: tiled split-K
     assert ops.wgmma_tile(128, 4096, 14336, 132) is None
@@ -454,6 +455,8 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(64, 4096, 4096, 132, force=(64, 2, 8)) == (64, 2, 8)
     with pytest.raises(ValueError, match="splitk"):
         ops.wgmma_tile(4096, 4096, 4096, 132, force=(128, 4, 9))
+    with pytest.raises(ValueError, match="no split-K"):
+        ops.wgmma_tile(4096, 4096, 4096, 132, force=(256, 2, 2))
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     n = 128 * sms  # (128, 2) tiles: sms CTAs per 128 tokens
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")

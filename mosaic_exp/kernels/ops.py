@@ -80,7 +80,6 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that keeps
 # the SMs busy (below that the tiled kernel's split-K wins).
 WGMMA_MIN_M = 64
-WGMMA_WGS4_WAVES = 3.5
 WGMMA_MIN_FILL = 0.7
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (256, 2))  # (bt, wgs); 256: warp-specialized (TMA producer)
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
@@ -316,15 +315,16 @@ def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
 def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
                force: tuple[int, ...] | None = None) -> tuple[int, int, int] | None:
     """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel, or None where the default
-    routing keeps the tiled kernel. Measured (native/NOTES.md v11, kernels_20261123T0403Z_probe_wgmma_route):
-    per-CTA work wants the largest tile that still keeps the SMs busy, so
-      - 256 n x 128 tokens (wgs 4, one CTA per SM) when its grid covers >= WGMMA_WGS4_WAVES waves, or
-        0.9 to 1 wave (1.45 waves lost 25% on qkv at M=1024);
-      - else 128 n x 128 tokens (wgs 2, two CTAs per SM) when its grid has >= WGMMA_MIN_FILL x SMs CTAs;
+    routing keeps the tiled kernel. Measured (native/NOTES.md v11, kernels_20261123T0403Z_probe_wgmma_route,
+    kernels_20261123T0426Z_probe_wgmma_ws): per-CTA work wants the largest tile that keeps the SMs busy,
+      - the warp-specialized 128 n x 256 tokens (bt 256: TMA producer, 2 consumer warpgroups, one CTA per
+        SM) for M > 128 when its grid has >= WGMMA_MIN_FILL x SMs CTAs (1.2-1.4x the other tiles);
+      - else 128 n x 128 tokens (wgs 2, two CTAs per SM) under the same condition;
       - else (or for M <= 64) 128 n x 64 tokens (wgs 2) under the same condition;
       - else None (the tiled kernel with split-K: a few long CTAs are latency bound here).
-    K is not split by default (cluster split-K measured slower on every shape but one); ``force`` =
-    (bt, wgs) or (bt, wgs, splitk) runs any tile and split."""
+    256 n x 128 tokens (wgs 4) is never better than bt 256 with the same CTA count, and K is not split by
+    default (cluster split-K measured slower on every shape but one); ``force`` = (bt, wgs) or
+    (bt, wgs, splitk) runs any tile and split."""
     kt = k_pad // TILE
     if force is not None:
         force = tuple(int(v) for v in force)
@@ -338,9 +338,9 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
             raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
         ktps = math.ceil(kt / splitk)
         return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
-    waves4 = _wgmma_ctas(m, n_pad, 128, 4) / sm_count
-    if waves4 >= WGMMA_WGS4_WAVES or 0.9 <= waves4 <= 1.0:
-        return 128, 4, 1
+    # the warp-specialized 128 n x 256 tokens tile (one CTA per SM) from half-full token tiles on
+    if m > 128 and _wgmma_ctas(m, n_pad, 256, 2) >= WGMMA_MIN_FILL * sm_count:
+        return 256, 2, 1
     for bt in (128, 64) if m > 64 else (64,):
         if _wgmma_ctas(m, n_pad, bt, 2) >= WGMMA_MIN_FILL * sm_count:
             return bt, 2, 1
