@@ -376,19 +376,19 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #endif
 }
 
-// ---------------------------------------------------------------- warp-specialized variant (bt = 256)
-// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64n256: all 256 tokens of the tile) + one
+// ---------------------------------------------------------------- warp-specialized variant (wgs = 3)
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT = 128 or 256 tokens) + one
 // producer warp. The producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and
 // residual units and a TMA load of the 256 x 64 X tile into a stage, all completing on the stage's
 // "full" mbarrier; consumers wait on it, dequantize, run their wgmmas and release the stage on its
 // "empty" mbarrier. No CTA barrier in the mainloop, so the two warpgroups drift apart and one's
 // dequantization overlaps the other's wgmmas. The producer is a whole warpgroup so that setmaxnreg
 // can hand its registers to the consumers (40 / 232 per thread) for the 128 accumulators.
-constexpr int WS_BT = 256, WS_THREADS = 384;
-template <int MODE>
+constexpr int WS_THREADS = 384;
+template <int BT, int MODE>
 struct WsLayout {
   static constexpr int OFF_X = 0;                   // 256 rows x 128 B, 128-byte swizzle
-  static constexpr int OFF_W = WS_BT * 128;         // 2 units x 2048 B
+  static constexpr int OFF_W = BT * 128;         // 2 units x 2048 B
   static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
   static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
   static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
@@ -400,25 +400,25 @@ struct WsLayout {
   static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
   static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
   static constexpr int Y_PITCH = 128 + 8;
-  static_assert(STAGES >= 3 && WS_BT * Y_PITCH * 2 <= BARS, "stages");
+  static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
 };
 
-template <typename T, int MODE>
+template <typename T, int BT, int MODE>
 __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
-  using L = WsLayout<MODE>;
-  constexpr int STAGES = L::STAGES, NACC = WS_BT / 2;
+  using L = WsLayout<BT, MODE>;
+  constexpr int STAGES = L::STAGES, NACC = BT / 2;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
   const int tid = threadIdx.x, wg = tid >> 7, ws = (tid >> 5) & 3, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const int ntn = p.NT / 2, mtn = (p.M + WS_BT - 1) / WS_BT;
+  const int ntn = p.NT / 2, mtn = (p.M + BT - 1) / BT;
   const int pid = blockIdx.x, per_group = WG_GROUP_M * ntn;
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
-  const int nt0 = ntile * 2, m0 = mt * WS_BT, KT = p.KT;
+  const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
   auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
@@ -440,7 +440,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
         const int slot = kt % STAGES;
         if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + WS_BT * 128;
+        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
         int rid[2] = {-1, -1};
         if constexpr (MODE == MODE_ZIPPER) {
 #pragma unroll
@@ -470,7 +470,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
       }
     }
   } else {
-    // ---- consumer warpgroup wg: unit nt0 + wg, all WS_BT tokens
+    // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     float acc[NACC];
 #pragma unroll
@@ -492,7 +492,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
         for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
       wg_fence();
 #pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<T, WS_BT>(acc, a[s], x_desc(xs + s * 32), 1);
+      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
       wg_commit();
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
@@ -526,7 +526,7 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
-  for (int c = tid; c < WS_BT * 16; c += WS_THREADS) {
+  for (int c = tid; c < BT * 16; c += WS_THREADS) {
     const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
     if (tok >= p.M || n >= p.N) continue;
     const T* src = Ys + r * YP + ch * 8;
@@ -542,9 +542,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
 #endif
 }
 
-// X [M, K] as a 2-D TMA tensor: boxes of 64 k x WS_BT rows, 128-byte swizzle (the wgmma B layout),
+// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout),
 // rows past M and columns past K read as zeros
-template <typename T>
+template <typename T, int BT>
 const char* x_tensor_map(const Params& p, CUtensorMap* map) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
   if (encode == nullptr) {
@@ -558,7 +558,7 @@ const char* x_tensor_map(const Params& p, CUtensorMap* map) {
   }
   const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
   const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
-  const cuuint32_t box[2] = {64, WS_BT};
+  const cuuint32_t box[2] = {64, BT};
   const cuuint32_t es[2] = {1, 1};
   const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
   const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -566,10 +566,10 @@ const char* x_tensor_map(const Params& p, CUtensorMap* map) {
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
 }
 
-template <typename T, int MODE>
+template <typename T, int BT, int MODE>
 const char* launch_ws(const Params& p, cudaStream_t stream) {
-  using L = WsLayout<MODE>;
-  auto kern = w4a16_wgmma_ws_kernel<T, MODE>;
+  using L = WsLayout<BT, MODE>;
+  auto kern = w4a16_wgmma_ws_kernel<T, BT, MODE>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
@@ -578,10 +578,10 @@ const char* launch_ws(const Params& p, cudaStream_t stream) {
   }
   if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
   CUtensorMap map;
-  const char* err = x_tensor_map<T>(p, &map);
+  const char* err = x_tensor_map<T, BT>(p, &map);
   if (err[0]) return err;
   cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(p.NT / 2 * ((p.M + WS_BT - 1) / WS_BT), 1, 1);
+  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), 1, 1);
   lc.blockDim = dim3(WS_THREADS, 1, 1);
   lc.dynamicSmemBytes = L::SMEM;
   lc.stream = stream;
@@ -623,7 +623,7 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
 
 template <typename T, int MODE>
 const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
-  if (bt == 256) return launch_ws<T, MODE>(p, stream);
+  if (wgs == 3) return bt == 128 ? launch_ws<T, 128, MODE>(p, stream) : launch_ws<T, 256, MODE>(p, stream);
   if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
   return bt == 64 ? launch_t<T, 64, 4, MODE>(p, stream) : launch_t<T, 128, 4, MODE>(p, stream);
 }
@@ -647,8 +647,8 @@ int image_arch() {
 const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
   if (bt != 64 && bt != 128 && bt != 256) return "token tile (bt) must be 64, 128 or 256";
-  if (bt == 256 && wgs != 2) return "bt 256 (the warp-specialized kernel) has 2 consumer warpgroups (wgs 2)";
-  if (wgs != 2 && wgs != 4) return "warpgroups per CTA (wgs) must be 2 or 4";
+  if (wgs == 3 ? bt == 64 : bt == 256) return "wgs 3 (the warp-specialized kernel) takes bt 128 or 256; bt 256 needs wgs 3";
+  if (wgs < 2 || wgs > 4) return "warpgroups per CTA (wgs) must be 2, 3 (warp-specialized) or 4";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   if (p.splitk < 1 || p.splitk > 8) return "splitk (cluster size) must be in [1, 8]";
   if (p.kt_per_split < 1 || (long)p.splitk * p.kt_per_split < p.KT || (long)(p.splitk - 1) * p.kt_per_split >= p.KT)
@@ -670,7 +670,10 @@ int smem_of(int mode) {
   return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
 }
 int wgmma_smem_bytes(int mode, int bt, int wgs) {
-  if (bt == 256) return mode == MODE_ZIPPER ? WsLayout<MODE_ZIPPER>::SMEM : WsLayout<MODE_DENSE>::SMEM;
+  if (wgs == 3) {
+    if (bt == 128) return mode == MODE_ZIPPER ? WsLayout<128, MODE_ZIPPER>::SMEM : WsLayout<128, MODE_DENSE>::SMEM;
+    return mode == MODE_ZIPPER ? WsLayout<256, MODE_ZIPPER>::SMEM : WsLayout<256, MODE_DENSE>::SMEM;
+  }
   if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
   return bt == 64 ? smem_of<64, 4>(mode) : smem_of<128, 4>(mode);
 }
@@ -683,9 +686,12 @@ cudaError_t attrs_of(cudaFuncAttributes* a, int mode) {
 }
 int wgmma_regs(int mode, int bt, int wgs) {
   cudaFuncAttributes a;
-  if (bt == 256) {
-    const cudaError_t e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<__nv_bfloat16, MODE_ZIPPER>)
-                                              : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<__nv_bfloat16, MODE_DENSE>);
+  if (wgs == 3) {
+    using B = __nv_bfloat16;
+    const cudaError_t e = bt == 128 ? (mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 128, MODE_ZIPPER>)
+                                                           : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 128, MODE_DENSE>))
+                                    : (mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 256, MODE_ZIPPER>)
+                                                           : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 256, MODE_DENSE>));
     if (e != cudaSuccess) {
       cudaGetLastError();
       return -1;

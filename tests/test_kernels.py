@@ -406,7 +406,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_native
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
-                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (256, 2, 1)])
+                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -444,8 +444,8 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
     _run_case(300, 6144, 4096, 128, False, 0.1, (64, 64), dtype, path="wgmma")
     # the rule is a pure function of the SM count: H100 SXM (132 SMs), LLaMA-3 shapes (N, K)
-    assert ops.wgmma_tile(4096, 4096, 4096, 132) == (256, 2, 1)      # warp-specialized, 3.9 waves
-    assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 2, 1)      # 128 CTAs
+    assert ops.wgmma_tile(4096, 4096, 4096, 132) == (256, 3, 1)      # warp-specialized, 3.9 waves
+    assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 3, 1)      # 128 CTAs
     assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 2, 1)       # 64 CTAs of bt 256: too few
     assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 2, 1)      # bt 256 from M > 128 only
     assert ops.wgmma_tile(256, 4096, 4096, 132) == (64, 2, 1)        # 128 n x 64 tokens keeps 128 CTAs
@@ -456,7 +456,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     with pytest.raises(ValueError, match="splitk"):
         ops.wgmma_tile(4096, 4096, 4096, 132, force=(128, 4, 9))
     with pytest.raises(ValueError, match="no split-K"):
-        ops.wgmma_tile(4096, 4096, 4096, 132, force=(256, 2, 2))
+        ops.wgmma_tile(4096, 4096, 4096, 132, force=(256, 3, 2))
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     n = 128 * sms  # (128, 2) tiles: sms CTAs per 128 tokens
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
@@ -625,7 +625,7 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 2, 1))):
+        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 3, 1)), (130, (128, 3, 1))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

@@ -66,8 +66,10 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 96, 1, 0, 0)
     with pytest.raises(ValueError, match=r"res_bits is a null pointer"):
         mod.wgmma(16, 16, 16, 0, 16, 16, 0, 16, 16, 300, 256, 256, 256, 256, 1, 128, 1, 1, 0)
-    with pytest.raises(ValueError, match=r"wgs must be 2 or 4, got 3"):
-        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 128, 1, 0, 0, 0, 3)
+    with pytest.raises(ValueError, match=r"wgs must be 2, 3 \(warp-specialized\) or 4, got 5"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 128, 1, 0, 0, 0, 5)
+    with pytest.raises(ValueError, match=r"bt 256 is the warp-specialized kernel"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 256, 1, 0, 0, 0, 2)
     with pytest.raises(ValueError, match=r"wgmma splitk \(one cluster\) must be in \[1, min\(8, k-tiles\)\], got 9"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 64, 1, 0, 0, 0, 2, 9)
     # SASS: tensor-core MMAs and cp.async are there, no local-memory spills in the kernels

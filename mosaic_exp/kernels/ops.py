@@ -81,7 +81,7 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # the SMs busy (below that the tiled kernel's split-K wins).
 WGMMA_MIN_M = 64
 WGMMA_MIN_FILL = 0.7
-WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (256, 2))  # (bt, wgs); 256: warp-specialized (TMA producer)
+WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (128, 3), (256, 3))  # (bt, wgs); wgs 3: warp-specialized
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -309,7 +309,8 @@ def wgmma_min_m() -> int:
 
 
 def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
-    return math.ceil(n_pad / (64 * wgs)) * math.ceil(m / bt)
+    units = 2 if wgs == 3 else wgs  # wgs 3: 2 consumer warpgroups (one 64-wide unit each) + a producer
+    return math.ceil(n_pad / (64 * units)) * math.ceil(m / bt)
 
 
 def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
@@ -317,8 +318,8 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel, or None where the default
     routing keeps the tiled kernel. Measured (native/NOTES.md v11, kernels_20261123T0403Z_probe_wgmma_route,
     kernels_20261123T0426Z_probe_wgmma_ws): per-CTA work wants the largest tile that keeps the SMs busy,
-      - the warp-specialized 128 n x 256 tokens (bt 256: TMA producer, 2 consumer warpgroups, one CTA per
-        SM) for M > 128 when its grid has >= WGMMA_MIN_FILL x SMs CTAs (1.2-1.4x the other tiles);
+      - the warp-specialized 128 n x 256 tokens (wgs 3: a TMA producer and 2 consumer warpgroups, one CTA
+        per SM) for M > 128 when its grid has >= WGMMA_MIN_FILL x SMs CTAs (1.2-1.4x the other tiles);
       - else 128 n x 128 tokens (wgs 2, two CTAs per SM) under the same condition;
       - else (or for M <= 64) 128 n x 64 tokens (wgs 2) under the same condition;
       - else None (the tiled kernel with split-K: a few long CTAs are latency bound here).
@@ -332,15 +333,15 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
             raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
         bt, wgs = force[:2]
         splitk = force[2] if len(force) == 3 else 1
-        if bt == 256 and splitk != 1:
-            raise ValueError(f"wgmma tile (256, 2) is the warp-specialized kernel: no split-K, got splitk {splitk}")
+        if wgs == 3 and splitk != 1:
+            raise ValueError(f"wgmma tiles with wgs 3 are the warp-specialized kernel: no split-K, got splitk {splitk}")
         if not 1 <= splitk <= min(8, kt):
             raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
         ktps = math.ceil(kt / splitk)
         return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
     # the warp-specialized 128 n x 256 tokens tile (one CTA per SM) from half-full token tiles on
-    if m > 128 and _wgmma_ctas(m, n_pad, 256, 2) >= WGMMA_MIN_FILL * sm_count:
-        return 256, 2, 1
+    if m > 128 and _wgmma_ctas(m, n_pad, 256, 3) >= WGMMA_MIN_FILL * sm_count:
+        return 256, 3, 1
     for bt in (128, 64) if m > 64 else (64,):
         if _wgmma_ctas(m, n_pad, bt, 2) >= WGMMA_MIN_FILL * sm_count:
             return bt, 2, 1

@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--ms", default="64,128,256,512,1024,4096")
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--shapes", default="llama3")
-    ap.add_argument("--tiles", default="64,2;128,2;64,4;128,4;256,2", help="(bt, wgs[, splitk]) CTA tiles")
+    ap.add_argument("--tiles", default="64,2;128,2;128,4;128,3;256,3", help="(bt, wgs[, splitk]) CTA tiles")
     a = ap.parse_args()
     ms = [int(v) for v in a.ms.split(",")]
     tiles = [tuple(int(v) for v in t.split(",")) for t in a.tiles.split(";") if t]
