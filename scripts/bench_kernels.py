@@ -287,7 +287,8 @@ def main() -> int:
                 "kernel_defaults": {"splitk_fixup": ops.DEFAULT_SPLITK_FIXUP, "pdl": ops.DEFAULT_PDL,
                                     "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE,
                                     "gemv_max_m": ops.gemv_max_m(), "wgmma_min_m": ops.wgmma_min_m(),
-                                    "wgmma_min_fill": ops.WGMMA_MIN_FILL}}
+                                    "wgmma_min_fill": ops.WGMMA_MIN_FILL,
+                                    "wgmma_ws128_fill": [ops.WGMMA_WS128_FILL, ops.WGMMA_WS128_FILL_SHORT_K, ops.WGMMA_SHORT_K]}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):

@@ -446,11 +446,12 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     # the rule is a pure function of the SM count: H100 SXM (132 SMs), LLaMA-3 shapes (N, K)
     assert ops.wgmma_tile(4096, 4096, 4096, 132) == (256, 3, 1)      # warp-specialized, 3.9 waves
     assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 3, 1)      # 128 CTAs
-    assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 2, 1)       # 64 CTAs of bt 256: too few
-    assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 2, 1)      # bt 256 from M > 128 only
-    assert ops.wgmma_tile(256, 4096, 4096, 132) == (64, 2, 1)        # 128 n x 64 tokens keeps 128 CTAs
-    assert ops.wgmma_tile(128, 4096, 4096, 132) is None              # 64 CTAs at best: tiled split-K
-    assert ops.wgmma_tile(128, 4096, 14336, 132) is None
+    assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 3, 1)       # 64 CTAs of bt 256: too few
+    assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 3, 1)      # bt 256 from M > 128 only
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 1)
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)       # 32 CTAs, short K
+    assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # 32 CTAs, long K: tiled split-K
+    assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 1)      # 64 CTAs
     assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)
     assert ops.wgmma_tile(64, 4096, 4096, 132, force=(64, 2, 8)) == (64, 2, 8)
     with pytest.raises(ValueError, match="splitk"):
@@ -461,7 +462,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     n = 128 * sms  # (128, 2) tiles: sms CTAs per 128 tokens
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
     ops.launch(torch.randn(128, 512, device="cuda", dtype=dtype), qd, "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt128,wgs2,splitk1]")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt128,wgs3,splitk1]")
     ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "separate")  # below WGMMA_MIN_M
     assert ops.LAST_LAUNCH["kernels"][0].startswith("dense[")
     ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "separate")

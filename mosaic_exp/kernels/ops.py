@@ -81,6 +81,7 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # the SMs busy (below that the tiled kernel's split-K wins).
 WGMMA_MIN_M = 64
 WGMMA_MIN_FILL = 0.7
+WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (128, 3), (256, 3))  # (bt, wgs); wgs 3: warp-specialized
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
@@ -320,7 +321,10 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     kernels_20261123T0426Z_probe_wgmma_ws): per-CTA work wants the largest tile that keeps the SMs busy,
       - the warp-specialized 128 n x 256 tokens (wgs 3: a TMA producer and 2 consumer warpgroups, one CTA
         per SM) for M > 128 when its grid has >= WGMMA_MIN_FILL x SMs CTAs (1.2-1.4x the other tiles);
-      - else 128 n x 128 tokens (wgs 2, two CTAs per SM) under the same condition;
+      - else for M > 64 the warp-specialized 128 n x 128 tokens when its grid has >= WGMMA_WS128_FILL x
+        SMs CTAs, or WGMMA_WS128_FILL_SHORT_K x SMs with K <= WGMMA_SHORT_K
+        (kernels_20261123T0436Z_probe_wgmma_ws128: best at M=128-512 where bt 256 has too few CTAs);
+      - else 128 n x 128 tokens (wgs 2, two CTAs per SM) when its grid has >= WGMMA_MIN_FILL x SMs CTAs;
       - else (or for M <= 64) 128 n x 64 tokens (wgs 2) under the same condition;
       - else None (the tiled kernel with split-K: a few long CTAs are latency bound here).
     256 n x 128 tokens (wgs 4) is never better than bt 256 with the same CTA count, and K is not split by
@@ -342,6 +346,10 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     # the warp-specialized 128 n x 256 tokens tile (one CTA per SM) from half-full token tiles on
     if m > 128 and _wgmma_ctas(m, n_pad, 256, 3) >= WGMMA_MIN_FILL * sm_count:
         return 256, 3, 1
+    if m > 64:  # the warp-specialized 128 x 128 tile holds up with fewer CTAs, unless K is long
+        ctas = _wgmma_ctas(m, n_pad, 128, 3)
+        if ctas >= WGMMA_WS128_FILL * sm_count or (k_pad <= WGMMA_SHORT_K and ctas >= WGMMA_WS128_FILL_SHORT_K * sm_count):
+            return 128, 3, 1
     for bt in (128, 64) if m > 64 else (64,):
         if _wgmma_ctas(m, n_pad, bt, 2) >= WGMMA_MIN_FILL * sm_count:
             return bt, 2, 1
