@@ -62,7 +62,7 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"m=300, n=256, k=250"):  # large-M kernel: same checks
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 250, 256, 256, 1, 128, 1, 0, 0)
-    with pytest.raises(ValueError, match=r"token tile bt must be 64 or 128, got 96"):
+    with pytest.raises(ValueError, match=r"token tile bt must be 64, 128 or 256, got 96"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 96, 1, 0, 0)
     with pytest.raises(ValueError, match=r"res_bits is a null pointer"):
         mod.wgmma(16, 16, 16, 0, 16, 16, 0, 16, 16, 300, 256, 256, 256, 256, 1, 128, 1, 1, 0)
