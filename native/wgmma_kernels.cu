@@ -9,11 +9,16 @@
 //     memory. The packed format needs no change: per warp, the tiled kernel's B fragment of a 64 x 64
 //     unit's n16 slice IS the 16 x 16 A fragment (a0 a2 a1 a3 order, see gemv_kernels.cu), and a
 //     warpgroup's four warps cover one unit (64 rows of n).
-//   - CTA = 2 warpgroups = 2 units = 128 n x BT tokens. X tiles land in shared memory with cp.async in
-//     the 128-byte-swizzle layout that the wgmma descriptor names (the tiled kernel's XOR swizzle is
-//     exactly it, on a 1024-byte aligned base). STAGES-deep pipeline, one CTA barrier per k-tile.
-//   - Per k-tile a warpgroup dequantizes the 4 k16 A fragments of the NEXT tile while its 4 wgmmas of
-//     this tile run (two register buffers, wgmma.wait_group 1).
+//   - Two kernels. (1) w4a16_wgmma_kernel: CTA = WGS (2 or 4) warpgroups = WGS units x BT (64 or 128)
+//     tokens; every thread issues cp.async copies of X in the 128-byte-swizzle layout that the wgmma
+//     descriptor names (the tiled kernel's XOR swizzle is exactly it, on a 1024-byte aligned base), one
+//     CTA barrier per k-tile; a warpgroup dequantizes the NEXT tile's A fragments while its wgmmas of
+//     this tile run (two register buffers, wgmma.wait_group 1); optional split-K over a cluster.
+//     (2) w4a16_wgmma_ws_kernel ("wgs 3", the default for M > 64 where it fills the SMs): a producer
+//     warpgroup (setmaxnreg 40) whose one thread issues TMA loads of X (hardware swizzle, zero fill)
+//     and bulk copies of the weight tiles onto per-stage full/empty mbarriers, and 2 consumer
+//     warpgroups (setmaxnreg 232) with m64n128 or m64n256 wgmmas and no CTA barrier in the mainloop:
+//     one warpgroup's dequantization overlaps the other's wgmmas (1.2-1.4x kernel (1), NOTES.md v11).
 //   - Zipper: a residual unit at (n-tile, k-tile) is copied into the stage with its base tile and
 //     added to the A fragment before the wgmma (same X tile, same accumulators, no extra MMA).
 //   - Epilogue through shared memory (the accumulators are transposed: rows = n), 16-byte stores.
