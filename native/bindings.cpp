@@ -44,6 +44,21 @@ void check_problem(long M, long N, long K, long Np, long Kp, int dtype) {
   if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
 }
 
+// pointers of the dense / zipper kernels of the gemv and wgmma families (the residual only for zipper)
+void check_dense_zipper_ptrs(long M, long N, long K, std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales,
+                             std::uintptr_t zeros, std::uintptr_t rw, std::uintptr_t rs, std::uintptr_t res_bits,
+                             std::uintptr_t res_base, std::uintptr_t y, bool zipper_mode) {
+  check_ptr(M, N, K, x, "x", true, 16);
+  check_ptr(M, N, K, y, "y", true, 4);
+  check_ptr(M, N, K, scales, "scales", true, 16);
+  check_ptr(M, N, K, w, "qweight", true, 16);
+  check_ptr(M, N, K, zeros, "zeros", false, 16);
+  check_ptr(M, N, K, rw, "res_qweight", zipper_mode, 16);
+  check_ptr(M, N, K, rs, "res_scales", zipper_mode, 16);
+  check_ptr(M, N, K, res_bits, "res_bits", zipper_mode, 4);
+  check_ptr(M, N, K, res_base, "res_base", zipper_mode, 4);
+}
+
 // derived tile counts of the packed weight: n/k tiles, bit words per row, group size in k-tiles
 void set_tiles(zipper::Params& p, long Np, long KT, long gs_tiles) {
   p.NT = (int)(Np / 64); p.KT = (int)KT;
@@ -152,15 +167,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > zipper::GEMV_DEPTH))
     fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(zipper::GEMV_DEPTH) + "]");
-  check_ptr(M, N, K, x, "x", true, 16);
-  check_ptr(M, N, K, y, "y", true, 4);
-  check_ptr(M, N, K, scales, "scales", true, 16);
-  check_ptr(M, N, K, w, "qweight", true, 16);
-  check_ptr(M, N, K, zeros, "zeros", false, 16);
-  check_ptr(M, N, K, rw, "res_qweight", mode == zipper::MODE_ZIPPER, 16);
-  check_ptr(M, N, K, rs, "res_scales", mode == zipper::MODE_ZIPPER, 16);
-  check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
-  check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
+  check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.rslots = (int)rslots;
@@ -191,15 +198,7 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
     fail(M, N, K, "wgmma splitk (one cluster) must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
-  check_ptr(M, N, K, x, "x", true, 16);
-  check_ptr(M, N, K, y, "y", true, 4);
-  check_ptr(M, N, K, scales, "scales", true, 16);
-  check_ptr(M, N, K, w, "qweight", true, 16);
-  check_ptr(M, N, K, zeros, "zeros", false, 16);
-  check_ptr(M, N, K, rw, "res_qweight", mode == zipper::MODE_ZIPPER, 16);
-  check_ptr(M, N, K, rs, "res_scales", mode == zipper::MODE_ZIPPER, 16);
-  check_ptr(M, N, K, res_bits, "res_bits", mode == zipper::MODE_ZIPPER, 4);
-  check_ptr(M, N, K, res_base, "res_base", mode == zipper::MODE_ZIPPER, 4);
+  check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
