@@ -663,7 +663,8 @@ const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, 
     cudaGetLastError();
     return "no CUDA device";
   }
-  if (major != 9 || image_arch() != 90) return "the wgmma kernels need an sm_90 GPU and a module built for sm_90a";
+  static const int arch = image_arch();  // a property of this module's binary: look it up once
+  if (major != 9 || arch != 90) return "the wgmma kernels need an sm_90 GPU and a module built for sm_90a";
   cudaStream_t stream = static_cast<cudaStream_t>(stream_);
   if (dtype == DT_FP16) return launch_dt<half>(p, mode, bt, wgs, stream);
   if (dtype == DT_BF16) return launch_dt<__nv_bfloat16>(p, mode, bt, wgs, stream);

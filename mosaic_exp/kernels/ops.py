@@ -74,9 +74,11 @@ GEMV_WARPS = (8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
 # large-M path (native/wgmma_kernels.cu, sm_90a): warpgroup MMAs with the weights dequantized into the
-# A operand's registers, CTA = 64 wgs n x bt tokens (wgs = 2 or 4 warpgroups, bt = 64 or 128), no
-# split-K; used on sm_90 devices where wgmma_routes() says so ($MOSAIC_WGMMA_MIN_M; 0 = never) unless a
-# tile config or split-K forces the tiled kernel, or with path="wgmma".
+# A operand's registers. Tiles (bt tokens, wgs): wgs 3 = the warp-specialized kernel (TMA producer
+# warpgroup + 2 consumer warpgroups, 128 n x bt 128 or 256, the default), wgs 2 / 4 = the classic
+# kernel (64 wgs n x bt 64 or 128, optional cluster split-K). Used on sm_90 devices where
+# wgmma_routes() says so ($MOSAIC_WGMMA_MIN_M; 0 = never) unless a tile config or split-K forces the
+# tiled kernel, or with path="wgmma".
 # Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that keeps
 # the SMs busy (below that the tiled kernel's split-K wins).
 WGMMA_MIN_M = 64
