@@ -119,6 +119,12 @@ def copies_for(nbytes: int) -> int:
     return max(2, min(64, math.ceil(2 * L2_BYTES / max(nbytes, 1))))
 
 
+def rotated_packs(p) -> list:
+    """``p`` and enough clones of its tensors that rotating over them exceeds the L2 (twice)."""
+    return [p] + [dataclasses.replace(p, **{kk: vv.clone() for kk, vv in p.tensors().items()})
+                  for _ in range(copies_for(p.nbytes()) - 1)]
+
+
 def bench_shape(name: str, k: int, n: int, ms, budgets, variants, log) -> list[dict]:
     rows = []
     dev = "cuda"
@@ -149,9 +155,7 @@ def bench_shape(name: str, k: int, n: int, ms, budgets, variants, log) -> list[d
         qw = random_qw_gpu(n, k, b, seed=int(b * 1000) + 7)
         p = pack_quantized(qw, torch.bfloat16, "cuda")
         del qw
-        ncq = copies_for(p.nbytes())
-        ours[b] = [p] + [dataclasses.replace(p, **{kk: vv.clone() for kk, vv in p.tensors().items()})
-                         for _ in range(ncq - 1)]
+        ours[b] = rotated_packs(p)
     for m in ms:
         x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
         y = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
