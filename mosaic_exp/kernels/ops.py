@@ -472,16 +472,15 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
             path = "wgmma"
         else:
             path = "tiled"
-    if path == "wgmma":
-        kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma)]
+    if path in ("gemv", "wgmma"):  # one kernel of that family (+ the residual kernel for separate)
+        if path == "gemv":
+            kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
+            res_pdl = _env_pdl(pdl, where, m, 1)
+        else:
+            kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma)]
+            res_pdl = "off"  # the wgmma kernels launch without PDL
         if variant == "separate" and p.has_residual:
-            kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, "off"))
-        LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
-        return y.view(*lead, n)
-    if path == "gemv":
-        kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
-        if variant == "separate" and p.has_residual:
-            kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, _env_pdl(pdl, where, m, 1)))
+            kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, res_pdl))
         LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
         return y.view(*lead, n)
     fx = _env_fixup(fixup, where)
