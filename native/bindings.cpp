@@ -188,10 +188,12 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
            long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
-  if (bt != 64 && bt != 128 && bt != 256) fail(M, N, K, "token tile bt must be 64, 128 or 256, got " + std::to_string(bt));
-  if (wgs == 3 && (bt == 64 || splitk != 1))
-    fail(M, N, K, "wgs 3 (the warp-specialized kernel) needs bt 128 or 256 and splitk 1");
-  if (bt == 256 && wgs != 3) fail(M, N, K, "bt 256 is the warp-specialized kernel: wgs must be 3");
+  if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
+    fail(M, N, K, "token tile bt must be 8, 16, 32, 64, 128 or 256, got " + std::to_string(bt));
+  if (wgs == 3 && bt >= 128 && splitk != 1)
+    fail(M, N, K, "the warp-specialized bt " + std::to_string(bt) + " tile (wgs 3) has no split-K, got splitk " + std::to_string(splitk));
+  if (wgs != 3 && bt != 64 && bt != 128)
+    fail(M, N, K, "bt " + std::to_string(bt) + " is a warp-specialized tile: wgs must be 3, got " + std::to_string(wgs));
   if (wgs < 2 || wgs > 4) fail(M, N, K, "warpgroups per CTA wgs must be 2, 3 (warp-specialized) or 4, got " + std::to_string(wgs));
   const long KT = Kp / 64;
   if (splitk < 1 || splitk > 8 || splitk > KT)

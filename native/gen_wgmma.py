@@ -7,7 +7,7 @@ every accumulator register as an operand (64 for n128), which is why this is gen
 """
 from pathlib import Path
 
-WIDTHS = (64, 128, 256)
+WIDTHS = (8, 16, 32, 64, 128, 256)
 DTYPES = {"half": "f16", "__nv_bfloat16": "bf16"}
 
 

@@ -382,18 +382,30 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 }
 
 // ---------------------------------------------------------------- warp-specialized variant (wgs = 3)
-// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT = 128 or 256 tokens) + one
-// producer warp. The producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and
-// residual units and a TMA load of the 256 x 64 X tile into a stage, all completing on the stage's
-// "full" mbarrier; consumers wait on it, dequantize, run their wgmmas and release the stage on its
-// "empty" mbarrier. No CTA barrier in the mainloop, so the two warpgroups drift apart and one's
-// dequantization overlaps the other's wgmmas. The producer is a whole warpgroup so that setmaxnreg
-// can hand its registers to the consumers (40 / 232 per thread) for the 128 accumulators.
-constexpr int WS_THREADS = 384;
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT tokens) + a producer. The
+// producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and residual units and a
+// TMA load of the BT x 64 X tile into a stage, all completing on the stage's "full" mbarrier; consumers
+// wait on it, dequantize, run their wgmmas and release the stage on its "empty" mbarrier. No CTA barrier
+// in the mainloop, so the two warpgroups drift apart and one's dequantization overlaps the other's wgmmas.
+//   - Large tiles (BT 128 / 256, one CTA per SM): the producer is a whole warpgroup so that setmaxnreg can
+//     hand its registers to the consumers (40 / 232 per thread) for the 64-128 accumulators; one A buffer.
+//   - Small tiles (BT 8..64, the M <= 64 path): a one-warp producer, 2-3 CTAs per SM, two A register
+//     buffers (tile t+1 is dequantized while tile t's wgmmas run), K split over a thread-block cluster
+//     (the partials summed through DSMEM in rank order, deterministic), and the weight copies of the first
+//     stages issued before griddepcontrol.wait (PDL): at small M the kernel is a stream of weight bytes and
+//     its time is the latency of getting enough of them in flight.
+template <int BT>
+struct WsShape {
+  static constexpr bool BIG = BT >= 128;
+  static constexpr int PRODUCER = BIG ? 128 : 32;
+  static constexpr int THREADS = 256 + PRODUCER;
+  static constexpr int CTAS = BIG ? 1 : BT <= 16 ? 3 : 2;  // per SM (registers: 288 x 72 x 3, 288 x 112 x 2)
+  static constexpr int MAX_STAGES = BIG ? 8 : 12;
+};
 template <int BT, int MODE>
 struct WsLayout {
-  static constexpr int OFF_X = 0;                   // 256 rows x 128 B, 128-byte swizzle
-  static constexpr int OFF_W = BT * 128;         // 2 units x 2048 B
+  static constexpr int OFF_X = 0;                   // BT rows x 128 B, 128-byte swizzle
+  static constexpr int OFF_W = (BT < 8 ? 8 : BT) * 128;  // 2 units x 2048 B
   static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
   static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
   static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
@@ -401,18 +413,29 @@ struct WsLayout {
   static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);  // 2 ints: residual present
   static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
-  static constexpr int STAGES = ((227 * 1024 - 1024 - 128) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128) / STAGE;
+  // per CTA: the SM's 228 KB over CTAS, less the 1 KB the runtime reserves per CTA and the alignment slack
+  static constexpr int BUDGET = 233472 / WsShape<BT>::CTAS - 1024 - 1024;
+  static constexpr int FIT = BUDGET / (STAGE + 16);
+  static constexpr int STAGES = FIT > WsShape<BT>::MAX_STAGES ? WsShape<BT>::MAX_STAGES : FIT;
   static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
   static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
   static constexpr int Y_PITCH = 128 + 8;
   static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
+  static constexpr bool RED_FITS = (BT / 2) * 256 * 4 <= BARS;  // split-K: consumers' fp32 accumulators
+  static_assert(WsShape<BT>::BIG || RED_FITS, "split-K partials must fit in the stages");
 };
 
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
 template <typename T, int BT, int MODE>
-__global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
+__global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
+    w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
   using L = WsLayout<BT, MODE>;
+  using Sh = WsShape<BT>;
   constexpr int STAGES = L::STAGES, NACC = BT / 2;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
@@ -424,6 +447,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
   const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
+  // split-K (grid y = the splits of one output tile, one thread-block cluster): k-tiles kt0 .. kt0 + NTL - 1
+  const int S = p.splitk, rank = blockIdx.y;
+  const int kt0 = rank * p.kt_per_split, NTL = min(KT, kt0 + p.kt_per_split) - kt0;
   auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
@@ -434,25 +460,43 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
+  // the 8-wide n chunk (of 16) of token group q that split rank (c % S) sums and stores
+  auto owns = [&](int q, int chunk) { return S == 1 || (q * 16 + chunk) % S == rank; };
+  // PDL 'early': the dependent grid may start its weight prologue now; it reads what this grid writes only
+  // after its own griddepcontrol.wait, which waits for this grid to complete
+  if (p.pdl == 1 && tid != 256) griddep_launch_dependents();
 
-  if (wg == 2) {
-    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+  if (tid >= 256) {
+    // ---- producer (a warpgroup for the large tiles, which hands its registers to the consumers)
+    if constexpr (Sh::BIG) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (tid == 256) {
-      griddep_wait();  // X may be written by the previous kernel in the stream
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
-      for (int kt = 0; kt < KT; ++kt) {
-        const int slot = kt % STAGES;
-        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
+      // zipper: the bit words of both units' rows covering the current k-tile (reloaded once per 32
+      // k-tiles, the 4 loads independent) and the ids of their first residual units
+      int zw = -1;
+      uint32_t zword[2] = {0u, 0u};
+      int zid0[2] = {0, 0};
+      // weights of local tile t into its stage (after the consumers released it); the stage's full
+      // barrier expects every byte of the tile, X included
+      auto issue_w = [&](int t) {
+        const int kt = kt0 + t, slot = t % STAGES;
+        if (t >= STAGES) mbar_wait(empty_bar(slot), (t / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
         int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
         int rid[2] = {-1, -1};
         if constexpr (MODE == MODE_ZIPPER) {
+          if ((kt >> 5) != zw) {
+            zw = kt >> 5;
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+              const size_t row = (size_t)(nt0 + u) * p.KW + zw;
+              zword[u] = __ldg(p.res_bits + row);
+              zid0[u] = __ldg(p.res_base + row);
+            }
+          }
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
-            const size_t row = (size_t)(nt0 + u) * p.KW + (kt >> 5);
-            const uint32_t w = __ldg(p.res_bits + row);
-            if ((w >> (kt & 31)) & 1u) rid[u] = __ldg(p.res_base + row) + __popc(w & ((1u << (kt & 31)) - 1u));
+            if ((zword[u] >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(zword[u] & ((1u << (kt & 31)) - 1u));
             reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[u] = rid[u] >= 0;
             if (rid[u] >= 0) bytes += 2048 + 128;
           }
@@ -471,24 +515,45 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
               bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
             }
         }
-        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
+      };
+      auto issue_x = [&](int t) {
+        const int slot = t % STAGES;
+        tma_load_2d(sbase + slot * L::STAGE + L::OFF_X, &tmx, (kt0 + t) * 64, m0, full_bar(slot));
+      };
+      // weights do not depend on the previous kernel in the stream, X may: the first stages' weights
+      // go out before griddepcontrol.wait (a no-op without PDL)
+      const int pro = min(NTL, STAGES);
+      for (int t = 0; t < pro; ++t) issue_w(t);
+      griddep_wait();
+      if (p.pdl == 1) griddep_launch_dependents();  // 'early' (the other threads trigger at their start)
+      for (int t = 0; t < pro; ++t) issue_x(t);
+      for (int t = pro; t < NTL; ++t) {
+        issue_w(t);
+        issue_x(t);
       }
+    }
+    __syncwarp();
+    if (S > 1) {  // the consumers' two cluster barriers of the split-K sum
+      cluster_sync_all();
+      cluster_sync_all();
     }
   } else {
     // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    if constexpr (Sh::BIG) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     float acc[NACC];
 #pragma unroll
     for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
-    auto dequant = [&](int slot, uint32_t (&a)[4][4]) {
+    auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // waits for local tile t's stage
+      const int slot = t % STAGES;
+      mbar_wait(full_bar(slot), (t / STAGES) & 1);
       const uint8_t* st = smem + slot * L::STAGE;
       const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
       dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
                        p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
                        st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
     };
-    auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
-      const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
+    auto mma_tile = [&](int t, uint32_t (&a)[4][4]) {
+      const uint32_t xs = sbase + (t % STAGES) * L::STAGE + L::OFF_X;
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
 #pragma unroll
@@ -502,27 +567,66 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
     };
-    // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a warpgroup
-    // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
-    // tensor cores busy meanwhile (ping-pong without an explicit order)
-    uint32_t a[4][4];
-    for (int t = 0; t < KT; ++t) {
-      const int slot = t % STAGES;
-      mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      dequant(slot, a);
-      mma_tile(slot, a);
+    auto release = [&](int t) {
+      if (lane == 0) mbar_arrive(empty_bar(t % STAGES));
+    };
+    if constexpr (Sh::BIG) {
+      // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a
+      // warpgroup dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's
+      // wgmmas keep the tensor cores busy meanwhile (ping-pong without an explicit order)
+      uint32_t a[4][4];
+      for (int t = 0; t < NTL; ++t) {
+        dequant(t, a);
+        mma_tile(t, a);
+        wg_wait<0>();
+        release(t);
+      }
+    } else {
+      // two buffers: tile t + 1 is dequantized while tile t's wgmmas run; tile t - 1's wgmmas (done at
+      // wait_group 1) free its stage and its buffer
+      uint32_t a0[4][4], a1[4][4];
+      auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
+        mma_tile(t, acur);
+        wg_wait<1>();
+        if (t > 0) release(t - 1);
+        if (t + 1 < NTL) dequant(t + 1, anext);
+      };
+      if (NTL > 0) dequant(0, a0);
+      int t = 0;
+      for (; t + 1 < NTL; t += 2) {
+        step(t, a0, a1);
+        step(t + 1, a1, a0);
+      }
+      if (t < NTL) step(t, a0, a1);
       wg_wait<0>();
-      if (lane == 0) mbar_arrive(empty_bar(slot));
     }
     // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
-    // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
+    // memory takes the split-K partials, then the output tile; the accumulators die here, not in the
+    // producer's registers
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    if constexpr (L::RED_FITS) {
+      if (S > 1) {
+        namespace cg = cooperative_groups;
+        float* const red = reinterpret_cast<float*>(smem);
+#pragma unroll
+        for (int j = 0; j < NACC; ++j) red[j * 256 + tid] = acc[j];
+        cluster_sync_all();
+#pragma unroll
+        for (int j = 0; j < NACC; ++j)
+          if (owns(j >> 2, wg * 8 + ws * 2 + ((j >> 1) & 1))) {
+            float v = 0.f;
+            for (int q = 0; q < S; ++q) v += cg::this_cluster().map_shared_rank(red, q)[j * 256 + tid];
+            acc[j] = v;
+          }
+        cluster_sync_all();  // every rank has read this CTA's partials: its shared memory may be reused
+      }
+    }
     T* const Ys = reinterpret_cast<T*>(smem);
 #pragma unroll
     for (int j = 0; j < NACC; ++j) {
       const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
       const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-      Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      if (owns(j >> 2, n >> 3)) Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
     }
   }
   if (p.pdl & 2) griddep_launch_dependents();
@@ -531,9 +635,9 @@ __global__ void __launch_bounds__(WS_THREADS, 1) w4a16_wgmma_ws_kernel(const Par
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
-  for (int c = tid; c < BT * 16; c += WS_THREADS) {
+  for (int c = tid; c < BT * 16; c += Sh::THREADS) {
     const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
-    if (tok >= p.M || n >= p.N) continue;
+    if (tok >= p.M || n >= p.N || !owns(r >> 3, ch)) continue;
     const T* src = Ys + r * YP + ch * 8;
     T* dst = Y + (size_t)tok * p.N + n;
     if (vec) {
@@ -579,20 +683,22 @@ const char* launch_ws(const Params& p, cudaStream_t stream) {
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
     if (e != cudaSuccess) return cudaGetErrorString(e);
+    e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
+  if (p.splitk != 1 && WsShape<BT>::BIG) return "the warp-specialized kernel's bt 128 / 256 tiles have no split-K";
   CUtensorMap map;
   const char* err = x_tensor_map<T, BT>(p, &map);
   if (err[0]) return err;
   cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), 1, 1);
-  lc.blockDim = dim3(WS_THREADS, 1, 1);
+  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk, 1);
+  lc.blockDim = dim3(WsShape<BT>::THREADS, 1, 1);
   lc.dynamicSmemBytes = L::SMEM;
   lc.stream = stream;
   cudaLaunchAttribute attrs[2];
   lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
+  lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of an output tile: one cluster
   cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
@@ -628,7 +734,16 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
 
 template <typename T, int MODE>
 const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
-  if (wgs == 3) return bt == 128 ? launch_ws<T, 128, MODE>(p, stream) : launch_ws<T, 256, MODE>(p, stream);
+  if (wgs == 3) {
+    switch (bt) {
+      case 8: return launch_ws<T, 8, MODE>(p, stream);
+      case 16: return launch_ws<T, 16, MODE>(p, stream);
+      case 32: return launch_ws<T, 32, MODE>(p, stream);
+      case 64: return launch_ws<T, 64, MODE>(p, stream);
+      case 128: return launch_ws<T, 128, MODE>(p, stream);
+      default: return launch_ws<T, 256, MODE>(p, stream);
+    }
+  }
   if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
   return bt == 64 ? launch_t<T, 64, 4, MODE>(p, stream) : launch_t<T, 128, 4, MODE>(p, stream);
 }
@@ -651,8 +766,10 @@ int image_arch() {
 
 const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the wgmma kernel has the dense and zipper modes only";
-  if (bt != 64 && bt != 128 && bt != 256) return "token tile (bt) must be 64, 128 or 256";
-  if (wgs == 3 ? bt == 64 : bt == 256) return "wgs 3 (the warp-specialized kernel) takes bt 128 or 256; bt 256 needs wgs 3";
+  if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
+    return "token tile (bt) must be 8, 16, 32, 64, 128 or 256";
+  if (wgs != 3 && bt != 64 && bt != 128) return "bt 8, 16, 32 and 256 are warp-specialized tiles: wgs must be 3";
+  if (wgs == 3 && bt >= 128 && p.splitk != 1) return "the warp-specialized bt 128 / 256 tiles have no split-K";
   if (wgs < 2 || wgs > 4) return "warpgroups per CTA (wgs) must be 2, 3 (warp-specialized) or 4";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   if (p.splitk < 1 || p.splitk > 8) return "splitk (cluster size) must be in [1, 8]";
@@ -675,10 +792,20 @@ template <int BT, int WGS>
 int smem_of(int mode) {
   return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
 }
+template <int BT>
+int ws_smem_of(int mode) {
+  return mode == MODE_ZIPPER ? WsLayout<BT, MODE_ZIPPER>::SMEM : WsLayout<BT, MODE_DENSE>::SMEM;
+}
 int wgmma_smem_bytes(int mode, int bt, int wgs) {
   if (wgs == 3) {
-    if (bt == 128) return mode == MODE_ZIPPER ? WsLayout<128, MODE_ZIPPER>::SMEM : WsLayout<128, MODE_DENSE>::SMEM;
-    return mode == MODE_ZIPPER ? WsLayout<256, MODE_ZIPPER>::SMEM : WsLayout<256, MODE_DENSE>::SMEM;
+    switch (bt) {
+      case 8: return ws_smem_of<8>(mode);
+      case 16: return ws_smem_of<16>(mode);
+      case 32: return ws_smem_of<32>(mode);
+      case 64: return ws_smem_of<64>(mode);
+      case 128: return ws_smem_of<128>(mode);
+      default: return ws_smem_of<256>(mode);
+    }
   }
   if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
   return bt == 64 ? smem_of<64, 4>(mode) : smem_of<128, 4>(mode);
@@ -690,22 +817,28 @@ cudaError_t attrs_of(cudaFuncAttributes* a, int mode) {
   return mode == MODE_ZIPPER ? cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_ZIPPER>)
                              : cudaFuncGetAttributes(a, w4a16_wgmma_kernel<B, BT, WGS, MODE_DENSE>);
 }
+template <int BT>
+cudaError_t ws_attrs_of(cudaFuncAttributes* a, int mode) {
+  using B = __nv_bfloat16;
+  return mode == MODE_ZIPPER ? cudaFuncGetAttributes(a, w4a16_wgmma_ws_kernel<B, BT, MODE_ZIPPER>)
+                             : cudaFuncGetAttributes(a, w4a16_wgmma_ws_kernel<B, BT, MODE_DENSE>);
+}
 int wgmma_regs(int mode, int bt, int wgs) {
   cudaFuncAttributes a;
+  cudaError_t e;
   if (wgs == 3) {
-    using B = __nv_bfloat16;
-    const cudaError_t e = bt == 128 ? (mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 128, MODE_ZIPPER>)
-                                                           : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 128, MODE_DENSE>))
-                                    : (mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 256, MODE_ZIPPER>)
-                                                           : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_kernel<B, 256, MODE_DENSE>));
-    if (e != cudaSuccess) {
-      cudaGetLastError();
-      return -1;
+    switch (bt) {
+      case 8: e = ws_attrs_of<8>(&a, mode); break;
+      case 16: e = ws_attrs_of<16>(&a, mode); break;
+      case 32: e = ws_attrs_of<32>(&a, mode); break;
+      case 64: e = ws_attrs_of<64>(&a, mode); break;
+      case 128: e = ws_attrs_of<128>(&a, mode); break;
+      default: e = ws_attrs_of<256>(&a, mode);
     }
-    return a.numRegs;
+  } else {
+    e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
+                 : (bt == 64 ? attrs_of<64, 4>(&a, mode) : attrs_of<128, 4>(&a, mode));
   }
-  const cudaError_t e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
-                                 : (bt == 64 ? attrs_of<64, 4>(&a, mode) : attrs_of<128, 4>(&a, mode));
   if (e != cudaSuccess) {
     cudaGetLastError();
     return -1;

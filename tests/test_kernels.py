@@ -406,7 +406,8 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_native
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
-                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1)])
+                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1),
+                                           (8, 3, 1), (8, 3, 4), (16, 3, 2), (32, 3, 8), (64, 3, 1), (64, 3, 3)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
     (1536, 576, 128, False, 0.1, (128, 128)),     # short last group
@@ -416,10 +417,11 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
     (130, 104, 64, True, 0.0, (64, 64)),           # no residual, tiny
 ])
 def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
-    """Large-M wgmma kernel (every CTA tile) against the reference: M below, at and past the token tile
-    (partial token tiles, rows past M), ragged N/K (with wgs 4: warpgroups past Np), every group kind,
-    budgets 0..1, both dtypes; split-K over a cluster (the sum through DSMEM, each rank storing its
-    8-token groups; splits shorter than the pipeline)."""
+    """wgmma kernels (every CTA tile) against the reference: M below, at and past the token tile
+    (partial token tiles, rows past M, several token tiles of the small warp-specialized tiles), ragged
+    N/K (with wgs 4: warpgroups past Np), every group kind, budgets 0..1, both dtypes; split-K over a
+    cluster (the sum through DSMEM, each rank storing its share of the tile; splits shorter than the
+    pipeline, splits not starting on a bit-word boundary)."""
     kt = (k + 63) // 64
     if splitk > kt:
         pytest.skip(f"splitk {splitk} > {kt} k-tiles")
@@ -452,7 +454,13 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)       # 32 CTAs, short K
     assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # 32 CTAs, long K: tiled split-K
     assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 1)      # 64 CTAs
-    assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)
+    # M <= 64: the small warp-specialized tiles, K split until the grid fills 0.6 x the CTA slots
+    assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 3, 1)       # 224 CTAs >= 0.6 x 264
+    assert ops.wgmma_tile(1, 4096, 4096, 132) == (8, 3, 8)          # 32 n-tile pairs x 8 splits of 8 k-tiles
+    assert ops.wgmma_tile(16, 4096, 14336, 132) == (16, 3, 8)
+    assert ops.wgmma_tile(1, 28672, 4096, 132) == (8, 3, 2)         # 224 x 2 >= 0.6 x 396
+    assert ops.wgmma_tile(33, 6144, 4096, 132) == (64, 3, 4)        # 48 x 4 = 192 >= 158
+    assert ops.wgmma_tile(2, 128, 256, 132) == (8, 3, 1)            # 4 k-tiles: no split below 8 per split
     assert ops.wgmma_tile(64, 4096, 4096, 132, force=(64, 2, 8)) == (64, 2, 8)
     with pytest.raises(ValueError, match="splitk"):
         ops.wgmma_tile(4096, 4096, 4096, 132, force=(128, 4, 9))
@@ -463,10 +471,16 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
     ops.launch(torch.randn(128, 512, device="cuda", dtype=dtype), qd, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt128,wgs3,splitk1]")
-    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "separate")  # below WGMMA_MIN_M
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("dense[")
+    ops.launch(torch.randn(5, 512, device="cuda", dtype=dtype), qd, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt8,wgs3,")
     ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "separate")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense[bt64,wgs3") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
+    monkeypatch.setenv("MOSAIC_WS_SMALL_MAX_M", "0")  # small tiles off: M = 64 on the classic kernel
+    ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "zipper")
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2")
+    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "zipper")  # below 64: tiled
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
+    monkeypatch.delenv("MOSAIC_WS_SMALL_MAX_M")
     small = pack_quantized(random_quantized(512, 512, 128, False, 0.1), dtype, "cuda")
     ops.launch(torch.randn(256, 512, device="cuda", dtype=dtype), small, "zipper")  # 4 n-tiles: too few CTAs
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
@@ -491,7 +505,7 @@ def test_repeated_launch_deterministic():
     qw = random_quantized(4096, 4096, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     x = torch.randn(5, 4096, device="cuda", dtype=torch.float16)
-    paths = (("tiled", None), ("gemv", (16, 4, 2))) + ((("wgmma", (64, 2, 4)),) if IS_SM90 else ())
+    paths = (("tiled", None), ("gemv", (16, 4, 2))) + ((("wgmma", (64, 2, 4)), ("wgmma", (8, 3, 8))) if IS_SM90 else ())
     for path, plan in paths:  # gemv: cross-warp and cross-CTA sums; wgmma: cluster split-K sums
         kw = dict(wgmma=plan) if path == "wgmma" else dict(gemv=plan)
         y1 = ops.launch(x, p, "zipper", path=path, **kw).clone()
@@ -626,7 +640,8 @@ def test_sanitizer_subset():
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
-        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 3, 1)), (130, (128, 3, 1))):
+        for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 3, 1)), (130, (128, 3, 1)),
+                        (3, (8, 3, 2)), (20, (16, 3, 3)), (40, (32, 3, 1)), (70, (64, 3, 4))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)
 

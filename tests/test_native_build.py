@@ -62,14 +62,18 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"m=300, n=256, k=250"):  # large-M kernel: same checks
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 250, 256, 256, 1, 128, 1, 0, 0)
-    with pytest.raises(ValueError, match=r"token tile bt must be 64, 128 or 256, got 96"):
+    with pytest.raises(ValueError, match=r"token tile bt must be 8, 16, 32, 64, 128 or 256, got 96"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 96, 1, 0, 0)
     with pytest.raises(ValueError, match=r"res_bits is a null pointer"):
         mod.wgmma(16, 16, 16, 0, 16, 16, 0, 16, 16, 300, 256, 256, 256, 256, 1, 128, 1, 1, 0)
     with pytest.raises(ValueError, match=r"wgs must be 2, 3 \(warp-specialized\) or 4, got 5"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 128, 1, 0, 0, 0, 5)
-    with pytest.raises(ValueError, match=r"bt 256 is the warp-specialized kernel"):
+    with pytest.raises(ValueError, match=r"bt 256 is a warp-specialized tile: wgs must be 3, got 2"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 256, 1, 0, 0, 0, 2)
+    with pytest.raises(ValueError, match=r"bt 8 is a warp-specialized tile: wgs must be 3, got 4"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 3, 256, 256, 256, 256, 1, 8, 1, 0, 0, 0, 4)
+    with pytest.raises(ValueError, match=r"m=300, n=256, k=4096\): the warp-specialized bt 128 tile \(wgs 3\) has no split-K"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 128, 1, 0, 0, 0, 3, 2)
     with pytest.raises(ValueError, match=r"wgmma splitk \(one cluster\) must be in \[1, min\(8, k-tiles\)\], got 9"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 64, 1, 0, 0, 0, 2, 9)
     # SASS: tensor-core MMAs and cp.async are there, no local-memory spills in the kernels
@@ -82,4 +86,4 @@ def test_native_module_compiles_and_imports(tmp_path):
         assert "HMMA.16816.F32" in sass and "LDGSTS" in sass
         wsass = subprocess.run([cuobjdump, "-sass", str(tmp_path / "wgmma_kernels.o")], capture_output=True,
                                text=True, check=False).stdout
-        assert "HGMMA.64x128x16.F32" in wsass and "HGMMA.64x64x16.F32" in wsass
+        assert "HGMMA.64x128x16.F32" in wsass and "HGMMA.64x64x16.F32" in wsass and "HGMMA.64x8x16.F32" in wsass

@@ -81,10 +81,18 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # tiled kernel, or with path="wgmma".
 # Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that keeps
 # the SMs busy (below that the tiled kernel's split-K wins).
-WGMMA_MIN_M = 64
+WGMMA_MIN_M = 1
 WGMMA_MIN_FILL = 0.7
 WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
-WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4), (128, 3), (256, 3))  # (bt, wgs); wgs 3: warp-specialized
+WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4),  # (bt, wgs); wgs 3: warp-specialized
+               (8, 3), (16, 3), (32, 3), (64, 3), (128, 3), (256, 3))
+# the warp-specialized small tiles (bt 8..64: a one-warp producer, 3 CTAs per SM for bt <= 16, else 2,
+# cluster split-K) for M <= WS_SMALL_MAX_M ($MOSAIC_WS_SMALL_MAX_M; 0 = off): K is split until the grid
+# has WS_SMALL_FILL x the resident CTA slots' worth of CTAs, keeping >= WS_SMALL_MIN_KTPS k-tiles per split
+WS_SMALL_TILES = (8, 16, 32, 64)
+WS_SMALL_MAX_M = 64
+WS_SMALL_FILL = 0.6
+WS_SMALL_MIN_KTPS = 8
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
 GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill, per-tile issue, kparts sum
 
@@ -316,6 +324,30 @@ def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
     return math.ceil(n_pad / (64 * units)) * math.ceil(m / bt)
 
 
+def ws_small_max_m() -> int:
+    v = int(os.environ.get("MOSAIC_WS_SMALL_MAX_M", WS_SMALL_MAX_M))
+    if not 0 <= v <= 64:
+        raise ValueError(f"MOSAIC_WS_SMALL_MAX_M must be in [0, 64] (0 = off), got {v}")
+    return v
+
+
+def ws_small_tile(m: int, n_pad: int, k_pad: int, sm_count: int) -> tuple[int, int, int]:
+    """(bt, 3, splitk) of the warp-specialized small tile for M <= 64: the narrowest token tile holding
+    M, and the smallest K split (1, 2, 4, 8; >= WS_SMALL_MIN_KTPS k-tiles per split) whose grid reaches
+    WS_SMALL_FILL x the SMs' resident CTA slots (3 per SM for bt <= 16, else 2)."""
+    bt = next(b for b in WS_SMALL_TILES if b >= min(m, 64))
+    slots = sm_count * (3 if bt <= 16 else 2)
+    base = math.ceil(n_pad / 128) * math.ceil(m / bt)
+    kt = k_pad // TILE
+    splitk = 1
+    for s in (2, 4, 8):
+        if base * splitk >= WS_SMALL_FILL * slots or kt / s < WS_SMALL_MIN_KTPS:
+            break
+        splitk = s
+    ktps = math.ceil(kt / splitk)
+    return bt, 3, math.ceil(kt / ktps)
+
+
 def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
                force: tuple[int, ...] | None = None) -> tuple[int, int, int] | None:
     """(token tile bt, warpgroups per CTA wgs, splitk) of the wgmma kernel, or None where the default
@@ -339,12 +371,16 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
             raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
         bt, wgs = force[:2]
         splitk = force[2] if len(force) == 3 else 1
-        if wgs == 3 and splitk != 1:
-            raise ValueError(f"wgmma tiles with wgs 3 are the warp-specialized kernel: no split-K, got splitk {splitk}")
+        if wgs == 3 and bt >= 128 and splitk != 1:
+            raise ValueError(f"the warp-specialized bt {bt} tile has no split-K, got splitk {splitk}")
         if not 1 <= splitk <= min(8, kt):
             raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
         ktps = math.ceil(kt / splitk)
         return bt, wgs, math.ceil(kt / ktps)  # what the binding launches: no empty split
+    if m <= ws_small_max_m():
+        return ws_small_tile(m, n_pad, k_pad, sm_count)
+    if m < 64:  # the classic tiles lose to the tiled kernel's split-K below 64 (NOTES.md v11)
+        return None
     # the warp-specialized 128 n x 256 tokens tile (one CTA per SM) from half-full token tiles on
     if m > 128 and _wgmma_ctas(m, n_pad, 256, 3) >= WGMMA_MIN_FILL * sm_count:
         return 256, 3, 1
@@ -477,8 +513,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
             kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
             res_pdl = _env_pdl(pdl, where, m, 1)
         else:
-            kernels = [_launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma)]
-            res_pdl = "off"  # the wgmma kernels launch without PDL
+            name, res_pdl = _launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma, pdl, where)
+            kernels = [name]
         if variant == "separate" and p.has_residual:
             kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, res_pdl))
         LAST_LAUNCH.update(variant=variant, kernels=kernels, m=m, n=n, k=k)
@@ -544,15 +580,19 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  force: tuple[int, ...] | None) -> str:
-    """The large-M wgmma kernel (dense or zipper); returns the kernel's name."""
+                  force: tuple[int, ...] | None, pdl, where: str) -> tuple[str, str]:
+    """The wgmma kernel (dense or zipper); returns the kernel's name and its PDL mode. PDL only for the
+    small warp-specialized tiles (bt <= 64), under the same policy as the tiled kernel."""
     bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force) or (64, 2, 1)  # path="wgmma" always launches
+    pdl_mode = _env_pdl(pdl, where, m, splitk) if wgs == 3 and bt <= 64 else "off"
     zip_ = mode == MODE_ZIPPER
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
-                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream, 0, wgs, splitk)
-    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}]"
+                        y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
+                        PDL_MODES[pdl_mode], wgs, splitk)
+    tag = f",pdl-{pdl_mode}" if pdl_mode != "off" else ""
+    return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
