@@ -399,8 +399,9 @@ struct WsShape {
   static constexpr bool BIG = BT >= 128;
   static constexpr int PRODUCER = BIG ? 128 : 32;
   static constexpr int THREADS = 256 + PRODUCER;
-  static constexpr int CTAS = BIG ? 1 : BT <= 16 ? 3 : 2;  // per SM (registers: 288 x 72 x 3, 288 x 112 x 2)
+  static constexpr int CTAS = BIG ? 1 : 2;  // per SM (registers: 288 x 112 x 2)
   static constexpr int MAX_STAGES = BIG ? 8 : 12;
+  static constexpr int ACCS = BT <= 8 ? 4 : BT <= 32 ? 2 : 1;  // independent accumulator sets
 };
 template <int BT, int MODE>
 struct WsLayout {
@@ -540,9 +541,14 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
   } else {
     // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
     if constexpr (Sh::BIG) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-    float acc[NACC];
+    // ACCS accumulator sets, k16 step s of every tile into set s % ACCS: a narrow wgmma (n8, n16) is
+    // mostly pipeline latency, and 4 dependent ones per tile would serialize the tile on it
+    constexpr int ACCS = Sh::ACCS;
+    float acc[ACCS][NACC];
 #pragma unroll
-    for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+    for (int c = 0; c < ACCS; ++c)
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) acc[c][i] = 0.f;
     auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // waits for local tile t's stage
       const int slot = t % STAGES;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
@@ -555,17 +561,21 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     auto mma_tile = [&](int t, uint32_t (&a)[4][4]) {
       const uint32_t xs = sbase + (t % STAGES) * L::STAGE + L::OFF_X;
 #pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+      for (int c = 0; c < ACCS; ++c)
+#pragma unroll
+        for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
 #pragma unroll
       for (int s = 0; s < 4; ++s)
 #pragma unroll
         for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
       wg_fence();
 #pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
+      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc[s % ACCS], a[s], x_desc(xs + s * 32), 1);
       wg_commit();
 #pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+      for (int c = 0; c < ACCS; ++c)
+#pragma unroll
+        for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
     };
     auto release = [&](int t) {
       if (lane == 0) mbar_arrive(empty_bar(t % STAGES));
@@ -604,19 +614,23 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     // memory takes the split-K partials, then the output tile; the accumulators die here, not in the
     // producer's registers
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
+#pragma unroll
+    for (int c = 1; c < ACCS; ++c)
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) acc[0][i] += acc[c][i];
     if constexpr (L::RED_FITS) {
       if (S > 1) {
         namespace cg = cooperative_groups;
         float* const red = reinterpret_cast<float*>(smem);
 #pragma unroll
-        for (int j = 0; j < NACC; ++j) red[j * 256 + tid] = acc[j];
+        for (int j = 0; j < NACC; ++j) red[j * 256 + tid] = acc[0][j];
         cluster_sync_all();
 #pragma unroll
         for (int j = 0; j < NACC; ++j)
           if (owns(j >> 2, wg * 8 + ws * 2 + ((j >> 1) & 1))) {
             float v = 0.f;
             for (int q = 0; q < S; ++q) v += cg::this_cluster().map_shared_rank(red, q)[j * 256 + tid];
-            acc[j] = v;
+            acc[0][j] = v;
           }
         cluster_sync_all();  // every rank has read this CTA's partials: its shared memory may be reused
       }
@@ -626,7 +640,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int j = 0; j < NACC; ++j) {
       const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
       const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-      if (owns(j >> 2, n >> 3)) Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      if (owns(j >> 2, n >> 3)) Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[0][j]);
     }
   }
   if (p.pdl & 2) griddep_launch_dependents();

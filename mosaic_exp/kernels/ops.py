@@ -86,7 +86,7 @@ WGMMA_MIN_FILL = 0.7
 WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4),  # (bt, wgs); wgs 3: warp-specialized
                (8, 3), (16, 3), (32, 3), (64, 3), (128, 3), (256, 3))
-# the warp-specialized small tiles (bt 8..64: a one-warp producer, 3 CTAs per SM for bt <= 16, else 2,
+# the warp-specialized small tiles (bt 8..64: a one-warp producer, 2 CTAs per SM,
 # cluster split-K) for M <= WS_SMALL_MAX_M ($MOSAIC_WS_SMALL_MAX_M; 0 = off): K is split until the grid
 # has WS_SMALL_FILL x the resident CTA slots' worth of CTAs, keeping >= WS_SMALL_MIN_KTPS k-tiles per split
 WS_SMALL_TILES = (8, 16, 32, 64)
@@ -334,9 +334,9 @@ def ws_small_max_m() -> int:
 def ws_small_tile(m: int, n_pad: int, k_pad: int, sm_count: int) -> tuple[int, int, int]:
     """(bt, 3, splitk) of the warp-specialized small tile for M <= 64: the narrowest token tile holding
     M, and the smallest K split (1, 2, 4, 8; >= WS_SMALL_MIN_KTPS k-tiles per split) whose grid reaches
-    WS_SMALL_FILL x the SMs' resident CTA slots (3 per SM for bt <= 16, else 2)."""
+    WS_SMALL_FILL x the SMs' resident CTA slots (2 per SM)."""
     bt = next(b for b in WS_SMALL_TILES if b >= min(m, 64))
-    slots = sm_count * (3 if bt <= 16 else 2)
+    slots = sm_count * 2
     base = math.ceil(n_pad / 128) * math.ceil(m / bt)
     kt = k_pad // TILE
     splitk = 1
