@@ -42,7 +42,7 @@ def find_nvcc() -> str | None:
     return None
 
 
-def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False) -> Path:
+def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False, reuse: bool = False) -> Path:
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set NVCC or put it on PATH)")
@@ -56,6 +56,9 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
     gen = gencode_flags(archs)
     kern_cmds = []
     for tu in KERNEL_TUS:
+        obj = out_dir / f"{tu}.o"
+        if reuse and obj.exists() and obj.stat().st_mtime >= max(p.stat().st_mtime for p in NATIVE.glob("*.cu*")):
+            continue  # --reuse-objects: an object newer than every native source stays
         cmd = [nvcc, *common, *gen, "-lineinfo", "-c", str(NATIVE / f"{tu}.cu"), "-o", str(out_dir / f"{tu}.o")]
         if ptxas_verbose:
             cmd.insert(1, "-Xptxas=-v")
@@ -96,8 +99,11 @@ def main() -> int:
     ap.add_argument("--arch", default=os.environ.get("MOSAIC_NATIVE_ARCHS", "90a"),
                     help="comma-separated compute capabilities, e.g. 90a or 90a,80")
     ap.add_argument("--ptxas-verbose", action="store_true")
+    ap.add_argument("--reuse-objects", action="store_true",
+                    help="keep kernel objects newer than every native source (e.g. built on another host for "
+                         "the same archs); the binding is always rebuilt for this Python")
     a = ap.parse_args()
-    build(Path(a.out), a.arch, a.ptxas_verbose)
+    build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects)
     return 0
 
 

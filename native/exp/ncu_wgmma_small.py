@@ -1,4 +1,5 @@
-"""ncu target: the wgmma kernel at small M with a forced tile and split; K, N, M, BT, WGS, SPLITK from the environment."""
+"""ncu target: the wgmma kernel at small M with a forced tile and split; K, N, M, BT, WGS, SPLITK, VARIANT
+(dense / zipper at 3 %) from the environment."""
 import os
 import sys
 
@@ -11,9 +12,10 @@ from scripts.bench_kernels import random_qw_gpu
 
 k, n, m = int(os.environ.get("K", "4096")), int(os.environ.get("N", "4096")), int(os.environ.get("M", "1"))
 tile = tuple(int(os.environ.get(v, d)) for v, d in (("BT", "64"), ("WGS", "2"), ("SPLITK", "4")))
-p0 = pack_quantized(random_qw_gpu(n, k, 0.0, seed=7), torch.bfloat16, "cuda")
+variant = os.environ.get("VARIANT", "dense")
+p0 = pack_quantized(random_qw_gpu(n, k, 0.03 if variant == "zipper" else 0.0, seed=7), torch.bfloat16, "cuda")
 x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
 for _ in range(3):
-    ops.launch(x, p0, "dense", path="wgmma", wgmma=tile)
+    ops.launch(x, p0, variant, path="wgmma", wgmma=tile)
 torch.cuda.synchronize()
 print(ops.LAST_LAUNCH["kernels"])
