@@ -185,7 +185,8 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 // large-M path (native/wgmma_kernels.cu, sm_90a): same packed weights, CTA = 64 wgs n x bt tokens
 void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
            std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M, long N,
-           long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk) {
+           long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk,
+           int rslots) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
   if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
@@ -203,6 +204,7 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
   check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.pdl = pdl;
+  p.rslots = rslots;  // warp-specialized tiles: residual slots per pipeline stage (zipper)
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   set_tiles(p, Np, Kp / 64, gs_tiles);
   p.kt_per_split = (int)((KT + splitk - 1) / splitk);
@@ -251,7 +253,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("bt"), py::arg("dtype"), py::arg("mode"), py::arg("stream"),
-        py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1);
+        py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1, py::arg("rslots") = 2);
   m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),

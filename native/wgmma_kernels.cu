@@ -40,6 +40,7 @@ namespace {
 using namespace dev;
 
 constexpr int WG_GROUP_M = 8;    // token tiles per raster group
+constexpr int WS_Y_PITCH = 128 + 8;  // warp-specialized epilogue tile row pitch (elements)
 
 // CTA = WGS warpgroups = WGS units of 64 n (one per warpgroup) x BT tokens; per stage: the X tile, the
 // units' base codes, scales, zeros and (zipper) residual codes, row scales and "has a residual" flags
@@ -382,62 +383,68 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 }
 
 // ---------------------------------------------------------------- warp-specialized variant (wgs = 3)
-// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT tokens) + a producer. The
-// producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and residual units and a
-// TMA load of the BT x 64 X tile into a stage, all completing on the stage's "full" mbarrier; consumers
-// wait on it, dequantize, run their wgmmas and release the stage on its "empty" mbarrier. No CTA barrier
-// in the mainloop, so the two warpgroups drift apart and one's dequantization overlaps the other's wgmmas.
-//   - Large tiles (BT 128 / 256, one CTA per SM): the producer is a whole warpgroup so that setmaxnreg can
-//     hand its registers to the consumers (40 / 232 per thread) for the 64-128 accumulators; one A buffer.
-//   - Small tiles (BT 8..64, the M <= 64 path): a one-warp producer, 2-3 CTAs per SM, two A register
-//     buffers (tile t+1 is dequantized while tile t's wgmmas run), K split over a thread-block cluster
-//     (the partials summed through DSMEM in rank order, deterministic), and the weight copies of the first
-//     stages issued before griddepcontrol.wait (PDL): at small M the kernel is a stream of weight bytes and
-//     its time is the latency of getting enough of them in flight.
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT tokens) + a producer. A pipeline
+// stage holds KB k-tiles: the producer fills it with one bulk copy per unit (its KB tiles are contiguous),
+// one TMA each for the X slabs (a 3-D tensor view when K % 64 == 0), the scales and the zeros, and a bulk
+// copy per residual unit, all completing on the stage's "full" mbarrier; consumers wait on it, dequantize,
+// run their wgmmas and release the stage on its "empty" mbarrier. No CTA barrier in the mainloop, so the
+// two warpgroups drift apart and one's dequantization overlaps the other's wgmmas.
+//   - Large tiles (BT 128 / 256, one CTA per SM, KB 1): the producer is a whole warpgroup so that setmaxnreg
+//     can hand its registers to the consumers (40 / 232 per thread) for the 64-128 accumulators; one A buffer.
+//   - Small tiles (BT 8..64, the M <= 64 path): a one-warp producer, 2 CTAs per SM, KB 4 (2 for BT 64),
+//     two A register buffers (tile t+1 is dequantized while tile t's wgmmas run), independent accumulator
+//     sets (a narrow wgmma is mostly latency), K split over a thread-block cluster (the partials summed
+//     through DSMEM in rank order, deterministic), and the weights of the first stages requested before
+//     griddepcontrol.wait (PDL). Why KB > 1: the copy engine has a fixed cost per copy (NOTES.md v12: one
+//     k-tile per stage, 5 copies, ran at ~375 ns per stage on an otherwise idle SM), so small tiles need
+//     few, large copies to stream weights at DRAM speed.
+//   - Zipper: the host bounds the residual units of any stage (both units) by p.rslots (from the densest
+//     window of KB k-tiles); the producer assigns them slots in order and writes a (unit, tile) -> slot
+//     table into the stage.
 template <int BT>
 struct WsShape {
   static constexpr bool BIG = BT >= 128;
   static constexpr int PRODUCER = BIG ? 128 : 32;
   static constexpr int THREADS = 256 + PRODUCER;
   static constexpr int CTAS = BIG ? 1 : 2;  // per SM (registers: 288 x 112 x 2)
-  static constexpr int MAX_STAGES = BIG ? 8 : 12;
+  static constexpr int MAX_STAGES = BIG ? 8 : 6;
   static constexpr int ACCS = BT <= 8 ? 4 : BT <= 32 ? 2 : 1;  // independent accumulator sets
+  static constexpr int KB = BIG ? 1 : BT <= 32 ? 4 : 2;        // k-tiles per stage
+  static constexpr int BUDGET = (BIG ? 232448 : 233472 / 2 - 1024) - 1024;  // per CTA, less the alignment slack
 };
-template <int BT, int MODE>
-struct WsLayout {
-  static constexpr int OFF_X = 0;                   // BT rows x 128 B, 128-byte swizzle
-  static constexpr int OFF_W = (BT < 8 ? 8 : BT) * 128;  // 2 units x 2048 B
-  static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
-  static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
-  static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
-  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
-  static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);  // 2 ints: residual present
-  static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
-  static constexpr int STAGE = (END + 1023) / 1024 * 1024;
-  // per CTA: the SM's 228 KB over CTAS, less the 1 KB the runtime reserves per CTA and the alignment slack
-  static constexpr int BUDGET = 233472 / WsShape<BT>::CTAS - 1024 - 1024;
-  static constexpr int FIT = BUDGET / (STAGE + 16);
-  static constexpr int STAGES = FIT > WsShape<BT>::MAX_STAGES ? WsShape<BT>::MAX_STAGES : FIT;
-  static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
-  static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
-  static constexpr int Y_PITCH = 128 + 8;
-  static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
-  static constexpr bool RED_FITS = (BT / 2) * 256 * 4 <= BARS;  // split-K: consumers' fp32 accumulators
-  static_assert(WsShape<BT>::BIG || RED_FITS, "split-K partials must fit in the stages");
+struct WsStage {
+  int off_w, off_s, off_z, off_r, off_rs, off_rt, bytes;
 };
-
+__host__ __device__ inline WsStage ws_stage(int bt, int kb, int rslots) {
+  WsStage s;
+  s.off_w = kb * bt * 128;             // X: kb slabs of bt rows x 128 B, 128-byte swizzle (1024-B aligned)
+  s.off_s = s.off_w + kb * 2 * 2048;   // codes: unit 0's kb tiles, then unit 1's
+  s.off_z = s.off_s + kb * 256;        // scales: kb rows (groups g0 .. g0 + kb - 1) x 128 n
+  s.off_r = s.off_z + kb * 256;        // zeros, same
+  s.off_rs = s.off_r + rslots * 2048;  // residual units (slots)
+  s.off_rt = s.off_rs + rslots * 128;  // their row scales
+  s.bytes = (s.off_rt + 2 * kb * 4 + 1023) / 1024 * 1024;  // + slot table [unit][tile] (-1: none)
+  return s;
+}
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+               ::"r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
+}
 __device__ __forceinline__ void cluster_sync_all() {
   asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
+__device__ __forceinline__ int group_of(const Params& p, int kt) { return p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles; }
 
 template <typename T, int BT, int MODE>
 __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
-    w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
+    w4a16_wgmma_ws_kernel(const Params p, const __grid_constant__ CUtensorMap tmx, const __grid_constant__ CUtensorMap tms,
+                          const __grid_constant__ CUtensorMap tmz) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
-  using L = WsLayout<BT, MODE>;
   using Sh = WsShape<BT>;
-  constexpr int STAGES = L::STAGES, NACC = BT / 2;
+  constexpr int NACC = BT / 2, KB = Sh::KB;
+  const WsStage L = ws_stage(BT, KB, MODE == MODE_ZIPPER ? p.rslots : 0);
+  const int STAGES = p.ws_stages, SB = L.bytes;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -450,9 +457,10 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
   const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
   // split-K (grid y = the splits of one output tile, one thread-block cluster): k-tiles kt0 .. kt0 + NTL - 1
   const int S = p.splitk, rank = blockIdx.y;
-  const int kt0 = rank * p.kt_per_split, NTL = min(KT, kt0 + p.kt_per_split) - kt0;
-  auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
-  auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
+  const int kt0 = rank * p.kt_per_split, NTL = min(KT, kt0 + p.kt_per_split) - kt0, NS = (NTL + KB - 1) / KB;
+  const uint32_t bars = sbase + STAGES * SB;
+  auto full_bar = [&](int s) { return bars + 8 * s; };
+  auto empty_bar = [&](int s) { return bars + 8 * (STAGES + s); };
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(full_bar(s), 1);
@@ -477,60 +485,78 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
       int zw = -1;
       uint32_t zword[2] = {0u, 0u};
       int zid0[2] = {0, 0};
-      // weights of local tile t into its stage (after the consumers released it); the stage's full
-      // barrier expects every byte of the tile, X included
-      auto issue_w = [&](int t) {
-        const int kt = kt0 + t, slot = t % STAGES;
-        if (t >= STAGES) mbar_wait(empty_bar(slot), (t / STAGES - 1) & 1);
-        const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
-        int rid[2] = {-1, -1};
+      // codes, scales, zeros and residual units of stage i into its slot (after the consumers released
+      // it); the slot's full barrier expects every byte of the stage, X included
+      auto issue_w = [&](int i) {
+        const int slot = i % STAGES, t0 = i * KB, nk = min(KB, NTL - t0), kt = kt0 + t0;
+        if (i >= STAGES) mbar_wait(empty_bar(slot), (i / STAGES - 1) & 1);
+        const uint32_t st = sbase + slot * SB, fb = full_bar(slot);
+        int bytes = 2 * nk * 2048 + KB * 256 * (p.zeros != nullptr ? 2 : 1) + (p.ws_x3d ? KB : nk) * BT * 128;
+        int rid[2][KB];
+        int nres = 0;
         if constexpr (MODE == MODE_ZIPPER) {
-          if ((kt >> 5) != zw) {
-            zw = kt >> 5;
+          int* const table = reinterpret_cast<int*>(smem + slot * SB + L.off_rt);
+#pragma unroll
+          for (int j = 0; j < KB; ++j) {
+            const int k = kt + j;
+            if (j < nk && (k >> 5) != zw) {
+              zw = k >> 5;
+#pragma unroll
+              for (int u = 0; u < 2; ++u) {
+                const size_t row = (size_t)(nt0 + u) * p.KW + zw;
+                zword[u] = __ldg(p.res_bits + row);
+                zid0[u] = __ldg(p.res_base + row);
+              }
+            }
 #pragma unroll
             for (int u = 0; u < 2; ++u) {
-              const size_t row = (size_t)(nt0 + u) * p.KW + zw;
-              zword[u] = __ldg(p.res_bits + row);
-              zid0[u] = __ldg(p.res_base + row);
+              rid[u][j] = -1;
+              if (j < nk && ((zword[u] >> (k & 31)) & 1u)) rid[u][j] = zid0[u] + __popc(zword[u] & ((1u << (k & 31)) - 1u));
+              table[u * KB + j] = rid[u][j] >= 0 ? nres : -1;
+              nres += rid[u][j] >= 0;
             }
           }
-#pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            if ((zword[u] >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(zword[u] & ((1u << (kt & 31)) - 1u));
-            reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[u] = rid[u] >= 0;
-            if (rid[u] >= 0) bytes += 2048 + 128;
-          }
+          if (nres > p.rslots) __trap();  // the host's bound was wrong: fail loudly, never overwrite
+          bytes += nres * (2048 + 128);
         }
         mbar_expect_tx(fb, bytes);
 #pragma unroll
-        for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
-        const size_t so = (size_t)(p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * p.Np + (size_t)nt0 * 64;
-        bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
-        if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
+        for (int u = 0; u < 2; ++u)
+          bulk_g2s(st + L.off_w + u * KB * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, nk * 2048, fb);
+        tma_load_2d(st + L.off_s, &tms, nt0 * 64, group_of(p, kt), fb);
+        if (p.zeros != nullptr) tma_load_2d(st + L.off_z, &tmz, nt0 * 64, group_of(p, kt), fb);
         if constexpr (MODE == MODE_ZIPPER) {
+          int r = 0;
 #pragma unroll
-          for (int u = 0; u < 2; ++u)
-            if (rid[u] >= 0) {
-              bulk_g2s(st + L::OFF_R + u * 2048, static_cast<const uint8_t*>(p.rw) + (size_t)rid[u] * 2048, 2048, fb);
-              bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
-            }
+          for (int j = 0; j < KB; ++j)
+#pragma unroll
+            for (int u = 0; u < 2; ++u)
+              if (rid[u][j] >= 0) {
+                bulk_g2s(st + L.off_r + r * 2048, static_cast<const uint8_t*>(p.rw) + (size_t)rid[u][j] * 2048, 2048, fb);
+                bulk_g2s(st + L.off_rs + r * 128, static_cast<const T*>(p.rs) + (size_t)rid[u][j] * 64, 128, fb);
+                ++r;
+              }
         }
       };
-      auto issue_x = [&](int t) {
-        const int slot = t % STAGES;
-        tma_load_2d(sbase + slot * L::STAGE + L::OFF_X, &tmx, (kt0 + t) * 64, m0, full_bar(slot));
+      auto issue_x = [&](int i) {
+        const int slot = i % STAGES, t0 = i * KB, nk = min(KB, NTL - t0);
+        const uint32_t st = sbase + slot * SB;
+        if (p.ws_x3d) {
+          tma_load_3d(st, &tmx, 0, m0, kt0 + t0, full_bar(slot));  // KB slabs; past K: zeros
+        } else {
+          for (int j = 0; j < nk; ++j) tma_load_2d(st + j * BT * 128, &tmx, (kt0 + t0 + j) * 64, m0, full_bar(slot));
+        }
       };
       // weights do not depend on the previous kernel in the stream, X may: the first stages' weights
       // go out before griddepcontrol.wait (a no-op without PDL)
-      const int pro = min(NTL, STAGES);
-      for (int t = 0; t < pro; ++t) issue_w(t);
+      const int pro = min(NS, STAGES);
+      for (int i = 0; i < pro; ++i) issue_w(i);
       griddep_wait();
-      if (p.pdl == 1) griddep_launch_dependents();  // 'early' (the other threads trigger at their start)
-      for (int t = 0; t < pro; ++t) issue_x(t);
-      for (int t = pro; t < NTL; ++t) {
-        issue_w(t);
-        issue_x(t);
+      if (p.pdl == 1) griddep_launch_dependents();
+      for (int i = 0; i < pro; ++i) issue_x(i);
+      for (int i = pro; i < NS; ++i) {
+        issue_w(i);
+        issue_x(i);
       }
     }
     __syncwarp();
@@ -549,17 +575,19 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int c = 0; c < ACCS; ++c)
 #pragma unroll
       for (int i = 0; i < NACC; ++i) acc[c][i] = 0.f;
-    auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // waits for local tile t's stage
-      const int slot = t % STAGES;
-      mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      const uint8_t* st = smem + slot * L::STAGE;
-      const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
-      dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
-                       p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
-                       st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
+    auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // local tile t; waits for its stage at the stage's first tile
+      const int i = t / KB, j = t % KB, slot = i % STAGES;
+      if (j == 0) mbar_wait(full_bar(slot), (i / STAGES) & 1);
+      const uint8_t* st = smem + slot * SB;
+      const int grow = group_of(p, kt0 + t) - group_of(p, kt0 + i * KB);
+      const int r = MODE == MODE_ZIPPER ? reinterpret_cast<const int*>(st + L.off_rt)[wg * KB + j] : -1;
+      const int rr = r < 0 ? 0 : r;
+      dequant_slice<T>(st + L.off_w + (wg * KB + j) * 2048, reinterpret_cast<const T*>(st + L.off_s + grow * 256) + wg * 64,
+                       p.zeros != nullptr ? reinterpret_cast<const T*>(st + L.off_z + grow * 256) + wg * 64 : nullptr,
+                       st + L.off_r + rr * 2048, reinterpret_cast<const T*>(st + L.off_rs + rr * 128), r >= 0, ws, lane, a);
     };
     auto mma_tile = [&](int t, uint32_t (&a)[4][4]) {
-      const uint32_t xs = sbase + (t % STAGES) * L::STAGE + L::OFF_X;
+      const uint32_t xs = sbase + ((t / KB) % STAGES) * SB + (t % KB) * (BT * 128);
 #pragma unroll
       for (int c = 0; c < ACCS; ++c)
 #pragma unroll
@@ -577,8 +605,8 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
 #pragma unroll
         for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
     };
-    auto release = [&](int t) {
-      if (lane == 0) mbar_arrive(empty_bar(t % STAGES));
+    auto done_with = [&](int t) {  // tile t's wgmmas are complete: release its stage after its last tile
+      if ((t % KB == KB - 1 || t == NTL - 1) && lane == 0) mbar_arrive(empty_bar((t / KB) % STAGES));
     };
     if constexpr (Sh::BIG) {
       // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a
@@ -589,16 +617,16 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
         dequant(t, a);
         mma_tile(t, a);
         wg_wait<0>();
-        release(t);
+        done_with(t);
       }
     } else {
       // two buffers: tile t + 1 is dequantized while tile t's wgmmas run; tile t - 1's wgmmas (done at
-      // wait_group 1) free its stage and its buffer
+      // wait_group 1) free its buffer (and its stage after the stage's last tile)
       uint32_t a0[4][4], a1[4][4];
       auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
         mma_tile(t, acur);
         wg_wait<1>();
-        if (t > 0) release(t - 1);
+        if (t > 0) done_with(t - 1);
         if (t + 1 < NTL) dequant(t + 1, anext);
       };
       if (NTL > 0) dequant(0, a0);
@@ -618,7 +646,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int c = 1; c < ACCS; ++c)
 #pragma unroll
       for (int i = 0; i < NACC; ++i) acc[0][i] += acc[c][i];
-    if constexpr (L::RED_FITS) {
+    if constexpr (!Sh::BIG) {
       if (S > 1) {
         namespace cg = cooperative_groups;
         float* const red = reinterpret_cast<float*>(smem);
@@ -640,19 +668,18 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int j = 0; j < NACC; ++j) {
       const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
       const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-      if (owns(j >> 2, n >> 3)) Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[0][j]);
+      if (owns(j >> 2, n >> 3)) Ys[tok * WS_Y_PITCH + n] = Tr::from_f(acc[0][j]);
     }
   }
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();
   const T* const Ys = reinterpret_cast<const T*>(smem);
-  constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
   for (int c = tid; c < BT * 16; c += Sh::THREADS) {
     const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
     if (tok >= p.M || n >= p.N || !owns(r >> 3, ch)) continue;
-    const T* src = Ys + r * YP + ch * 8;
+    const T* src = Ys + r * WS_Y_PITCH + ch * 8;
     T* dst = Y + (size_t)tok * p.N + n;
     if (vec) {
       *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
@@ -665,11 +692,12 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
 #endif
 }
 
-// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout),
-// rows past M and columns past K read as zeros
-template <typename T, int BT>
-const char* x_tensor_map(const Params& p, CUtensorMap* map) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+// Tensor maps of the warp-specialized kernel. X [M, K]: 2-D boxes of 64 k x BT rows, or (K % 64 == 0) a
+// 3-D view {64 k, M rows, K / 64 slabs} with boxes of KB slabs; 128-byte swizzle (the wgmma B layout), rows
+// past M and k past K read as zeros. Scales / zeros [G, Np]: boxes of 128 n x KB groups.
+using EncodeFn = PFN_cuTensorMapEncodeTiled_v12000;
+const char* encoder(EncodeFn* fn) {
+  static EncodeFn encode = nullptr;
   if (encode == nullptr) {
     cudaDriverEntryPointQueryResult q;
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
@@ -679,41 +707,99 @@ const char* x_tensor_map(const Params& p, CUtensorMap* map) {
       return "cuTensorMapEncodeTiled not available from the driver";
     }
   }
-  const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
-  const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
-  const cuuint32_t box[2] = {64, BT};
-  const cuuint32_t es[2] = {1, 1};
+  *fn = encode;
+  return "";
+}
+
+template <typename T, int BT, int KB>
+const char* ws_tensor_maps(const Params& p, CUtensorMap* mx, CUtensorMap* ms, CUtensorMap* mz) {
+  EncodeFn encode;
+  const char* err = encoder(&encode);
+  if (err[0]) return err;
   const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
+  const cuuint32_t es[3] = {1, 1, 1};
+  CUresult r;
+  if (p.ws_x3d) {
+    const cuuint64_t dims[3] = {64, (cuuint64_t)p.M, (cuuint64_t)(p.K / 64)};
+    const cuuint64_t strides[2] = {(cuuint64_t)p.K * sizeof(T), 128};
+    const cuuint32_t box[3] = {64, BT, KB};
+    r = encode(mx, dt, 3, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  } else {
+    const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
+    const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
+    const cuuint32_t box[2] = {64, BT};
+    r = encode(mx, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  }
+  if (r != CUDA_SUCCESS) return "cuTensorMapEncodeTiled failed for X (alignment or size)";
+  const int groups = p.gs_shift == 31 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
+  const cuuint64_t gdims[2] = {(cuuint64_t)p.Np, (cuuint64_t)groups};
+  const cuuint64_t gstrides[1] = {(cuuint64_t)p.Np * sizeof(T)};
+  const cuuint32_t gbox[2] = {128, KB};
+  r = encode(ms, dt, 2, const_cast<void*>(p.scales), gdims, gstrides, gbox, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return "cuTensorMapEncodeTiled failed for the scales";
+  if (p.zeros == nullptr) {
+    *mz = *ms;
+    return "";
+  }
+  r = encode(mz, dt, 2, const_cast<void*>(p.zeros), gdims, gstrides, gbox, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for the zeros";
+}
+
+// stage geometry of a launch: fills p.ws_stage_bytes / p.ws_stages; returns the dynamic shared memory or
+// -1 (and *why) when the pipeline or the epilogue does not fit
+template <int BT>
+int ws_plan(Params& p, int mode, int splitk, const char** why) {
+  using Sh = WsShape<BT>;
+  const int rs = mode == MODE_ZIPPER ? p.rslots : 0;
+  if (mode == MODE_ZIPPER && (rs < 1 || rs > 2 * Sh::KB)) {
+    *why = "residual slots per stage (rslots) must be in [1, 2 x k-tiles per stage]";
+    return -1;
+  }
+  const WsStage st = ws_stage(BT, Sh::KB, rs);
+  const int fit = Sh::BUDGET / (st.bytes + 16);
+  const int stages = fit < Sh::MAX_STAGES ? fit : Sh::MAX_STAGES;
+  if (stages < 2 || BT * WS_Y_PITCH * 2 > stages * st.bytes || (splitk > 1 && (BT / 2) * 256 * 4 > stages * st.bytes)) {
+    *why = "the warp-specialized pipeline does not fit in shared memory";
+    return -1;
+  }
+  p.ws_stage_bytes = st.bytes;
+  p.ws_stages = stages;
+  return stages * st.bytes + 16 * stages + 1024;
 }
 
 template <typename T, int BT, int MODE>
-const char* launch_ws(const Params& p, cudaStream_t stream) {
-  using L = WsLayout<BT, MODE>;
+const char* launch_ws(Params p, cudaStream_t stream) {
+  using Sh = WsShape<BT>;
   auto kern = w4a16_wgmma_ws_kernel<T, BT, MODE>;
   static bool attr_set = false;
   if (!attr_set) {
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, Sh::BUDGET + 1024);
     if (e != cudaSuccess) return cudaGetErrorString(e);
     e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  if (p.splitk != 1 && WsShape<BT>::BIG) return "the warp-specialized kernel's bt 128 / 256 tiles have no split-K";
-  CUtensorMap map;
-  const char* err = x_tensor_map<T, BT>(p, &map);
+  if (p.splitk != 1 && Sh::BIG) return "the warp-specialized kernel's bt 128 / 256 tiles have no split-K";
+  const char* why = "";
+  const int smem = ws_plan<BT>(p, MODE, p.splitk, &why);
+  if (smem < 0) return why;
+  p.ws_x3d = p.K % 64 == 0;
+  CUtensorMap mx, ms, mz;
+  const char* err = ws_tensor_maps<T, BT, Sh::KB>(p, &mx, &ms, &mz);
   if (err[0]) return err;
   cudaLaunchConfig_t lc = {};
   lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk, 1);
-  lc.blockDim = dim3(WsShape<BT>::THREADS, 1, 1);
-  lc.dynamicSmemBytes = L::SMEM;
+  lc.blockDim = dim3(Sh::THREADS, 1, 1);
+  lc.dynamicSmemBytes = smem;
   lc.stream = stream;
   cudaLaunchAttribute attrs[2];
   lc.attrs = attrs;
   lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of an output tile: one cluster
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, mx, ms, mz);
   if (e != cudaSuccess) return cudaGetErrorString(e);
   e = cudaGetLastError();
   return e == cudaSuccess ? "" : cudaGetErrorString(e);
@@ -807,8 +893,11 @@ int smem_of(int mode) {
   return mode == MODE_ZIPPER ? WgLayout<BT, WGS, MODE_ZIPPER>::SMEM : WgLayout<BT, WGS, MODE_DENSE>::SMEM;
 }
 template <int BT>
-int ws_smem_of(int mode) {
-  return mode == MODE_ZIPPER ? WsLayout<BT, MODE_ZIPPER>::SMEM : WsLayout<BT, MODE_DENSE>::SMEM;
+int ws_smem_of(int mode) {  // with the most residual slots a stage can need
+  Params p = {};
+  p.rslots = 2 * WsShape<BT>::KB;
+  const char* why = "";
+  return ws_plan<BT>(p, mode, 1, &why);
 }
 int wgmma_smem_bytes(int mode, int bt, int wgs) {
   if (wgs == 3) {

@@ -54,6 +54,11 @@ struct Params {
   // small-M path (gemv_kernels.cu): warps along K per n16 slice (in one CTA) and k-tiles per warp
   int kparts;
   int ktpw;
+  // warp-specialized wgmma kernel (set by its launcher): bytes of one pipeline stage, stages, and
+  // whether X is read as a 3-D tensor (one TMA per stage; needs K % 64 == 0)
+  int ws_stage_bytes;
+  int ws_stages;
+  int ws_x3d;
 };
 
 enum Mode { MODE_DENSE = 0, MODE_ZIPPER = 1, MODE_RESIDUAL = 2 };

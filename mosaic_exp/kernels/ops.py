@@ -586,11 +586,16 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
     bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force) or (64, 2, 1)  # path="wgmma" always launches
     pdl_mode = _env_pdl(pdl, where, m, splitk) if wgs == 3 and bt <= 64 else "off"
     zip_ = mode == MODE_ZIPPER
+    # warp-specialized tiles: residual units a pipeline stage (kb k-tiles of 2 units) can hold, bounded by
+    # the densest window of kb k-tiles of one unit row (packing)
+    kb = 1 if bt >= 128 else 4 if bt <= 32 else 2
+    wins = tuple(p.res_windows) or (p.res_window_max,) * 8
+    rslots = max(1, min(2 * kb, 2 * int(wins[kb - 1]))) if zip_ else 0
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
-                        PDL_MODES[pdl_mode], wgs, splitk)
+                        PDL_MODES[pdl_mode], wgs, splitk, rslots)
     tag = f",pdl-{pdl_mode}" if pdl_mode != "off" else ""
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
