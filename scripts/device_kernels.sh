@@ -3,7 +3,8 @@
 # benchmark. Logs and results go to $OUT (default ./device_out).
 #   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
-# Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), SAN_TIMEOUT (s, default 300).
+# Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), SAN_TIMEOUT (s, default 300), BUILD_ARGS
+# (e.g. --reuse-objects with native/build carried from a CPU build: only the binding is compiled here).
 set -u -o pipefail
 OUT=${OUT:-$PWD/device_out}
 mkdir -p "$OUT"
@@ -22,7 +23,7 @@ rc=0
 for st in $STAGES; do
   case $st in
     build)
-      $PY scripts/build_native.py --ptxas-verbose 2>&1 | tee "$OUT/build.log" || { echo "BUILD FAILED"; exit 1; }
+      $PY scripts/build_native.py --ptxas-verbose ${BUILD_ARGS:-} 2>&1 | tee "$OUT/build.log" || { echo "BUILD FAILED"; exit 1; }
       cuobjdump -sass native/build/_mosaic_native*.so > /tmp/sass.txt 2>&1 || true
       { echo "SASS: HMMA: $(grep -c HMMA /tmp/sass.txt)  LDGSTS: $(grep -c LDGSTS /tmp/sass.txt)  LDS.128: $(grep -c 'LDS.128' /tmp/sass.txt)  LDL/STL: $(grep -cE 'LDL|STL' /tmp/sass.txt)"; } | tee -a "$OUT/build.log"
       # SASS of the small-M kernels (bf16, MT=1, NW=2, 6 stages: cfg4 and cfg7): dense and zipper

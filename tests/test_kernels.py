@@ -442,7 +442,8 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     """LLaMA-3 shapes at M = 4096 and 300 (the raster's partial last group); the measured tile rule and
-    default routing (a tile that keeps the SMs busy, M >= $MOSAIC_WGMMA_MIN_M), the tiled kernel otherwise."""
+    default routing (a tile that keeps the SMs busy, M >= 64), the tiled kernel otherwise; the opt-in small
+    warp-specialized tiles ($MOSAIC_WS_SMALL_MAX_M)."""
     from mosaic_exp.kernels import ops
 
     _run_case(4096, 4096, 14336, 128, False, 0.03, (128, 128), dtype, variants=("zipper",), path="wgmma")
@@ -456,7 +457,11 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)       # 32 CTAs, short K
     assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # 32 CTAs, long K: tiled split-K
     assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 1)      # 64 CTAs
-    # M <= 64: the small warp-specialized tiles, K split until the grid fills 0.6 x the CTA slots
+    assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)        # small warp-specialized tiles off by default
+    assert ops.wgmma_tile(63, 28672, 4096, 132) is None               # below 64: the tiled kernel
+    # opted in ($MOSAIC_WS_SMALL_MAX_M): the small warp-specialized tiles, K split until the grid fills 0.6 x
+    # the CTA slots
+    monkeypatch.setenv("MOSAIC_WS_SMALL_MAX_M", "64")
     assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 3, 1)       # 224 CTAs >= 0.6 x 264
     assert ops.wgmma_tile(1, 4096, 4096, 132) == (8, 3, 8)          # 32 n-tile pairs x 8 splits of 8 k-tiles
     assert ops.wgmma_tile(16, 4096, 14336, 132) == (16, 3, 8)
@@ -477,12 +482,11 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt8,wgs3,")
     ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "separate")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense[bt64,wgs3") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
-    monkeypatch.setenv("MOSAIC_WS_SMALL_MAX_M", "0")  # small tiles off: M = 64 on the classic kernel
+    monkeypatch.delenv("MOSAIC_WS_SMALL_MAX_M")  # the default: M = 64 on the classic kernel, below it tiled
     ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt64,wgs2")
-    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "zipper")  # below 64: tiled
+    ops.launch(torch.randn(63, 512, device="cuda", dtype=dtype), qd, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")
-    monkeypatch.delenv("MOSAIC_WS_SMALL_MAX_M")
     small = pack_quantized(random_quantized(512, 512, 128, False, 0.1), dtype, "cuda")
     ops.launch(torch.randn(256, 512, device="cuda", dtype=dtype), small, "zipper")  # 4 n-tiles: too few CTAs
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[")

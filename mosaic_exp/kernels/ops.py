@@ -86,11 +86,13 @@ WGMMA_MIN_FILL = 0.7
 WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4),  # (bt, wgs); wgs 3: warp-specialized
                (8, 3), (16, 3), (32, 3), (64, 3), (128, 3), (256, 3))
-# the warp-specialized small tiles (bt 8..64: a one-warp producer, 2 CTAs per SM,
-# cluster split-K) for M <= WS_SMALL_MAX_M ($MOSAIC_WS_SMALL_MAX_M; 0 = off): K is split until the grid
-# has WS_SMALL_FILL x the resident CTA slots' worth of CTAs, keeping >= WS_SMALL_MIN_KTPS k-tiles per split
+# the warp-specialized small tiles (bt 8..64: a one-warp producer, 2 CTAs per SM, cluster split-K) for
+# M <= WS_SMALL_MAX_M ($MOSAIC_WS_SMALL_MAX_M; 0 = off): K is split until the grid has WS_SMALL_FILL x
+# the resident CTA slots' worth of CTAs, keeping >= WS_SMALL_MIN_KTPS k-tiles per split. Off by default:
+# measured 1.2-2x slower than the tiled kernel at M = 1 and 16 and than the classic tile at M = 64 except
+# on gate_up (native/NOTES.md v12: the consumers are issue-latency bound with 2 warps per scheduler)
 WS_SMALL_TILES = (8, 16, 32, 64)
-WS_SMALL_MAX_M = 64
+WS_SMALL_MAX_M = 0
 WS_SMALL_FILL = 0.6
 WS_SMALL_MIN_KTPS = 8
 SM_BYTES_PER_NS = 3.0e12 / 132 / 1e9  # H100 copy bandwidth per SM (ENVIRONMENT.md), for the planner
