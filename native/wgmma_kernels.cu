@@ -32,6 +32,7 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <type_traits>
 
 namespace zipper {
@@ -787,7 +788,9 @@ const char* launch_ws(Params p, cudaStream_t stream) {
   const char* why = "";
   const int smem = ws_plan<BT>(p, MODE, p.splitk, &why);
   if (smem < 0) return why;
-  p.ws_x3d = p.K % 64 == 0;
+  // MOSAIC_WS_X2D=1 (an A/B switch for probes): one 2-D TMA per k-tile even where the 3-D view applies
+  static const bool x2d = getenv("MOSAIC_WS_X2D") != nullptr && getenv("MOSAIC_WS_X2D")[0] == '1';
+  p.ws_x3d = p.K % 64 == 0 && !x2d;
   CUtensorMap mx, ms, mz;
   const char* err = ws_tensor_maps<T, BT, Sh::KB>(p, &mx, &ms, &mz);
   if (err[0]) return err;
