@@ -488,9 +488,9 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
       int zid0[2] = {0, 0};
       // codes, scales, zeros and residual units of stage i into its slot (after the consumers released
       // it); the slot's full barrier expects every byte of the stage, X included
-      auto issue_w = [&](int i) {
-        const int slot = i % STAGES, t0 = i * KB, nk = min(KB, NTL - t0), kt = kt0 + t0;
-        if (i >= STAGES) mbar_wait(empty_bar(slot), (i / STAGES - 1) & 1);
+      auto issue_w = [&](int i, int slot, int phase) {  // phase: of stage i's slot (its round over the slots)
+        const int t0 = i * KB, nk = min(KB, NTL - t0), kt = kt0 + t0;
+        if (i >= STAGES) mbar_wait(empty_bar(slot), phase ^ 1);
         const uint32_t st = sbase + slot * SB, fb = full_bar(slot);
         int bytes = 2 * nk * 2048 + KB * 256 * (p.zeros != nullptr ? 2 : 1) + (p.ws_x3d ? KB : nk) * BT * 128;
         int rid[2][KB];
@@ -539,8 +539,8 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
               }
         }
       };
-      auto issue_x = [&](int i) {
-        const int slot = i % STAGES, t0 = i * KB, nk = min(KB, NTL - t0);
+      auto issue_x = [&](int i, int slot) {
+        const int t0 = i * KB, nk = min(KB, NTL - t0);
         const uint32_t st = sbase + slot * SB;
         if (p.ws_x3d) {
           tma_load_3d(st, &tmx, 0, m0, kt0 + t0, full_bar(slot));  // KB slabs; past K: zeros
@@ -551,13 +551,17 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
       // weights do not depend on the previous kernel in the stream, X may: the first stages' weights
       // go out before griddepcontrol.wait (a no-op without PDL)
       const int pro = min(NS, STAGES);
-      for (int i = 0; i < pro; ++i) issue_w(i);
+      for (int i = 0; i < pro; ++i) issue_w(i, i, 0);
       griddep_wait();
       if (p.pdl == 1) griddep_launch_dependents();
-      for (int i = 0; i < pro; ++i) issue_x(i);
-      for (int i = pro; i < NS; ++i) {
-        issue_w(i);
-        issue_x(i);
+      for (int i = 0; i < pro; ++i) issue_x(i, i);
+      for (int i = pro, slot = 0, phase = 1; i < NS; ++i) {
+        issue_w(i, slot, phase);
+        issue_x(i, slot);
+        if (++slot == STAGES) {
+          slot = 0;
+          phase ^= 1;
+        }
       }
     }
     __syncwarp();
@@ -576,19 +580,27 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int c = 0; c < ACCS; ++c)
 #pragma unroll
       for (int i = 0; i < NACC; ++i) acc[c][i] = 0.f;
-    auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // local tile t; waits for its stage at the stage's first tile
-      const int i = t / KB, j = t % KB, slot = i % STAGES;
-      if (j == 0) mbar_wait(full_bar(slot), (i / STAGES) & 1);
+    // the stage slot and mbarrier phase of the next tile to dequantize, advanced per stage (no division by
+    // the run-time stage count in the mainloop: at large M the consumers are issue bound)
+    int dq_slot = 0, dq_phase = 0;
+    auto dequant = [&](int t, uint32_t (&a)[4][4]) {  // local tile t (in order); waits for its stage at the stage's first tile
+      const int j = t % KB, slot = dq_slot;
+      if (j == 0) mbar_wait(full_bar(slot), dq_phase);
+      if (j == KB - 1 || t == NTL - 1) {
+        dq_phase ^= dq_slot == STAGES - 1;
+        dq_slot = dq_slot == STAGES - 1 ? 0 : dq_slot + 1;
+      }
       const uint8_t* st = smem + slot * SB;
-      const int grow = group_of(p, kt0 + t) - group_of(p, kt0 + i * KB);
+      const int grow = KB == 1 ? 0 : group_of(p, kt0 + t) - group_of(p, kt0 + t - j);
       const int r = MODE == MODE_ZIPPER ? reinterpret_cast<const int*>(st + L.off_rt)[wg * KB + j] : -1;
       const int rr = r < 0 ? 0 : r;
       dequant_slice<T>(st + L.off_w + (wg * KB + j) * 2048, reinterpret_cast<const T*>(st + L.off_s + grow * 256) + wg * 64,
                        p.zeros != nullptr ? reinterpret_cast<const T*>(st + L.off_z + grow * 256) + wg * 64 : nullptr,
                        st + L.off_r + rr * 2048, reinterpret_cast<const T*>(st + L.off_rs + rr * 128), r >= 0, ws, lane, a);
+      return slot;
     };
-    auto mma_tile = [&](int t, uint32_t (&a)[4][4]) {
-      const uint32_t xs = sbase + ((t / KB) % STAGES) * SB + (t % KB) * (BT * 128);
+    auto mma_tile = [&](int t, int slot, uint32_t (&a)[4][4]) {
+      const uint32_t xs = sbase + slot * SB + (t % KB) * (BT * 128);
 #pragma unroll
       for (int c = 0; c < ACCS; ++c)
 #pragma unroll
@@ -606,8 +618,8 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
 #pragma unroll
         for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
     };
-    auto done_with = [&](int t) {  // tile t's wgmmas are complete: release its stage after its last tile
-      if ((t % KB == KB - 1 || t == NTL - 1) && lane == 0) mbar_arrive(empty_bar((t / KB) % STAGES));
+    auto done_with = [&](int t, int slot) {  // tile t's wgmmas are complete: release its stage after its last tile
+      if ((t % KB == KB - 1 || t == NTL - 1) && lane == 0) mbar_arrive(empty_bar(slot));
     };
     if constexpr (Sh::BIG) {
       // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a
@@ -615,22 +627,24 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
       // wgmmas keep the tensor cores busy meanwhile (ping-pong without an explicit order)
       uint32_t a[4][4];
       for (int t = 0; t < NTL; ++t) {
-        dequant(t, a);
-        mma_tile(t, a);
+        const int slot = dequant(t, a);
+        mma_tile(t, slot, a);
         wg_wait<0>();
-        done_with(t);
+        done_with(t, slot);
       }
     } else {
       // two buffers: tile t + 1 is dequantized while tile t's wgmmas run; tile t - 1's wgmmas (done at
       // wait_group 1) free its buffer (and its stage after the stage's last tile)
       uint32_t a0[4][4], a1[4][4];
+      int slot_prev = 0, slot_cur = 0;
       auto step = [&](int t, uint32_t (&acur)[4][4], uint32_t (&anext)[4][4]) {
-        mma_tile(t, acur);
+        mma_tile(t, slot_cur, acur);
         wg_wait<1>();
-        if (t > 0) done_with(t - 1);
-        if (t + 1 < NTL) dequant(t + 1, anext);
+        if (t > 0) done_with(t - 1, slot_prev);
+        slot_prev = slot_cur;
+        if (t + 1 < NTL) slot_cur = dequant(t + 1, anext);
       };
-      if (NTL > 0) dequant(0, a0);
+      if (NTL > 0) slot_cur = dequant(0, a0);
       int t = 0;
       for (; t + 1 < NTL; t += 2) {
         step(t, a0, a1);
