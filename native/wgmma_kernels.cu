@@ -383,35 +383,258 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #endif
 }
 
-// ---------------------------------------------------------------- warp-specialized variant (wgs = 3)
-// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT tokens) + a producer. A pipeline
-// stage holds KB k-tiles: the producer fills it with one bulk copy per unit (its KB tiles are contiguous),
-// one TMA each for the X slabs (a 3-D tensor view when K % 64 == 0), the scales and the zeros, and a bulk
-// copy per residual unit, all completing on the stage's "full" mbarrier; consumers wait on it, dequantize,
-// run their wgmmas and release the stage on its "empty" mbarrier. No CTA barrier in the mainloop, so the
-// two warpgroups drift apart and one's dequantization overlaps the other's wgmmas.
-//   - Large tiles (BT 128 / 256, one CTA per SM, KB 1): the producer is a whole warpgroup so that setmaxnreg
-//     can hand its registers to the consumers (40 / 232 per thread) for the 64-128 accumulators; one A buffer.
-//   - Small tiles (BT 8..64, the M <= 64 path): a one-warp producer, 2 CTAs per SM, KB 4 (2 for BT 64),
-//     two A register buffers (tile t+1 is dequantized while tile t's wgmmas run), independent accumulator
-//     sets (a narrow wgmma is mostly latency), K split over a thread-block cluster (the partials summed
-//     through DSMEM in rank order, deterministic), and the weights of the first stages requested before
-//     griddepcontrol.wait (PDL). Why KB > 1: the copy engine has a fixed cost per copy (NOTES.md v12: one
-//     k-tile per stage, 5 copies, ran at ~375 ns per stage on an otherwise idle SM), so small tiles need
-//     few, large copies to stream weights at DRAM speed.
+// ---------------------------------------------------------------- warp-specialized kernel, large tiles (wgs 3, bt 128 / 256)
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT = 128 or 256 tokens) + one
+// producer warp. The producer issues, per k-tile, bulk copies of the 2 units' codes, scales, zeros and
+// residual units and a TMA load of the 256 x 64 X tile into a stage, all completing on the stage's
+// "full" mbarrier; consumers wait on it, dequantize, run their wgmmas and release the stage on its
+// "empty" mbarrier. No CTA barrier in the mainloop, so the two warpgroups drift apart and one's
+// dequantization overlaps the other's wgmmas. The producer is a whole warpgroup so that setmaxnreg
+// can hand its registers to the consumers (40 / 232 per thread) for the 128 accumulators.
+constexpr int WS_BIG_THREADS = 384;
+template <int BT, int MODE>
+struct WsBigLayout {
+  static constexpr int OFF_X = 0;                   // 256 rows x 128 B, 128-byte swizzle
+  static constexpr int OFF_W = BT * 128;         // 2 units x 2048 B
+  static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
+  static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
+  static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
+  static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);  // 2 ints: residual present
+  static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
+  static constexpr int STAGE = (END + 1023) / 1024 * 1024;
+  static constexpr int STAGES = ((227 * 1024 - 1024 - 128) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128) / STAGE;
+  static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
+  static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
+  static constexpr int Y_PITCH = 128 + 8;
+  static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
+};
+
+template <typename T, int BT, int MODE>
+__global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Tr = Traits<T>;
+  using L = WsBigLayout<BT, MODE>;
+  constexpr int STAGES = L::STAGES, NACC = BT / 2;
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+  uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+  const uint32_t sbase = smem_u32(smem);
+  const int tid = threadIdx.x, wg = tid >> 7, ws = (tid >> 5) & 3, lane = tid & 31;
+  const int g = lane >> 2, t4 = lane & 3;
+  const int ntn = p.NT / 2, mtn = (p.M + BT - 1) / BT;
+  const int pid = blockIdx.x, per_group = WG_GROUP_M * ntn;
+  const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
+  const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
+  const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
+  auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
+  auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full_bar(s), 1);
+      mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 2) {
+    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (tid == 256) {
+      griddep_wait();  // X may be written by the previous kernel in the stream
+      const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
+      int zw = -1;
+      uint32_t zword[2] = {0u, 0u};
+      int zid0[2] = {0, 0};
+      for (int kt = 0; kt < KT; ++kt) {
+        const int slot = kt % STAGES;
+        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
+        const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
+        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
+        int rid[2] = {-1, -1};
+        if constexpr (MODE == MODE_ZIPPER) {
+          if ((kt >> 5) != zw) {  // both rows' bit words and first ids, reloaded once per 32 k-tiles
+            zw = kt >> 5;
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+              const size_t row = (size_t)(nt0 + u) * p.KW + zw;
+              zword[u] = __ldg(p.res_bits + row);
+              zid0[u] = __ldg(p.res_base + row);
+            }
+          }
+#pragma unroll
+          for (int u = 0; u < 2; ++u) {
+            const uint32_t w = zword[u];
+            if ((w >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
+            reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[u] = rid[u] >= 0;
+            if (rid[u] >= 0) bytes += 2048 + 128;
+          }
+        }
+        mbar_expect_tx(fb, bytes);
+#pragma unroll
+        for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
+        const size_t so = (size_t)(p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * p.Np + (size_t)nt0 * 64;
+        bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
+        if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
+        if constexpr (MODE == MODE_ZIPPER) {
+#pragma unroll
+          for (int u = 0; u < 2; ++u)
+            if (rid[u] >= 0) {
+              bulk_g2s(st + L::OFF_R + u * 2048, static_cast<const uint8_t*>(p.rw) + (size_t)rid[u] * 2048, 2048, fb);
+              bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
+            }
+        }
+        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
+      }
+    }
+  } else {
+    // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    float acc[NACC];
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+    auto dequant = [&](int slot, uint32_t (&a)[4][4]) {
+      const uint8_t* st = smem + slot * L::STAGE;
+      const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
+      dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
+                       p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
+                       st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
+    };
+    auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
+      const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+#pragma unroll
+      for (int s = 0; s < 4; ++s)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
+      wg_fence();
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
+      wg_commit();
+#pragma unroll
+      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
+    };
+    // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a warpgroup
+    // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
+    // tensor cores busy meanwhile (ping-pong without an explicit order)
+    uint32_t a[4][4];
+    for (int t = 0; t < KT; ++t) {
+      const int slot = t % STAGES;
+      mbar_wait(full_bar(slot), (t / STAGES) & 1);
+      dequant(slot, a);
+      mma_tile(slot, a);
+      wg_wait<0>();
+      if (lane == 0) mbar_arrive(empty_bar(slot));
+    }
+    // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
+    // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    T* const Ys = reinterpret_cast<T*>(smem);
+#pragma unroll
+    for (int j = 0; j < NACC; ++j) {
+      const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+      const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+      Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+    }
+  }
+  if (p.pdl & 2) griddep_launch_dependents();
+  __syncthreads();
+  const T* const Ys = reinterpret_cast<const T*>(smem);
+  constexpr int YP = L::Y_PITCH;
+  T* const Y = static_cast<T*>(p.y);
+  const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
+  for (int c = tid; c < BT * 16; c += WS_BIG_THREADS) {
+    const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
+    if (tok >= p.M || n >= p.N) continue;
+    const T* src = Ys + r * YP + ch * 8;
+    T* dst = Y + (size_t)tok * p.N + n;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int i = 0; i < 8 && n + i < p.N; ++i) dst[i] = src[i];
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout),
+// rows past M and columns past K read as zeros
+template <typename T, int BT>
+const char* x_tensor_map_2d(const Params& p, CUtensorMap* map) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  if (encode == nullptr) {
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
+                                         cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess) {
+      encode = nullptr;
+      cudaGetLastError();
+      return "cuTensorMapEncodeTiled not available from the driver";
+    }
+  }
+  const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
+  const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
+  const cuuint32_t box[2] = {64, BT};
+  const cuuint32_t es[2] = {1, 1};
+  const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
+}
+
+template <typename T, int BT, int MODE>
+const char* launch_ws_big(const Params& p, cudaStream_t stream) {
+  using L = WsBigLayout<BT, MODE>;
+  auto kern = w4a16_wgmma_ws_big_kernel<T, BT, MODE>;
+  static bool attr_set = false;
+  if (!attr_set) {
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
+    if (e != cudaSuccess) return cudaGetErrorString(e);
+    attr_set = true;
+  }
+  if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
+  CUtensorMap map;
+  const char* err = x_tensor_map_2d<T, BT>(p, &map);
+  if (err[0]) return err;
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), 1, 1);
+  lc.blockDim = dim3(WS_BIG_THREADS, 1, 1);
+  lc.dynamicSmemBytes = L::SMEM;
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  lc.attrs = attrs;
+  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
+  if (e != cudaSuccess) return cudaGetErrorString(e);
+  e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+
+// ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
+// Opt-in ($MOSAIC_WS_SMALL_MAX_M): measured slower than the tiled kernel at M <= 16 (NOTES.md v12).
+// CTA = 2 consumer warpgroups (one 64-wide unit each, wgmma m64nBT: all BT tokens) + a producer warp, 2 CTAs
+// per SM. A pipeline stage holds KB k-tiles: the producer fills it with one bulk copy per unit (its KB
+// tiles are contiguous), one TMA each for the X slabs (a 3-D tensor view when K % 64 == 0), the scales and
+// the zeros, and a bulk copy per residual unit, all completing on the stage's "full" mbarrier; consumers
+// wait on it, dequantize, run their wgmmas and release the stage on its "empty" mbarrier.
+//   - Two A register buffers (tile t+1 is dequantized while tile t's wgmmas run) and independent
+//     accumulator sets (a narrow wgmma is mostly latency).
+//   - K split over a thread-block cluster, the partials summed through DSMEM in rank order (deterministic).
+//   - The weights of the first stages are requested before griddepcontrol.wait (PDL).
 //   - Zipper: the host bounds the residual units of any stage (both units) by p.rslots (from the densest
 //     window of KB k-tiles); the producer assigns them slots in order and writes a (unit, tile) -> slot
-//     table into the stage.
+//     table into the stage (and traps if the bound is wrong).
 template <int BT>
 struct WsShape {
-  static constexpr bool BIG = BT >= 128;
-  static constexpr int PRODUCER = BIG ? 128 : 32;
-  static constexpr int THREADS = 256 + PRODUCER;
-  static constexpr int CTAS = BIG ? 1 : 2;  // per SM (registers: 288 x 112 x 2)
-  static constexpr int MAX_STAGES = BIG ? 8 : 6;
+  static_assert(BT == 8 || BT == 16 || BT == 32 || BT == 64, "small tiles only (bt 128 / 256: the large-tile kernel)");
+  static constexpr int THREADS = 256 + 32;  // 2 consumer warpgroups + a producer warp
+  static constexpr int CTAS = 2;            // per SM (registers: 288 x 112 x 2)
+  static constexpr int MAX_STAGES = 6;
   static constexpr int ACCS = BT <= 8 ? 4 : BT <= 32 ? 2 : 1;  // independent accumulator sets
-  static constexpr int KB = BIG ? 1 : BT <= 32 ? 4 : 2;        // k-tiles per stage
-  static constexpr int BUDGET = (BIG ? 232448 : 233472 / 2 - 1024) - 1024;  // per CTA, less the alignment slack
+  static constexpr int KB = BT <= 32 ? 4 : 2;                  // k-tiles per stage
+  static constexpr int BUDGET = 233472 / 2 - 1024 - 1024;      // per CTA, less the runtime reserve and alignment slack
 };
 struct WsStage {
   int off_w, off_s, off_z, off_r, off_rs, off_rt, bytes;
@@ -477,8 +700,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
   if (p.pdl == 1 && tid != 256) griddep_launch_dependents();
 
   if (tid >= 256) {
-    // ---- producer (a warpgroup for the large tiles, which hands its registers to the consumers)
-    if constexpr (Sh::BIG) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    // ---- producer warp
     if (tid == 256) {
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
       // zipper: the bit words of both units' rows covering the current k-tile (reloaded once per 32
@@ -571,7 +793,6 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     }
   } else {
     // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
-    if constexpr (Sh::BIG) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     // ACCS accumulator sets, k16 step s of every tile into set s % ACCS: a narrow wgmma (n8, n16) is
     // mostly pipeline latency, and 4 dependent ones per tile would serialize the tile on it
     constexpr int ACCS = Sh::ACCS;
@@ -621,18 +842,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     auto done_with = [&](int t, int slot) {  // tile t's wgmmas are complete: release its stage after its last tile
       if ((t % KB == KB - 1 || t == NTL - 1) && lane == 0) mbar_arrive(empty_bar(slot));
     };
-    if constexpr (Sh::BIG) {
-      // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a
-      // warpgroup dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's
-      // wgmmas keep the tensor cores busy meanwhile (ping-pong without an explicit order)
-      uint32_t a[4][4];
-      for (int t = 0; t < NTL; ++t) {
-        const int slot = dequant(t, a);
-        mma_tile(t, slot, a);
-        wg_wait<0>();
-        done_with(t, slot);
-      }
-    } else {
+    {
       // two buffers: tile t + 1 is dequantized while tile t's wgmmas run; tile t - 1's wgmmas (done at
       // wait_group 1) free its buffer (and its stage after the stage's last tile)
       uint32_t a0[4][4], a1[4][4];
@@ -661,7 +871,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
     for (int c = 1; c < ACCS; ++c)
 #pragma unroll
       for (int i = 0; i < NACC; ++i) acc[0][i] += acc[c][i];
-    if constexpr (!Sh::BIG) {
+    {
       if (S > 1) {
         namespace cg = cooperative_groups;
         float* const red = reinterpret_cast<float*>(smem);
@@ -798,7 +1008,6 @@ const char* launch_ws(Params p, cudaStream_t stream) {
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  if (p.splitk != 1 && Sh::BIG) return "the warp-specialized kernel's bt 128 / 256 tiles have no split-K";
   const char* why = "";
   const int smem = ws_plan<BT>(p, MODE, p.splitk, &why);
   if (smem < 0) return why;
@@ -857,8 +1066,8 @@ const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
       case 16: return launch_ws<T, 16, MODE>(p, stream);
       case 32: return launch_ws<T, 32, MODE>(p, stream);
       case 64: return launch_ws<T, 64, MODE>(p, stream);
-      case 128: return launch_ws<T, 128, MODE>(p, stream);
-      default: return launch_ws<T, 256, MODE>(p, stream);
+      case 128: return launch_ws_big<T, 128, MODE>(p, stream);
+      default: return launch_ws_big<T, 256, MODE>(p, stream);
     }
   }
   if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
@@ -923,8 +1132,8 @@ int wgmma_smem_bytes(int mode, int bt, int wgs) {
       case 16: return ws_smem_of<16>(mode);
       case 32: return ws_smem_of<32>(mode);
       case 64: return ws_smem_of<64>(mode);
-      case 128: return ws_smem_of<128>(mode);
-      default: return ws_smem_of<256>(mode);
+      case 128: return mode == MODE_ZIPPER ? WsBigLayout<128, MODE_ZIPPER>::SMEM : WsBigLayout<128, MODE_DENSE>::SMEM;
+      default: return mode == MODE_ZIPPER ? WsBigLayout<256, MODE_ZIPPER>::SMEM : WsBigLayout<256, MODE_DENSE>::SMEM;
     }
   }
   if (wgs == 2) return bt == 64 ? smem_of<64, 2>(mode) : smem_of<128, 2>(mode);
@@ -952,8 +1161,10 @@ int wgmma_regs(int mode, int bt, int wgs) {
       case 16: e = ws_attrs_of<16>(&a, mode); break;
       case 32: e = ws_attrs_of<32>(&a, mode); break;
       case 64: e = ws_attrs_of<64>(&a, mode); break;
-      case 128: e = ws_attrs_of<128>(&a, mode); break;
-      default: e = ws_attrs_of<256>(&a, mode);
+      case 128: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_ZIPPER>)
+                                        : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_DENSE>); break;
+      default: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_ZIPPER>)
+                                       : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_DENSE>);
     }
   } else {
     e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))
