@@ -79,8 +79,9 @@ GEMV_SPLITK = (1, 2, 4, 8)
 # kernel (64 wgs n x bt 64 or 128, optional cluster split-K). Used on sm_90 devices where
 # wgmma_routes() says so ($MOSAIC_WGMMA_MIN_M; 0 = never) unless a tile config or split-K forces the
 # tiled kernel, or with path="wgmma".
-# Routing (measured, native/NOTES.md v11): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that keeps
-# the SMs busy (below that the tiled kernel's split-K wins).
+# Routing (measured, native/NOTES.md v11/v12): M >= WGMMA_MIN_M where wgmma_tile() finds a tile that
+# keeps the SMs busy; wgmma_tile() itself keeps M < 64 on the tiled kernel (its split-K wins there)
+# unless the small warp-specialized tiles are switched on.
 WGMMA_MIN_M = 1
 WGMMA_MIN_FILL = 0.7
 WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
@@ -89,8 +90,8 @@ WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4),  # (bt, wgs); wgs 3: warp-s
 # the warp-specialized small tiles (bt 8..64: a one-warp producer, 2 CTAs per SM, cluster split-K) for
 # M <= WS_SMALL_MAX_M ($MOSAIC_WS_SMALL_MAX_M; 0 = off): K is split until the grid has WS_SMALL_FILL x
 # the resident CTA slots' worth of CTAs, keeping >= WS_SMALL_MIN_KTPS k-tiles per split. Off by default:
-# measured 1.2-2x slower than the tiled kernel at M = 1 and 16 and than the classic tile at M = 64 except
-# on gate_up (native/NOTES.md v12: the consumers are issue-latency bound with 2 warps per scheduler)
+# measured 1.2-2x slower than the tiled kernel at M = 1, 16 and 64, except gate_up at M = 64
+# (native/NOTES.md v12: the consumers are issue-latency bound with 2 warps per scheduler)
 WS_SMALL_TILES = (8, 16, 32, 64)
 WS_SMALL_MAX_M = 0
 WS_SMALL_FILL = 0.6
