@@ -256,6 +256,8 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1, py::arg("rslots") = 2);
   m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
+  m.def("wgmma_ws_stage_ktiles", &zipper::wgmma_ws_stage_ktiles,
+        "k-tiles per pipeline stage of a small warp-specialized tile (bt 8..64), 0 for other bt", py::arg("bt"));
   m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.attr("GEMV_DEPTH") = zipper::GEMV_DEPTH;

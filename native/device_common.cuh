@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace zipper {
 namespace dev {
@@ -67,6 +68,12 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float* c, const uint32_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// scale group of k-tile kt: gs_shift = log2(k-tiles per group) when a power of two (31: per-channel),
+// -1 otherwise (then gs_tiles divides)
+__device__ __forceinline__ int group_of_tile(int kt, int gs_shift, int gs_tiles) {
+  return gs_shift >= 0 ? kt >> gs_shift : kt / gs_tiles;
+}
+
 // programmatic dependent launch (sm_90): wait for the previous grid in the stream (its memory
 // operations visible), and let the next grid start launching. Both are no-ops when the kernel was
 // not launched with programmatic stream serialization.
@@ -81,7 +88,7 @@ __device__ __forceinline__ void griddep_launch_dependents() {
 #endif
 }
 
-// launch attributes of both kernel families: programmatic dependent launch when pdl != 0, a
+// launch attributes of the kernel families: programmatic dependent launch when pdl != 0, a
 // 1 x cluster_y x 1 thread-block cluster when cluster_y > 1; returns how many were set (<= 2)
 inline int launch_attrs(cudaLaunchAttribute* attrs, int pdl, int cluster_y) {
   int na = 0;
@@ -98,6 +105,24 @@ inline int launch_attrs(cudaLaunchAttribute* attrs, int pdl, int cluster_y) {
     ++na;
   }
   return na;
+}
+
+// one launch of `kern` with launch_attrs (PDL when pdl != 0, a 1 x cluster_y x 1 cluster when cluster_y > 1);
+// returns an empty string, or the launch's CUDA error
+template <typename... KParams, typename... Args>
+const char* launch_ex(void (*kern)(KParams...), dim3 grid, dim3 block, int smem, cudaStream_t stream, int pdl,
+                      int cluster_y, Args&&... args) {
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = grid;
+  lc.blockDim = block;
+  lc.dynamicSmemBytes = smem;
+  lc.stream = stream;
+  cudaLaunchAttribute attrs[2];
+  lc.attrs = attrs;
+  lc.numAttrs = launch_attrs(attrs, pdl, cluster_y);
+  cudaError_t e = cudaLaunchKernelEx(&lc, kern, std::forward<Args>(args)...);
+  if (e == cudaSuccess) e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
 }
 
 }  // namespace dev

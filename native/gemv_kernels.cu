@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
   // k-tiles of this warp (0 for a slice past Np or a K range past KT: it still joins the barriers)
   const int ntl = sl < ns ? max(0, min(p.KT, kb + p.ktpw) - kb) : 0;
   const int groups = gemv_groups(p.KT, p.gs_tiles, ktpc);
-  auto group_of = [&](int kt) { return p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles; };
+  auto group_of = [&](int kt) { return group_of_tile(kt, p.gs_shift, p.gs_tiles); };
   const int g_lo = group_of(min(split * ktpc, p.KT - 1));  // first group of the CTA's K range
   const int g_n = min(groups, group_of(p.KT - 1) + 1 - g_lo);
   const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
@@ -346,18 +346,9 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
   const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GEMV_D, MODE == MODE_ZIPPER ? p.rslots : 0);
   if (L.total > GEMV_MAX_SMEM) return "scales of the CTA's slices exceed shared memory (use fewer slices per CTA)";
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3((p.Np / 16 + spc - 1) / spc, p.splitk, (p.M + 8 * MB - 1) / (8 * MB));
-  lc.blockDim = dim3(32 * warps, 1, 1);
-  lc.dynamicSmemBytes = L.total;
-  lc.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of a slice group: one cluster
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+  // the K splits of a slice group: one cluster
+  return launch_ex(kern, dim3((p.Np / 16 + spc - 1) / spc, p.splitk, (p.M + 8 * MB - 1) / (8 * MB)), dim3(32 * warps),
+                   L.total, stream, p.pdl, p.splitk, p);
 }
 
 template <typename T>

@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
     const uint32_t st = sbase + slot * L::STAGE;
     cp16(st + L::OFF_W + tid * 16, wsrc + (size_t)kt * 128, unit_ok);
     if (sz_src != nullptr) {
-      const int grp = p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles;
+      const int grp = group_of_tile(kt, p.gs_shift, p.gs_tiles);
       cp16(st + sz_off, sz_src + (size_t)grp * p.Np, true);
     }
     if (MODE == MODE_ZIPPER) {
@@ -406,7 +406,7 @@ struct WsBigLayout {
   static constexpr int STAGES = ((227 * 1024 - 1024 - 128) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128) / STAGE;
   static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
   static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
-  static constexpr int Y_PITCH = 128 + 8;
+  static constexpr int Y_PITCH = WS_Y_PITCH;
   static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
 };
 
@@ -473,7 +473,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         mbar_expect_tx(fb, bytes);
 #pragma unroll
         for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
-        const size_t so = (size_t)(p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles) * p.Np + (size_t)nt0 * 64;
+        const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
         bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
         if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
         if constexpr (MODE == MODE_ZIPPER) {
@@ -560,11 +560,10 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
 #endif
 }
 
-// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout),
-// rows past M and columns past K read as zeros
-template <typename T, int BT>
-const char* x_tensor_map_2d(const Params& p, CUtensorMap* map) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+// cuTensorMapEncodeTiled from the driver, looked up once
+using EncodeFn = PFN_cuTensorMapEncodeTiled_v12000;
+const char* encoder(EncodeFn* fn) {
+  static EncodeFn encode = nullptr;
   if (encode == nullptr) {
     cudaDriverEntryPointQueryResult q;
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
@@ -574,12 +573,26 @@ const char* x_tensor_map_2d(const Params& p, CUtensorMap* map) {
       return "cuTensorMapEncodeTiled not available from the driver";
     }
   }
+  *fn = encode;
+  return "";
+}
+template <typename T>
+constexpr CUtensorMapDataType tensor_dtype() {
+  return std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+}
+
+// X [M, K] as a 2-D TMA tensor: boxes of 64 k x BT rows, 128-byte swizzle (the wgmma B layout),
+// rows past M and columns past K read as zeros
+template <typename T, int BT>
+const char* x_tensor_map_2d(const Params& p, CUtensorMap* map) {
+  EncodeFn encode;
+  const char* err = encoder(&encode);
+  if (err[0]) return err;
   const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
   const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
   const cuuint32_t box[2] = {64, BT};
   const cuuint32_t es[2] = {1, 1};
-  const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult r = encode(map, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+  const CUresult r = encode(map, tensor_dtype<T>(), 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
                             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
 }
@@ -598,18 +611,7 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), 1, 1);
-  lc.blockDim = dim3(WS_BIG_THREADS, 1, 1);
-  lc.dynamicSmemBytes = L::SMEM;
-  lc.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, 1);
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, map);
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT)), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl, 1, p, map);
 }
 
 // ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
@@ -657,7 +659,7 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const CUtensorMap* map
 __device__ __forceinline__ void cluster_sync_all() {
   asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
-__device__ __forceinline__ int group_of(const Params& p, int kt) { return p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles; }
+__device__ __forceinline__ int group_of(const Params& p, int kt) { return group_of_tile(kt, p.gs_shift, p.gs_tiles); }
 
 template <typename T, int BT, int MODE>
 __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
@@ -920,28 +922,12 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
 // Tensor maps of the warp-specialized kernel. X [M, K]: 2-D boxes of 64 k x BT rows, or (K % 64 == 0) a
 // 3-D view {64 k, M rows, K / 64 slabs} with boxes of KB slabs; 128-byte swizzle (the wgmma B layout), rows
 // past M and k past K read as zeros. Scales / zeros [G, Np]: boxes of 128 n x KB groups.
-using EncodeFn = PFN_cuTensorMapEncodeTiled_v12000;
-const char* encoder(EncodeFn* fn) {
-  static EncodeFn encode = nullptr;
-  if (encode == nullptr) {
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode), 12000,
-                                         cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess) {
-      encode = nullptr;
-      cudaGetLastError();
-      return "cuTensorMapEncodeTiled not available from the driver";
-    }
-  }
-  *fn = encode;
-  return "";
-}
-
 template <typename T, int BT, int KB>
 const char* ws_tensor_maps(const Params& p, CUtensorMap* mx, CUtensorMap* ms, CUtensorMap* mz) {
   EncodeFn encode;
   const char* err = encoder(&encode);
   if (err[0]) return err;
-  const CUtensorMapDataType dt = std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  const CUtensorMapDataType dt = tensor_dtype<T>();
   const cuuint32_t es[3] = {1, 1, 1};
   CUresult r;
   if (p.ws_x3d) {
@@ -950,14 +936,11 @@ const char* ws_tensor_maps(const Params& p, CUtensorMap* mx, CUtensorMap* ms, CU
     const cuuint32_t box[3] = {64, BT, KB};
     r = encode(mx, dt, 3, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return "cuTensorMapEncodeTiled failed for X (alignment or size)";
   } else {
-    const cuuint64_t dims[2] = {(cuuint64_t)p.K, (cuuint64_t)p.M};
-    const cuuint64_t strides[1] = {(cuuint64_t)p.K * sizeof(T)};
-    const cuuint32_t box[2] = {64, BT};
-    r = encode(mx, dt, 2, const_cast<void*>(p.x), dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
-               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    err = x_tensor_map_2d<T, BT>(p, mx);
+    if (err[0]) return err;
   }
-  if (r != CUDA_SUCCESS) return "cuTensorMapEncodeTiled failed for X (alignment or size)";
   const int groups = p.gs_shift == 31 ? 1 : (p.KT + p.gs_tiles - 1) / p.gs_tiles;
   const cuuint64_t gdims[2] = {(cuuint64_t)p.Np, (cuuint64_t)groups};
   const cuuint64_t gstrides[1] = {(cuuint64_t)p.Np * sizeof(T)};
@@ -974,7 +957,7 @@ const char* ws_tensor_maps(const Params& p, CUtensorMap* mx, CUtensorMap* ms, CU
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for the zeros";
 }
 
-// stage geometry of a launch: fills p.ws_stage_bytes / p.ws_stages; returns the dynamic shared memory or
+// stage geometry of a launch: fills p.ws_stages; returns the dynamic shared memory or
 // -1 (and *why) when the pipeline or the epilogue does not fit
 template <int BT>
 int ws_plan(Params& p, int mode, int splitk, const char** why) {
@@ -991,7 +974,6 @@ int ws_plan(Params& p, int mode, int splitk, const char** why) {
     *why = "the warp-specialized pipeline does not fit in shared memory";
     return -1;
   }
-  p.ws_stage_bytes = st.bytes;
   p.ws_stages = stages;
   return stages * st.bytes + 16 * stages + 1024;
 }
@@ -1017,18 +999,9 @@ const char* launch_ws(Params p, cudaStream_t stream) {
   CUtensorMap mx, ms, mz;
   const char* err = ws_tensor_maps<T, BT, Sh::KB>(p, &mx, &ms, &mz);
   if (err[0]) return err;
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk, 1);
-  lc.blockDim = dim3(Sh::THREADS, 1, 1);
-  lc.dynamicSmemBytes = smem;
-  lc.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of an output tile: one cluster
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p, mx, ms, mz);
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+  // the K splits of an output tile: one cluster
+  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk), dim3(Sh::THREADS), smem, stream, p.pdl, p.splitk,
+                   p, mx, ms, mz);
 }
 
 template <typename T, int BT, int WGS, int MODE>
@@ -1043,19 +1016,10 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  cudaLaunchConfig_t lc = {};
   if (p.splitk > 1 && !L::RED_FITS) return "split-K needs the accumulators to fit in the stages' shared memory";
-  lc.gridDim = dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), p.splitk, 1);
-  lc.blockDim = dim3(L::THREADS, 1, 1);
-  lc.dynamicSmemBytes = L::SMEM;
-  lc.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, p.splitk);  // the K splits of an output tile: one cluster
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  e = cudaGetLastError();
-  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+  // the K splits of an output tile: one cluster
+  return launch_ex(kern, dim3((p.NT + WGS - 1) / WGS * ((p.M + BT - 1) / BT), p.splitk), dim3(L::THREADS), L::SMEM, stream,
+                   p.pdl, p.splitk, p);
 }
 
 template <typename T, int MODE>
@@ -1125,6 +1089,16 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
   const char* why = "";
   return ws_plan<BT>(p, mode, 1, &why);
 }
+int wgmma_ws_stage_ktiles(int bt) {
+  switch (bt) {
+    case 8: return WsShape<8>::KB;
+    case 16: return WsShape<16>::KB;
+    case 32: return WsShape<32>::KB;
+    case 64: return WsShape<64>::KB;
+    default: return 0;
+  }
+}
+
 int wgmma_smem_bytes(int mode, int bt, int wgs) {
   if (wgs == 3) {
     switch (bt) {

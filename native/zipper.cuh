@@ -54,9 +54,8 @@ struct Params {
   // small-M path (gemv_kernels.cu): warps along K per n16 slice (in one CTA) and k-tiles per warp
   int kparts;
   int ktpw;
-  // warp-specialized wgmma kernel (set by its launcher): bytes of one pipeline stage, stages, and
-  // whether X is read as a 3-D tensor (one TMA per stage; needs K % 64 == 0)
-  int ws_stage_bytes;
+  // warp-specialized small-tile wgmma kernel (set by its launcher): pipeline stages, and whether X is
+  // read as a 3-D tensor (one TMA per stage; needs K % 64 == 0)
   int ws_stages;
   int ws_x3d;
 };
@@ -106,5 +105,8 @@ extern const int GEMV_SMEM_MAX;
 const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream);
 int wgmma_regs(int mode, int bt, int wgs);        // registers per thread (bf16), -1 without a CUDA device
 int wgmma_smem_bytes(int mode, int bt, int wgs);  // dynamic shared memory per CTA
+// k-tiles per pipeline stage of a small warp-specialized tile (bt 8..64; the host bounds the residual
+// units of a stage, p.rslots, over windows of this many k-tiles), 0 for other bt
+int wgmma_ws_stage_ktiles(int bt);
 
 }  // namespace zipper

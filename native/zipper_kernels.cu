@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
           cp_async16(st + L::OFF_W + u * UNIT_BYTES + lt * 16, wsrc + ((size_t)u * p.KT + kt) * THREADS + lt, true);
       }
       if (sz_src != nullptr) {
-        const int grp = p.gs_shift >= 0 ? kt >> p.gs_shift : kt / p.gs_tiles;
+        const int grp = group_of_tile(kt, p.gs_shift, p.gs_tiles);
         cp_async16(st + sz_dst, sz_src + (size_t)grp * p.Np, true);
       }
     }
@@ -718,19 +718,8 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   const int mtiles = (p.M + bm - 1) / bm;
   const bool cluster = MODE != MODE_RESIDUAL && p.splitk > 1 && p.fixup == 1;
   if (cluster && (C::WK != 1 || p.splitk > 16)) return "cluster split-K fix-up needs WK == 1 and splitk <= 16";
-  cudaLaunchConfig_t lc = {};
-  lc.gridDim = dim3(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles);
-  lc.blockDim = dim3(THREADS * C::WK, 1, 1);
-  lc.dynamicSmemBytes = SMEM;
-  lc.stream = stream;
-  cudaLaunchAttribute attrs[2];
-  lc.attrs = attrs;
-  lc.numAttrs = launch_attrs(attrs, p.pdl, cluster ? p.splitk : 1);
-  cudaError_t e = cudaLaunchKernelEx(&lc, kern, p);
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  e = cudaGetLastError();
-  if (e != cudaSuccess) return cudaGetErrorString(e);
-  return "";
+  return launch_ex(kern, dim3(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles), dim3(THREADS * C::WK), SMEM,
+                   stream, p.pdl, cluster ? p.splitk : 1, p);
 }
 
 // resident clusters of splitk CTAs of config CFG (0 on error): the planner keeps a cluster

@@ -10,6 +10,7 @@ module registers the ops but does not load the native module (that happens at fi
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -582,6 +583,11 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
     return f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]")
 
 
+@functools.cache
+def _ws_stage_ktiles(bt: int) -> int:
+    return load_native().wgmma_ws_stage_ktiles(bt)
+
+
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
                   force: tuple[int, ...] | None, pdl, where: str) -> tuple[str, str]:
     """The wgmma kernel (dense or zipper); returns the kernel's name and its PDL mode. PDL only for the
@@ -589,11 +595,13 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
     bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force) or (64, 2, 1)  # path="wgmma" always launches
     pdl_mode = _env_pdl(pdl, where, m, splitk) if wgs == 3 and bt <= 64 else "off"
     zip_ = mode == MODE_ZIPPER
-    # warp-specialized tiles: residual units a pipeline stage (kb k-tiles of 2 units) can hold, bounded by
-    # the densest window of kb k-tiles of one unit row (packing)
-    kb = 1 if bt >= 128 else 4 if bt <= 32 else 2
-    wins = tuple(p.res_windows) or (p.res_window_max,) * 8
-    rslots = max(1, min(2 * kb, 2 * int(wins[kb - 1]))) if zip_ else 0
+    # small warp-specialized tiles: residual units a pipeline stage (kb k-tiles of 2 units) can hold, bounded
+    # by the densest window of kb k-tiles of one unit row (packing); the other kernels ignore it
+    rslots = 0
+    if zip_ and wgs == 3 and bt <= 64:
+        kb = _ws_stage_ktiles(bt)
+        wins = tuple(p.res_windows) or (p.res_window_max,) * 8
+        rslots = max(1, min(2 * kb, 2 * int(wins[kb - 1])))
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
