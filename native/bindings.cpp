@@ -159,7 +159,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "small-M mode must be 0 (dense) or 1 (zipper)");
   if (mb < 1 || mb > zipper::GEMV_MAX_MB) fail(M, N, K, "mb must be 1 or 2 (8 or 16 rows of M per CTA), got " + std::to_string(mb));
-  if (warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 8 or 16, got " + std::to_string(warps));
+  if (warps != 4 && warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 4, 8 or 16, got " + std::to_string(warps));
   if (kparts < 1 || warps % kparts) fail(M, N, K, "kparts=" + std::to_string(kparts) + " must divide warps=" + std::to_string(warps));
   const long KT = Kp / 64;
   if (splitk < 1 || splitk > 16) fail(M, N, K, "splitk (CTAs per slice group, one cluster) must be in [1, 16], got " + std::to_string(splitk));
@@ -246,7 +246,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("kparts"), py::arg("ktpw"), py::arg("warps"), py::arg("mb"),
         py::arg("dtype"), py::arg("mode"), py::arg("stream"), py::arg("pdl") = 0, py::arg("splitk") = 1);
   m.def("gemv_regs", &zipper::gemv_regs, "registers/thread of a small-M kernel (-1: no CUDA device)", py::arg("mode"),
-        py::arg("mb"));
+        py::arg("mb"), py::arg("warps") = 8);
   m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("kt"),
         py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
   m.def("wgmma", &wgmma, "Launch the large-M wgmma kernel (dense or zipper, sm_90a) on raw device pointers",

@@ -7,8 +7,10 @@
 //   - the weights are the MMA's A operand (swap AB: Y^T = W . X^T, m16n8k16 with n = M <= 8):
 //     one MMA per 256 weights instead of per 128, and M pads to 8, not 16;
 //   - every warp owns one n16 slice and a K range and streams its 512-byte slice of each 64x64
-//     unit straight into registers, D k-tiles ahead (16-byte loads, no shared memory, no
-//     barrier until the final cross-warp sum): a warp waits only on its own loads;
+//     unit straight into registers, D k-tiles ahead (one 16-byte ld.global.nc per lane per tile into
+//     a register ring, no shared memory, no cp.async, no barrier until the final cross-warp sum): a
+//     warp waits only on its own loads. NOTES.md v13: a probe with the same loads and a trivial
+//     consumer (native/exp/stream_bw.cu) streams 2.8 TB/s with 64 KB in flight per SM;
 //   - kparts warps share a slice along K and sum their accumulators through shared memory in a
 //     fixed order at the end (deterministic, no workspace, no second launch).
 // The packed format is the tiled kernel's (packing.py): lane (g, t4) of warp slice ws holds, per
@@ -30,9 +32,11 @@ namespace {
 
 using namespace dev;
 
-constexpr int GEMV_D = 8;             // k-tiles in flight per warp (shared-memory ring)
-// 16 warps at most; two such CTAs per SM caps the kernels at 64 registers (no spills in the
-// dense kernels, 32 warps per SM; ptxas picks 81-96 otherwise)
+// k-tiles in flight per warp (register ring of 16-byte loads) and the CTA size bound that goes
+// with it. 4- and 8-warp CTAs: a ring of 8 under 128 registers, two CTAs per SM (8-warp CTAs: 64 KB in
+// flight per SM, the stream_bw probe's knee). 16-warp CTAs: a ring of 4, one CTA per SM (a 64-register
+// bound for two spilled 0.3-1 KB per thread).
+constexpr int GEMV_D = 8;  // the deepest ring (host: residual ring slots are sized for it)
 constexpr int GEMV_MAX_THREADS = 512;
 constexpr int GEMV_MAX_SMEM = 200 * 1024;
 
@@ -50,7 +54,8 @@ __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, i
   GemvSmem m;
   m.sc = groups * 16 * spc * 2 * (zeros ? 2 : 1);
   m.sc = (m.sc + 15) & ~15;
-  m.wring = warps * d * 512;
+  m.wring = 0;  // weights go to registers (kept in the layout: 0 bytes)
+  (void)d;
   m.rring = mode == MODE_ZIPPER ? warps * rslots * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
   m.total = m.sc + m.wring + m.rring + m.red;
@@ -75,8 +80,16 @@ __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_grou
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-template <typename T, int MB, int MODE, int D>
-__global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const Params p) {
+__device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+template <typename T, int MB, int MODE, int D, int MAXT>
+__global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(const Params p) {
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
@@ -118,12 +131,10 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
     cp_commit();
   }
 
-  // -------- base codes: a per-warp ring of D k-tiles in shared memory (the warp's 512-byte slice of
-  // each unit), filled by cp.async; each lane reads back only the 16 bytes it copied (no warp sync,
-  // no barrier), so a warp waits only on its own copies (cp.async.wait_group)
+  // -------- base codes: a register ring of D k-tiles (the lane's 16 bytes of the warp's 512-byte slice
+  // of each unit), loaded D tiles ahead; the first use of a slot waits on its load (scoreboard)
   const uint4* const wsrc = static_cast<const uint4*>(p.w) + ((size_t)nt * p.KT + kb) * 128 + ws * 32 + lane;
-  uint8_t* const wring = smem + L.sc + warp * D * 512 + lane * 16;
-  auto load_w = [&](int t, int i) { cp_async(wring + i * 512, wsrc + (size_t)t * 128, 16); };
+  uint4 wbuf[D];
 
   // -------- zipper: bit words of the unit row (window zlo = word zw, zhi = next), the id of the next
   // residual unit of the row (ids along a row are consecutive), a per-warp ring of rslots residual
@@ -166,20 +177,25 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
   // keep the wait counts static
 #pragma unroll
   for (int i = 0; i < D; ++i) {
+    wbuf[i] = make_uint4(0, 0, 0, 0);
     if (i < ntl) {
-      load_w(i, i);
+      wbuf[i] = ldg_stream16(wsrc + (size_t)i * 128);
       if (MODE == MODE_ZIPPER) load_r(i, i);
     }
-    cp_commit();
+    if (MODE == MODE_ZIPPER) cp_commit();
   }
   griddep_wait();  // X is the only input the previous kernel in the stream may write
   if (!(p.pdl & 2)) griddep_launch_dependents();
-  cp_wait<D>();     // the scales' group
+  if (MODE == MODE_ZIPPER)
+    cp_wait<D>();  // the scales' group (D residual groups were committed after it)
+  else
+    cp_wait<0>();   // the scales' group, the only one
   __syncthreads();  // scales visible to every warp
 
   // X fragments (B operand = X^T): b0 = X[m][k0 + 2t4 .. +1], b1 = X[m][k0 + 2t4 + 8 .. +9] for
-  // m = m0 + 8 mb + g, k0 = 64 kt + 16 s; loaded at the start of each tile (X is tiny and L1/L2
-  // resident: the dequantization hides the latency); rows past M and columns past K read zero
+  // m = m0 + 8 mb + g, k0 = 64 kt + 16 s; loaded one tile ahead (X is tiny and L1/L2 resident, but
+  // an L2 round trip per tile would sit on every warp's critical path); rows past M and columns past
+  // K read zero
   const uint32_t* xrow[MB];
   bool xok[MB];
 #pragma unroll
@@ -200,17 +216,19 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
   const T2 e8 = as_t2<T2>(dup16(Tr::E8));
   // one k-tile: dequantize the slice's 4 k16 steps into A fragments (plus the residual of ring
   // slot i when WR) and multiply with the X fragments
-  auto tile = [&](int t, int i, auto with_res) {
-    constexpr bool WR = decltype(with_res)::value;
-    const int kt = kb + t, k0 = kt * 64;
-    uint32_t xf[MB][8];
+  auto load_x = [&](int t, uint32_t (&xf)[MB][8]) {
+    const int k0 = (kb + t) * 64;
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int ko = (j >> 1) * 16 + (j & 1) * 8;
-        xf[mb][j] = xok[mb] && k0 + ko + 2 * t4 < p.K ? __ldg(xrow[mb] + ((k0 + ko) >> 1)) : 0u;
+        xf[mb][j] = xok[mb] && t < ntl && k0 + ko + 2 * t4 < p.K ? __ldg(xrow[mb] + ((k0 + ko) >> 1)) : 0u;
       }
+  };
+  auto tile = [&](int t, const uint4 wq, const uint32_t (&xf)[MB][8], auto with_res) {
+    constexpr bool WR = decltype(with_res)::value;
+    const int kt = kb + t;
     const int go = (group_of(kt) - g_lo) * spc * 16;
     const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
     T2 za = e8, zb = e8;
@@ -218,11 +236,10 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
       za = T2{zsm[go], zsm[go]};
       zb = T2{zsm[go + 8], zsm[go + 8]};
     }
-    cp_wait<D - 1>();  // this tile's group; the D - 1 younger ones may still be in flight
-    const uint4 wq = *reinterpret_cast<const uint4*>(wring + i * 512);
     uint4 rq = make_uint4(0, 0, 0, 0);
     T2 ra = e8, rb = e8;
     if constexpr (WR) {
+      cp_wait<D - 1>();  // this tile's residual group; the D - 1 younger ones may still be in flight
       const uint8_t* slot = ring + (zcrid % rslots) * gemv_res_slot();
       ++zcrid;
       rq = *reinterpret_cast<const uint4*>(slot + lane * 16);
@@ -253,18 +270,28 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
     }
   };
 
-  // -------- mainloop: tile t sits in ring slot t % D
-  for (int t = 0; t < ntl; ++t) {
-    const int i = t & (D - 1);
-    if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
-      tile(t, i, std::true_type{});
-    else
-      tile(t, i, std::false_type{});
-    if (t + D < ntl) {
-      load_w(t + D, i);
-      if (MODE == MODE_ZIPPER) load_r(t + D, i);
+  // -------- mainloop: tile t sits in ring slot t % D (unrolled by D: the slot is a compile-time index)
+  uint32_t xa[MB][8], xb[MB][8];
+  load_x(0, xa);
+  for (int t0 = 0; t0 < ntl; t0 += D) {
+#pragma unroll
+    for (int i = 0; i < D; ++i) {
+      const int t = t0 + i;
+      if (t < ntl) {
+        uint32_t(&xc)[MB][8] = (i & 1) ? xb : xa;  // this tile's X fragments
+        load_x(t + 1, (i & 1) ? xa : xb);          // the next tile's (D is even)
+        const uint4 wq = wbuf[i];
+        if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);
+        if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
+          tile(t, wq, xc, std::true_type{});
+        else
+          tile(t, wq, xc, std::false_type{});
+        if (MODE == MODE_ZIPPER) {
+          if (t + D < ntl) load_r(t + D, i);
+          cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
+        }
+      }
     }
-    cp_commit();  // one group per tile (empty past the end): tile t + 1 waits with D - 1 younger
   }
   if (p.pdl & 2) griddep_launch_dependents();
 
@@ -328,9 +355,10 @@ __global__ void __launch_bounds__(GEMV_MAX_THREADS, 2) w4a16_gemv_kernel(const P
     }
 }
 
-template <typename T, int MB, int MODE>
+// 16-warp CTAs: ring of 4, one CTA per SM; 4- and 8-warp CTAs: ring of 8, two CTAs per SM
+template <typename T, int MB, int MODE, int D, int MAXT>
 const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
-  auto kern = w4a16_gemv_kernel<T, MB, MODE, GEMV_D>;
+  auto kern = w4a16_gemv_kernel<T, MB, MODE, D, MAXT>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_MAX_SMEM);
@@ -344,17 +372,22 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   }
   const int spc = warps / p.kparts;
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GEMV_D, MODE == MODE_ZIPPER ? p.rslots : 0);
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, D, MODE == MODE_ZIPPER ? p.rslots : 0);
   if (L.total > GEMV_MAX_SMEM) return "scales of the CTA's slices exceed shared memory (use fewer slices per CTA)";
   // the K splits of a slice group: one cluster
   return launch_ex(kern, dim3((p.Np / 16 + spc - 1) / spc, p.splitk, (p.M + 8 * MB - 1) / (8 * MB)), dim3(32 * warps),
                    L.total, stream, p.pdl, p.splitk, p);
 }
 
+template <typename T, int MB, int MODE>
+const char* launch_w(const Params& p, int warps, cudaStream_t stream) {
+  return warps == 16 ? launch_t<T, MB, MODE, 4, 512>(p, warps, stream) : launch_t<T, MB, MODE, 8, 256>(p, warps, stream);
+}
+
 template <typename T>
 const char* launch_dt(const Params& p, int mode, int mb, int warps, cudaStream_t stream) {
-  if (mode == MODE_DENSE) return mb == 1 ? launch_t<T, 1, MODE_DENSE>(p, warps, stream) : launch_t<T, 2, MODE_DENSE>(p, warps, stream);
-  return mb == 1 ? launch_t<T, 1, MODE_ZIPPER>(p, warps, stream) : launch_t<T, 2, MODE_ZIPPER>(p, warps, stream);
+  if (mode == MODE_DENSE) return mb == 1 ? launch_w<T, 1, MODE_DENSE>(p, warps, stream) : launch_w<T, 2, MODE_DENSE>(p, warps, stream);
+  return mb == 1 ? launch_w<T, 1, MODE_ZIPPER>(p, warps, stream) : launch_w<T, 2, MODE_ZIPPER>(p, warps, stream);
 }
 
 }  // namespace
@@ -362,7 +395,7 @@ const char* launch_dt(const Params& p, int mode, int mb, int warps, cudaStream_t
 const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the small-M kernel has the dense and zipper modes only";
   if (mb < 1 || mb > GEMV_MAX_MB) return "mb must be 1 or 2";
-  if (warps != 8 && warps != 16) return "warps per CTA must be 8 or 16";
+  if (warps != 4 && warps != 8 && warps != 16) return "warps per CTA must be 4, 8 or 16";
   if (p.kparts < 1 || warps % p.kparts) return "kparts must divide the warps per CTA";
   if (p.splitk < 1 || p.splitk > 16) return "splitk (cluster size) must be in [1, 16]";
   if (p.ktpw < 1 || (long)p.splitk * p.kparts * p.ktpw < p.KT) return "splitk * kparts * ktpw must cover every k-tile";
@@ -379,12 +412,20 @@ int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warp
   return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, GEMV_D, rslots).total;
 }
 
-int gemv_regs(int mode, int mb) {
+int gemv_regs(int mode, int mb, int warps) {
   cudaFuncAttributes a;
   using B = __nv_bfloat16;
   cudaError_t e = cudaErrorInvalidValue;
-  if (mode == MODE_DENSE) e = cudaFuncGetAttributes(&a, mb == 1 ? w4a16_gemv_kernel<B, 1, MODE_DENSE, GEMV_D> : w4a16_gemv_kernel<B, 2, MODE_DENSE, GEMV_D>);
-  if (mode == MODE_ZIPPER) e = cudaFuncGetAttributes(&a, mb == 1 ? w4a16_gemv_kernel<B, 1, MODE_ZIPPER, GEMV_D> : w4a16_gemv_kernel<B, 2, MODE_ZIPPER, GEMV_D>);
+  const bool big = warps == 16;
+#define GEMV_ATTR(MBV, MD) \
+  e = cudaFuncGetAttributes(&a, big ? w4a16_gemv_kernel<B, MBV, MD, 4, 512> : w4a16_gemv_kernel<B, MBV, MD, 8, 256>)
+  if (mode == MODE_DENSE) {
+    if (mb == 1) GEMV_ATTR(1, MODE_DENSE); else GEMV_ATTR(2, MODE_DENSE);
+  }
+  if (mode == MODE_ZIPPER) {
+    if (mb == 1) GEMV_ATTR(1, MODE_ZIPPER); else GEMV_ATTR(2, MODE_ZIPPER);
+  }
+#undef GEMV_ATTR
   if (e != cudaSuccess) {
     cudaGetLastError();
     return -1;

@@ -71,7 +71,7 @@ LEAD_MAX_KTPS_FULL = 16
 # Off by default: measured 1.3-2.5x slower than the tiled kernel at M=1 and 16 (native/NOTES.md v10),
 # though its residual overhead is small. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 0
-GEMV_WARPS = (8, 16)
+GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
 # large-M path (native/wgmma_kernels.cu, sm_90a): warpgroup MMAs with the weights dequantized into the
@@ -283,8 +283,6 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     force = force or _forced_gemv_plan()
     mb = 1 if m <= 8 else 2
     nat = load_native()
-    if regs is None:
-        regs = nat.gemv_regs(mode, mb)
     ns, kt = n_pad // 16, k_pad // TILE
     mz = -(-m // (8 * mb))
     if force is not None:
@@ -301,7 +299,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
         if force is None and (sk - 1) * kp * ktpw >= kt:
             continue  # an empty split
         smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, rslots)
-        cps = _gemv_ctas_per_sm(regs, smem, w)
+        cps = _gemv_ctas_per_sm(regs if regs is not None else nat.gemv_regs(mode, mb, w), smem, w)
         if cps < 1 or smem > nat.GEMV_SMEM_MAX:
             continue
         ctas = -(-ns // spc) * sk * mz
