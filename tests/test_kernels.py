@@ -344,7 +344,7 @@ def test_more_residual_tiles_than_prefetch(m):
     _run_case(m, 128, 9216, 128, False, 1.0, (64, 64), torch.bfloat16, splitk=1)
 
 
-GEMV_PLANS = [(w, kp, sk) for w in (8, 16) for kp in (1, 2, 4, 8, 16) for sk in (1, 3, 8) if w % kp == 0]
+GEMV_PLANS = [(w, kp, sk) for w in (4, 8, 16) for kp in (1, 2, 4, 8, 16) for sk in (1, 3, 8) if w % kp == 0]
 
 
 @gpu
@@ -642,7 +642,7 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
-    for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2))):  # small-M kernel, ragged N/K, dense residual
+    for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2)), (5, (4, 2, 3))):  # small-M kernel, ragged N/K, dense residual
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
