@@ -248,7 +248,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.def("gemv_regs", &zipper::gemv_regs, "registers/thread of a small-M kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("mb"), py::arg("warps") = 8);
   m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("kt"),
-        py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"));
+        py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"), py::arg("m"));
   m.def("wgmma", &wgmma, "Launch the large-M wgmma kernel (dense or zipper, sm_90a) on raw device pointers",
         py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),

@@ -46,19 +46,24 @@ __device__ __forceinline__ uint32_t dup16(uint32_t v) { return __byte_perm(v, v,
 // dynamic shared memory of a CTA: the scales (and zeros) of its slices for all groups, the
 // per-warp residual rings (zipper), the cross-warp sum buffer
 __host__ __device__ constexpr int gemv_res_slot() { return 512 + 32 * 8; }  // codes + 2 row scales per lane
+// X rows of the CTA's K range staged once in shared memory: row pitch ktpc * 128 + 16 bytes (the 16
+// keeps the 8 rows of an ldmatrix phase in distinct banks), then one 16-byte zero chunk that the lanes
+// of rows past M point at
+__host__ __device__ constexpr int gemv_x_pitch(int ktpc) { return ktpc * 128 + 16; }
 struct GemvSmem {
-  int sc, wring, rring, red, total;  // sizes (bytes) of the scale block, rings (all warps), sum buffer
+  int sc, xs, rring, red, total;  // sizes (bytes) of the scale block, X stage, residual rings (all warps), sum buffer
 };
+// xrows = rows of X a CTA stages: min(8 mb, M)
 __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb, int d,
-                                              int rslots) {
+                                              int rslots, int xrows, int ktpc) {
   GemvSmem m;
   m.sc = groups * 16 * spc * 2 * (zeros ? 2 : 1);
   m.sc = (m.sc + 15) & ~15;
-  m.wring = 0;  // weights go to registers (kept in the layout: 0 bytes)
+  m.xs = xrows * gemv_x_pitch(ktpc) + 16;
   (void)d;
   m.rring = mode == MODE_ZIPPER ? warps * rslots * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
-  m.total = m.sc + m.wring + m.rring + m.red;
+  m.total = m.sc + m.xs + m.rring + m.red;
   return m;
 }
 
@@ -114,7 +119,7 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   const int g_lo = group_of(min(split * ktpc, p.KT - 1));  // first group of the CTA's K range
   const int g_n = min(groups, group_of(p.KT - 1) + 1 - g_lo);
   const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots);
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots, min(8 * MB, p.M), ktpc);
   const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
 
   // -------- scales / zeros of the CTA's slices, all groups -> shared memory (cp.async group 0)
@@ -142,7 +147,7 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   uint32_t zlo = 0, zhi = 0;
   int zw = kb >> 5, zrid = 0, zcrid = 0;  // next residual id to issue / to consume
   uint32_t rmask = 0;  // bit i: the tile in ring slot i has a residual
-  uint8_t* const ring = smem + L.sc + L.wring + warp * rslots * gemv_res_slot();
+  uint8_t* const ring = smem + L.sc + L.xs + warp * rslots * gemv_res_slot();
   const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)nt * p.KW : nullptr;
   const uint4* const rsrc = static_cast<const uint4*>(p.rw) + ws * 32 + lane;
   const T* const rssrc = static_cast<const T*>(p.rs) + ws * 16 + (g & ~1);
@@ -186,23 +191,36 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   }
   griddep_wait();  // X is the only input the previous kernel in the stream may write
   if (!(p.pdl & 2)) griddep_launch_dependents();
-  if (MODE == MODE_ZIPPER)
-    cp_wait<D>();  // the scales' group (D residual groups were committed after it)
-  else
-    cp_wait<0>();   // the scales' group, the only one
-  __syncthreads();  // scales visible to every warp
+  // -------- X rows m0.. of the CTA's K range -> shared memory (16-byte copies, zero past K): staged
+  // once, so no X load sits on a warp's per-tile critical path (an L2 round trip per tile did: v13)
+  uint8_t* const xs = smem + L.sc;
+  const int xrows = min(8 * MB, p.M - m0), xpitch = gemv_x_pitch(ktpc), kc0 = split * ktpc * 64;
+  {
+    const T* X = static_cast<const T*>(p.x);
+    const int chunks = ktpc * 8;
+    for (int c = threadIdx.x; c < xrows * chunks; c += blockDim.x) {
+      const int r = c / chunks, ch = c % chunks, k = kc0 + ch * 8;
+      const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(xs + r * xpitch + ch * 16));
+      const T* src = X + (size_t)(m0 + r) * p.K + (k < p.K ? k : 0);
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(k < p.K ? 16 : 0)
+                   : "memory");
+    }
+    if (threadIdx.x < 4) reinterpret_cast<uint32_t*>(xs + min(8 * MB, p.M) * xpitch)[threadIdx.x] = 0u;
+    cp_commit();
+  }
+  cp_wait<0>();     // scales, X (and the prologue's residual units)
+  __syncthreads();  // visible to every warp
 
-  // X fragments (B operand = X^T): b0 = X[m][k0 + 2t4 .. +1], b1 = X[m][k0 + 2t4 + 8 .. +9] for
-  // m = m0 + 8 mb + g, k0 = 64 kt + 16 s; loaded one tile ahead (X is tiny and L1/L2 resident, but
-  // an L2 round trip per tile would sit on every warp's critical path); rows past M and columns past
-  // K read zero
-  const uint32_t* xrow[MB];
-  bool xok[MB];
+  // X fragments (B operand = X^T, k16 x n8): ldmatrix.x4 from the staged rows gives two k16 steps:
+  // lane l addresses row (token) l & 7 of matrix l >> 3 = (k16 step 2h + (l >> 4), k half (l >> 3) & 1);
+  // lanes of rows past M address the zero chunk
+  uint32_t xaddr[MB];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
-    const int m = m0 + mb * 8 + g;
-    xok[mb] = m < p.M;
-    xrow[mb] = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.x) + (size_t)(xok[mb] ? m : 0) * p.K) + t4;
+    const int r = mb * 8 + (lane & 7);
+    const int off = r < xrows ? r * xpitch + (kp * p.ktpw) * 128 + (lane >> 4) * 32 + ((lane >> 3) & 1) * 16
+                              : min(8 * MB, p.M) * xpitch;
+    xaddr[mb] = static_cast<uint32_t>(__cvta_generic_to_shared(xs + off));
   }
   const T* const ssm = reinterpret_cast<const T*>(smem) + (warp / kparts) * 16 + g;
   const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
@@ -216,19 +234,17 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   const T2 e8 = as_t2<T2>(dup16(Tr::E8));
   // one k-tile: dequantize the slice's 4 k16 steps into A fragments (plus the residual of ring
   // slot i when WR) and multiply with the X fragments
-  auto load_x = [&](int t, uint32_t (&xf)[MB][8]) {
-    const int k0 = (kb + t) * 64;
+  auto tile = [&](int t, const uint4 wq, auto with_res) {
+    constexpr bool WR = decltype(with_res)::value;
+    const int kt = kb + t;
+    uint32_t xf[MB][8];  // per k16 step s: {b0, b1} = xf[mb][2s], xf[mb][2s + 1]
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const int ko = (j >> 1) * 16 + (j & 1) * 8;
-        xf[mb][j] = xok[mb] && t < ntl && k0 + ko + 2 * t4 < p.K ? __ldg(xrow[mb] + ((k0 + ko) >> 1)) : 0u;
-      }
-  };
-  auto tile = [&](int t, const uint4 wq, const uint32_t (&xf)[MB][8], auto with_res) {
-    constexpr bool WR = decltype(with_res)::value;
-    const int kt = kb + t;
+      for (int h = 0; h < 2; ++h)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
+                     : "r"(xaddr[mb] + t * 128 + h * 64));
     const int go = (group_of(kt) - g_lo) * spc * 16;
     const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
     T2 za = e8, zb = e8;
@@ -271,21 +287,17 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   };
 
   // -------- mainloop: tile t sits in ring slot t % D (unrolled by D: the slot is a compile-time index)
-  uint32_t xa[MB][8], xb[MB][8];
-  load_x(0, xa);
   for (int t0 = 0; t0 < ntl; t0 += D) {
 #pragma unroll
     for (int i = 0; i < D; ++i) {
       const int t = t0 + i;
       if (t < ntl) {
-        uint32_t(&xc)[MB][8] = (i & 1) ? xb : xa;  // this tile's X fragments
-        load_x(t + 1, (i & 1) ? xa : xb);          // the next tile's (D is even)
         const uint4 wq = wbuf[i];
         if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);
         if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
-          tile(t, wq, xc, std::true_type{});
+          tile(t, wq, std::true_type{});
         else
-          tile(t, wq, xc, std::false_type{});
+          tile(t, wq, std::false_type{});
         if (MODE == MODE_ZIPPER) {
           if (t + D < ntl) load_r(t + D, i);
           cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
@@ -297,7 +309,7 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
 
   // -------- kparts warps of a slice -> one sum (in kp order: deterministic); with K split over a
   // cluster of p.splitk CTAs, rank 0 adds the other ranks' sums through DSMEM (in rank order); Y
-  float* const red = reinterpret_cast<float*>(smem + L.sc + L.wring + L.rring);
+  float* const red = reinterpret_cast<float*>(smem + L.sc + L.xs + L.rring);
   const bool lead = kp == 0;  // this warp ends with the slice's sum
   if (kparts > 1) {
 #pragma unroll
@@ -372,8 +384,10 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   }
   const int spc = warps / p.kparts;
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, D, MODE == MODE_ZIPPER ? p.rslots : 0);
-  if (L.total > GEMV_MAX_SMEM) return "scales of the CTA's slices exceed shared memory (use fewer slices per CTA)";
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, D, MODE == MODE_ZIPPER ? p.rslots : 0,
+                               min(8 * MB, p.M), p.kparts * p.ktpw);
+  if (L.total > GEMV_MAX_SMEM)
+    return "the CTA's X rows and scales exceed shared memory (use more K splits or fewer slices per CTA)";
   // the K splits of a slice group: one cluster
   return launch_ex(kern, dim3((p.Np / 16 + spc - 1) / spc, p.splitk, (p.M + 8 * MB - 1) / (8 * MB)), dim3(32 * warps),
                    L.total, stream, p.pdl, p.splitk, p);
@@ -408,8 +422,9 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
 const int GEMV_DEPTH = GEMV_D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
-int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots) {
-  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, GEMV_D, rslots).total;
+int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m) {
+  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, GEMV_D, rslots,
+                   m < 8 * mb ? m : 8 * mb, ktpc).total;
 }
 
 int gemv_regs(int mode, int mb, int warps) {

@@ -91,8 +91,9 @@ constexpr int GEMV_MAX_MB = 2;
 const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream);
 // registers per thread of a small-M kernel (bf16) for a CTA of `warps` warps, -1 without a CUDA device
 int gemv_regs(int mode, int mb, int warps);
-// dynamic shared memory of a small-M CTA (scales of its spc slices, rings, cross-warp sum buffer)
-int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots);
+// dynamic shared memory of a small-M CTA (scales of its spc slices, its X rows, residual rings, cross-warp sum
+// buffer) for M = m rows
+int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m);
 extern const int GEMV_DEPTH;  // k-tiles in flight per warp, at most (residual ring slots are sized for it)
 extern const int GEMV_SMEM_MAX;
 

@@ -389,7 +389,6 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
             gp = ops.gemv_plan(1, n, k, 2, True, mode, sms, rslots=2)
             assert gp.ctas_per_sm >= 1 and gp.splitk * gp.kparts * gp.ktpw >= k // 64
-            assert (gp.warps // gp.kparts) % 4 == 0  # whole 64-wide units per CTA
     qw = random_quantized(512, 512, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
     ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper")

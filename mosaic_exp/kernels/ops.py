@@ -288,8 +288,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     if force is not None:
         cands = [force]
     else:
-        cands = [(w, kp, sk) for w in GEMV_WARPS for kp in GEMV_KPARTS for sk in GEMV_SPLITK
-                 if w % kp == 0 and (w // kp) % 4 == 0]
+        cands = [(w, kp, sk) for w in GEMV_WARPS for kp in GEMV_KPARTS for sk in GEMV_SPLITK if w % kp == 0]
     best = None
     for w, kp, sk in cands:
         if w % kp or not 1 <= sk <= 16:
@@ -298,7 +297,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
         ktpw = -(-kt // (sk * kp))
         if force is None and (sk - 1) * kp * ktpw >= kt:
             continue  # an empty split
-        smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, rslots)
+        smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, rslots, m)
         cps = _gemv_ctas_per_sm(regs if regs is not None else nat.gemv_regs(mode, mb, w), smem, w)
         if cps < 1 or smem > nat.GEMV_SMEM_MAX:
             continue
