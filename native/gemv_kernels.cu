@@ -214,13 +214,15 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   // X fragments (B operand = X^T, k16 x n8): ldmatrix.x4 from the staged rows gives two k16 steps:
   // lane l addresses row (token) l & 7 of matrix l >> 3 = (k16 step 2h + (l >> 4), k half (l >> 3) & 1);
   // lanes of rows past M address the zero chunk
-  uint32_t xaddr[MB];
+  // (they do not advance: xstep 0)
+  uint32_t xaddr[MB], xstep[MB];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
     const int r = mb * 8 + (lane & 7);
     const int off = r < xrows ? r * xpitch + (kp * p.ktpw) * 128 + (lane >> 4) * 32 + ((lane >> 3) & 1) * 16
                               : min(8 * MB, p.M) * xpitch;
     xaddr[mb] = static_cast<uint32_t>(__cvta_generic_to_shared(xs + off));
+    xstep[mb] = r < xrows ? 64u : 0u;
   }
   const T* const ssm = reinterpret_cast<const T*>(smem) + (warp / kparts) * 16 + g;
   const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
@@ -244,7 +246,7 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
       for (int h = 0; h < 2; ++h)
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
-                     : "r"(xaddr[mb] + t * 128 + h * 64));
+                     : "r"(xaddr[mb] + (2 * t + h) * xstep[mb]));
     const int go = (group_of(kt) - g_lo) * spc * 16;
     const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
     T2 za = e8, zb = e8;
