@@ -25,6 +25,7 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <type_traits>
 
 namespace zipper {
@@ -227,15 +228,27 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
   const T* const ssm = reinterpret_cast<const T*>(smem) + (warp / kparts) * 16 + g;
   const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
 
-  float acc[MB][4];
+  float acc[MB][4], accg[MB][4];  // scaled sum; unscaled sum of the current scale group's base products
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-    for (int c = 0; c < 4; ++c) acc[mb][c] = 0.f;
+    for (int c = 0; c < 4; ++c) acc[mb][c] = accg[mb][c] = 0.f;
 
   const T2 e8 = as_t2<T2>(dup16(Tr::E8));
   // one k-tile: dequantize the slice's 4 k16 steps into A fragments (plus the residual of ring
   // slot i when WR) and multiply with the X fragments
+  // scale group of the current tile, tracked without a division: its offset in the staged scales and
+  // the k-tile where the next group starts (never for per-channel scales)
+  int go = ntl > 0 ? (group_of(kb) - g_lo) * spc * 16 : 0;
+  int gend = p.gs_tiles > 0 && ntl > 0 ? (group_of(kb) + 1) * p.gs_tiles : INT_MAX;
+  T2 za = e8, zb = e8;  // E + zero of rows g, g + 8 in the current group (E + 8 when symmetric)
+  auto load_zeros = [&]() {
+    if (p.zeros != nullptr && go < groups * spc * 16) {
+      za = T2{zsm[go], zsm[go]};
+      zb = T2{zsm[go + 8], zsm[go + 8]};
+    }
+  };
+  load_zeros();
   auto tile = [&](int t, const uint4 wq, auto with_res) {
     constexpr bool WR = decltype(with_res)::value;
     const int kt = kb + t;
@@ -247,13 +260,7 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
                      : "r"(xaddr[mb] + (2 * t + h) * xstep[mb]));
-    const int go = (group_of(kt) - g_lo) * spc * 16;
-    const T2 sa = T2{ssm[go], ssm[go]}, sb = T2{ssm[go + 8], ssm[go + 8]};
-    T2 za = e8, zb = e8;
-    if (p.zeros != nullptr) {
-      za = T2{zsm[go], zsm[go]};
-      zb = T2{zsm[go + 8], zsm[go + 8]};
-    }
+    T2 sa = e8, sb = e8;
     uint4 rq = make_uint4(0, 0, 0, 0);
     T2 ra = e8, rb = e8;
     if constexpr (WR) {
@@ -261,6 +268,8 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
       const uint8_t* slot = ring + (zcrid % rslots) * gemv_res_slot();
       ++zcrid;
       rq = *reinterpret_cast<const uint4*>(slot + lane * 16);
+      sa = T2{ssm[go], ssm[go]};
+      sb = T2{ssm[go + 8], ssm[go + 8]};
       const T* rsl = reinterpret_cast<const T*>(slot + 512 + lane * 8) + (g & 1);
       ra = T2{rsl[0], rsl[0]};
       rb = T2{rsl[2], rsl[2]};
@@ -273,18 +282,34 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
         const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
-        T2 d = __hmul2(__hsub2(v, jj >> 1 ? zb : za), jj >> 1 ? sb : sa);
+        T2 d = __hsub2(v, jj >> 1 ? zb : za);  // q - z: a small integer, exact in the dtype
         if constexpr (WR) {
           const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
-          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
+          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, __hmul2(d, jj >> 1 ? sb : sa));
         }
         a[(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
       }
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb) {
         const uint32_t bf[2] = {xf[mb][2 * s], xf[mb][2 * s + 1]};
-        mma16816<T>(acc[mb], a, bf);
+        mma16816<T>(WR ? acc[mb] : accg[mb], a, bf);
       }
+    }
+    // the base's scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer
+    // instructions per tile); a residual tile was dequantized in full (base * s + residual, as the
+    // reference rounds it) and went straight into acc
+    if (t + 1 == ntl || kt + 1 == gend) {
+      gend += p.gs_tiles;
+      const float fa = Tr::to_f(ssm[go]), fb = Tr::to_f(ssm[go + 8]);
+#pragma unroll
+      for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          acc[mb][c] = fmaf(c < 2 ? fa : fb, accg[mb][c], acc[mb][c]);
+          accg[mb][c] = 0.f;
+        }
+      go += spc * 16;
+      load_zeros();
     }
   };
 
@@ -294,12 +319,11 @@ __global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(co
     for (int i = 0; i < D; ++i) {
       const int t = t0 + i;
       if (t < ntl) {
-        const uint4 wq = wbuf[i];
-        if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);
         if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
-          tile(t, wq, std::true_type{});
+          tile(t, wbuf[i], std::true_type{});
         else
-          tile(t, wq, std::false_type{});
+          tile(t, wbuf[i], std::false_type{});
+        if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
         if (MODE == MODE_ZIPPER) {
           if (t + D < ntl) load_r(t + D, i);
           cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
