@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #define CK(x)                                                                                  \
@@ -56,6 +57,33 @@ __global__ void k_quarter(const uint4* __restrict__ w, long T, uint32_t* out) {
   cta_range(T, blockIdx.x, gridDim.x, c0, c1);
   const long n = c1 - c0;
   const long u0 = c0 + n * grp / ngrp, u1 = c0 + n * (grp + 1) / ngrp;
+  const uint4* p = w + u0 * 128 + q * 32 + lane;
+  uint32_t acc = 0;
+  uint4 buf[U];
+  const long cnt = u1 - u0;
+#pragma unroll
+  for (int i = 0; i < U; ++i) buf[i] = i < cnt ? ldg_stream(p + (long)i * 128) : make_uint4(0, 0, 0, 0);
+  for (long t = 0; t < cnt; t += U) {
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      acc ^= fold(buf[i]);
+      const long nx = t + U + i;
+      buf[i] = nx < cnt ? ldg_stream(p + nx * 128) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  if (acc == 0x12345678u) out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+}
+
+// slice: CTA b reads only quarter b % 4 of the units of range b / 4 (of G / 4 ranges): the four
+// quarters of a unit come from four CTAs (on different SMs), as in the small-M kernel with one n16
+// slice per CTA; the CTA's warps split the range into contiguous runs
+template <int U>
+__global__ void k_slice(const uint4* __restrict__ w, long T, uint32_t* out) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5, q = blockIdx.x & 3;
+  long c0, c1;
+  cta_range(T, blockIdx.x >> 2, gridDim.x >> 2, c0, c1);
+  const long n = c1 - c0;
+  const long u0 = c0 + n * warp / nw, u1 = c0 + n * (warp + 1) / nw;
   const uint4* p = w + u0 * 128 + q * 32 + lane;
   uint32_t acc = 0;
   uint4 buf[U];
@@ -177,7 +205,8 @@ struct Shape {
   long units;
 };
 
-int main() {
+int main(int argc, char** argv) {
+  const bool only_slice = argc > 1 && std::string(argv[1]) == "slice";
   int dev = 0;
   CK(cudaSetDevice(dev));
   cudaDeviceProp prop;
@@ -268,8 +297,23 @@ int main() {
     std::snprintf(cfg, sizeof cfg, "U=%d", UU);                                                                  \
     row("whole", grid, thr, cfg, us);                                                                            \
   }
-        QRUN(4) QRUN(8) QRUN(16) WRUN(8) WRUN(16)
+#define SRUN(UU)                                                                                                 \
+  {                                                                                                              \
+    double us = time_graph(                                                                                      \
+        [&](uint8_t* p, cudaStream_t s) {                                                                        \
+          k_slice<UU><<<grid, thr, 0, s>>>(reinterpret_cast<const uint4*>(p), sh.units, out);                    \
+        },                                                                                                       \
+        bytes);                                                                                                  \
+    std::snprintf(cfg, sizeof cfg, "U=%d", UU);                                                                  \
+    row("slice", grid, thr, cfg, us);                                                                            \
+  }
+        if (only_slice) {
+          QRUN(8) SRUN(4) SRUN(8)
+        } else {
+          QRUN(4) QRUN(8) QRUN(16) WRUN(8) WRUN(16)
+        }
       }
+    if (only_slice) continue;
     for (int cps : {1, 2})
       for (int ch : {4096, 8192, 16384})
         for (int S : {4, 8}) {
