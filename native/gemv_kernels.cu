@@ -95,7 +95,7 @@ __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
 }
 
 template <typename T, int MB, int MODE, int D, int MAXT>
-__global__ void __launch_bounds__(MAXT, MAXT > 256 ? 1 : 2) w4a16_gemv_kernel(const Params p) {
+__global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
