@@ -379,9 +379,19 @@ def test_gemv_budgets_groups(m, gs, sym, budget):
 @gpu
 @needs_native
 def test_gemv_plan_fits_and_default_routing(monkeypatch):
-    """The planner's choice is resident (registers, shared memory); with $MOSAIC_GEMV_MAX_M=16,
-    M <= 16 routes to the gemv path (off by default: ops.GEMV_MAX_M)."""
+    """The planner's choice is resident (registers, shared memory); by default M=1 routes to the gemv
+    path only where a one-wave plan exists (LLaMA-3 o / qkv / down, not gate_up); with
+    $MOSAIC_GEMV_MAX_M=16, M <= 16 routes to it."""
+    from types import SimpleNamespace
+
     from mosaic_exp.kernels import ops
+
+    assert ops.gemv_max_m() == 1
+    for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (8, 8, 1)), (4096, 14336, (16, 16, 1)),
+                         (28672, 4096, None)):
+        packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
+        gp = ops.gemv_default_plan(1, packed, ops.MODE_DENSE, 132)
+        assert (gp and (gp.warps, gp.kparts, gp.splitk)) == want, (n, k, gp)
 
     monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

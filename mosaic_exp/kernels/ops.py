@@ -68,9 +68,12 @@ LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
-# Off by default: measured 1.3-2.5x slower than the tiled kernel at M=1 and 16 (native/NOTES.md v10),
-# though its residual overhead is small. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
-GEMV_MAX_M = 0
+# By default only at M=1 and only where one of GEMV_ONE_WAVE_PLANS (one slice per CTA, every warp on
+# its own K range, no cluster) runs in one wave of resident CTAs: there it beats the tiled kernel
+# (NOTES.md v13: o, qkv, down dense; o, down zipper); elsewhere (gate_up, M >= 4) the tiled kernel is
+# faster. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+GEMV_MAX_M = 1
+GEMV_ONE_WAVE_PLANS = ((16, 16, 1), (8, 8, 1))
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
@@ -276,10 +279,10 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
               rslots: int = 1, force: tuple[int, int, int] | None = None, regs: int | None = None) -> GemvPlan:
     """(warps per CTA, warps per slice = kparts, CTAs per slice group = splitk) of the small-M kernel.
 
-    Candidates keep >= 4 slices per CTA (the CTA's warps then read whole 2 KB units together: the
-    scattered 512-byte reads of one slice per CTA ran at 0.7-1.0 TB/s, NOTES.md v10) and take the
-    least estimated time: max(bytes of the busiest SM / its bandwidth share, waves x (pipeline fill +
-    k-tiles per warp x issue time)) + the cross-warp and cross-CTA sums."""
+    Without ``force``: the least estimated time, max(bytes of the busiest SM / its bandwidth share,
+    waves x (pipeline fill + k-tiles per warp x issue time)) + the cross-warp and cross-CTA sums, over
+    all (warps, kparts, splitk). This model does not rank the measured plans well (NOTES.md v10, v13);
+    the default routing uses ``gemv_default_plan`` instead."""
     force = force or _forced_gemv_plan()
     mb = 1 if m <= 8 else 2
     nat = load_native()
@@ -311,6 +314,28 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     if best is None:
         raise ValueError(f"no small-M plan fits (m={m}, n_pad={n_pad}, k_pad={k_pad}, force={force})")
     return best
+
+
+def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan | None:
+    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS whose CTAs are all
+    resident at once (one wave), or None (then the tiled kernel runs)."""
+    rslots = _gemv_rslots(p, mode)
+    forced = _forced_gemv_plan()
+    if forced is not None:
+        return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, forced)
+    for plan in GEMV_ONE_WAVE_PLANS:
+        try:
+            gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, plan)
+        except ValueError:  # its X rows and scales do not fit shared memory
+            continue
+        if 1 <= gp.ctas_per_sm and gp.ctas <= sm_count * gp.ctas_per_sm:
+            return gp
+    return None
+
+
+def _gemv_rslots(p: PackedW4, mode: int) -> int:
+    depth = load_native().GEMV_DEPTH
+    return max(1, min(_window(p, depth), depth)) if mode == MODE_ZIPPER else 1
 
 
 def wgmma_min_m() -> int:
@@ -503,7 +528,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         raise ValueError(f"path must be 'tiled', 'gemv' or 'wgmma', got {path!r} {where}")
     if path is None:
         free = cfg is None and splitk is None
-        if free and m <= gemv_max_m():
+        if free and m <= gemv_max_m() and gemv is None and (gp := gemv_default_plan(m, p, mode, sms)) is not None:
+            path, gemv = "gemv", (gp.warps, gp.kparts, gp.splitk)
+        elif free and m <= gemv_max_m() and gemv is not None:
             path = "gemv"
         elif free and wgmma_routes(m, p.n_pad, p.k_pad, sms) and torch.cuda.get_device_capability(x.device)[0] == 9:
             path = "wgmma"
@@ -612,8 +639,7 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
                  pdl, where: str, force: tuple[int, int, int] | None) -> str:
     """The small-M kernel (dense or zipper) on rows of 8 or 16; returns the kernel's name."""
     nat = load_native()
-    depth = nat.GEMV_DEPTH
-    rslots = max(1, min(_window(p, depth), depth)) if mode == MODE_ZIPPER else 1
+    rslots = _gemv_rslots(p, mode)
     gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, rslots, force)
     pdl_mode = _env_pdl(pdl, where, m, gp.kparts * gp.splitk)
     nat.gemv(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
