@@ -123,6 +123,15 @@ __global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
   const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots, min(8 * MB, p.M), ktpc);
   const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
 
+  // -------- base codes: a register ring of D k-tiles (the lane's 16 bytes of the warp's 512-byte slice
+  // of each unit), loaded D tiles ahead; the first use of a slot waits on its load (scoreboard). The
+  // first D are requested before anything else (they depend on nothing, not even the previous kernel in
+  // the stream): the kernel's first DRAM round trip then overlaps all of its setup
+  const uint4* const wsrc = static_cast<const uint4*>(p.w) + ((size_t)nt * p.KT + kb) * 128 + ws * 32 + lane;
+  uint4 wbuf[D];
+#pragma unroll
+  for (int i = 0; i < D; ++i) wbuf[i] = i < ntl ? ldg_stream16(wsrc + (size_t)i * 128) : make_uint4(0, 0, 0, 0);
+
   // -------- scales / zeros of the CTA's slices, all groups -> shared memory (cp.async group 0)
   {
     const T* S = static_cast<const T*>(p.scales);
@@ -137,10 +146,6 @@ __global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
     cp_commit();
   }
 
-  // -------- base codes: a register ring of D k-tiles (the lane's 16 bytes of the warp's 512-byte slice
-  // of each unit), loaded D tiles ahead; the first use of a slot waits on its load (scoreboard)
-  const uint4* const wsrc = static_cast<const uint4*>(p.w) + ((size_t)nt * p.KT + kb) * 128 + ws * 32 + lane;
-  uint4 wbuf[D];
 
   // -------- zipper: bit words of the unit row (window zlo = word zw, zhi = next), the id of the next
   // residual unit of the row (ids along a row are consecutive), a per-warp ring of rslots residual
@@ -178,17 +183,14 @@ __global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
       zcrid = zrid;
     }
   }
-  // prologue: D groups (tiles 0..D-1: base slice + residual unit), all before griddep_wait() (the
-  // weights do not depend on the previous kernel in the stream); empty groups past the warp's tiles
-  // keep the wait counts static
+  // prologue (zipper): D groups (the residual units of tiles 0..D-1), all before griddep_wait(); empty
+  // groups past the warp's tiles keep the wait counts static
+  if (MODE == MODE_ZIPPER) {
 #pragma unroll
-  for (int i = 0; i < D; ++i) {
-    wbuf[i] = make_uint4(0, 0, 0, 0);
-    if (i < ntl) {
-      wbuf[i] = ldg_stream16(wsrc + (size_t)i * 128);
-      if (MODE == MODE_ZIPPER) load_r(i, i);
+    for (int i = 0; i < D; ++i) {
+      if (i < ntl) load_r(i, i);
+      cp_commit();
     }
-    if (MODE == MODE_ZIPPER) cp_commit();
   }
   griddep_wait();  // X is the only input the previous kernel in the stream may write
   if (!(p.pdl & 2)) griddep_launch_dependents();
@@ -337,6 +339,26 @@ __global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
   // cluster of p.splitk CTAs, rank 0 adds the other ranks' sums through DSMEM (in rank order); Y
   float* const red = reinterpret_cast<float*>(smem + L.sc + L.xs + L.rring);
   const bool lead = kp == 0;  // this warp ends with the slice's sum
+  if (kparts > 1 && p.splitk == 1) {
+    // every thread of the CTA sums one output of one slice over its kparts warps (in kp order:
+    // deterministic) and stores it: no serial tail on one warp per slice
+#pragma unroll
+    for (int mb = 0; mb < MB; ++mb)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) red[(warp * MB * 4 + mb * 4 + c) * 32 + lane] = acc[mb][c];
+    __syncthreads();
+    T* const Y = static_cast<T*>(p.y);
+    for (int e = threadIdx.x; e < spc * MB * 128; e += blockDim.x) {
+      const int sli = e / (MB * 128), r = e % (MB * 128);  // r = (mb * 4 + c) * 32 + lane of the source
+      const int el = r & 31, mb = r >> 7, c = (r >> 5) & 3;
+      float v = 0.f;
+      for (int q = 0; q < kparts; ++q) v += red[(sli * kparts + q) * MB * 128 + r];
+      const int n = (sl0 + sli) * 16 + (el >> 2) + (c >> 1) * 8;
+      const int m = m0 + mb * 8 + 2 * (el & 3) + (c & 1);
+      if (sl0 + sli < ns && m < p.M && n < p.N) Y[(size_t)m * p.N + n] = Tr::from_f(v);
+    }
+    return;
+  }
   if (kparts > 1) {
 #pragma unroll
     for (int mb = 0; mb < MB; ++mb)
