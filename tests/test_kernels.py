@@ -397,7 +397,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     from mosaic_exp.kernels import ops
 
     assert ops.gemv_max_m() == 1
-    for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (8, 8, 1)), (4096, 14336, (16, 16, 1)),
+    for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
                          (28672, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
         gp = ops.gemv_default_plan(1, packed, ops.MODE_DENSE, 132)

@@ -69,11 +69,12 @@ LEAD_MAX_KTPS_FULL = 16
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
 # By default only at M=1 and only where one of GEMV_ONE_WAVE_PLANS (one slice per CTA, every warp on
-# its own K range, no cluster) runs in one wave of resident CTAs: there it beats the tiled kernel
+# its own K range or two slices per CTA, no cluster) runs in one wave of resident CTAs: there it beats
+# the tiled kernel
 # (NOTES.md v13: o, qkv, down dense; o, down zipper); elsewhere (gate_up, M >= 4) the tiled kernel is
 # faster. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 1
-GEMV_ONE_WAVE_PLANS = ((16, 16, 1), (8, 8, 1))
+GEMV_ONE_WAVE_PLANS = ((16, 16, 1), (16, 8, 1), (8, 8, 1))
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
