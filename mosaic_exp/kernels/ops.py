@@ -68,11 +68,9 @@ LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
-# By default only at M=1 and only where one of GEMV_ONE_WAVE_PLANS (one slice per CTA, every warp on
-# its own K range or two slices per CTA, no cluster) runs in one wave of resident CTAs: there it beats
-# the tiled kernel
-# (NOTES.md v13: o, qkv, down dense; o, down zipper); elsewhere (gate_up, M >= 4) the tiled kernel is
-# faster. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+# By default only at M=1 and only where one of GEMV_ONE_WAVE_PLANS (one or two slices per CTA, the
+# warps of a slice on disjoint K ranges, no cluster) runs in one wave of resident CTAs: there it beats
+# the tiled kernel (NOTES.md v13: o, qkv, down); elsewhere (gate_up, M >= 4) the tiled kernel is faster. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 1
 GEMV_ONE_WAVE_PLANS = ((16, 16, 1), (16, 8, 1), (8, 8, 1))
 GEMV_WARPS = (4, 8, 16)
