@@ -396,12 +396,19 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
 
     from mosaic_exp.kernels import ops
 
-    assert ops.gemv_max_m() == 1
+    assert ops.gemv_max_m() == 2
+    assert ops.MODE_DENSE == 0 and ops.MODE_ZIPPER == 1  # GEMV_ONE_WAVE_PLANS keys
     for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
                          (28672, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
         gp = ops.gemv_default_plan(1, packed, ops.MODE_DENSE, 132)
         assert (gp and (gp.warps, gp.kparts, gp.splitk)) == want, (n, k, gp)
+    qw = random_quantized(4096, 4096, 128, False, 0.03)
+    p = pack_quantized(qw, torch.bfloat16, "cuda")
+    for m in (1, 2, 3):
+        ops.launch(torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16), p, "zipper")
+        kern = ops.LAST_LAUNCH["kernels"][0]
+        assert kern.startswith("gemv-zipper[mb1,warps8,kparts8,splitk1") if m <= 2 else kern.startswith("zipper["), kern
 
     monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -68,11 +68,13 @@ LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
-# By default only at M=1 and only where one of GEMV_ONE_WAVE_PLANS (one or two slices per CTA, the
-# warps of a slice on disjoint K ranges, no cluster) runs in one wave of resident CTAs: there it beats
-# the tiled kernel (NOTES.md v13: o, qkv, down); elsewhere (gate_up, M >= 4) the tiled kernel is faster. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
-GEMV_MAX_M = 1
-GEMV_ONE_WAVE_PLANS = ((16, 16, 1), (16, 8, 1), (8, 8, 1))
+# By default only at M <= 2 and only where one of GEMV_ONE_WAVE_PLANS[mode] (one or two slices per CTA,
+# the warps of a slice on disjoint K ranges, no cluster) runs in one wave of resident CTAs: there it
+# beats the tiled kernel (NOTES.md v13: o, qkv, down); elsewhere (gate_up, M >= 4) the tiled kernel is
+# faster. The zipper prefers 8-warp CTAs: its 16-warp kernel spills under the 64-register bound. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+GEMV_MAX_M = 2
+GEMV_ONE_WAVE_PLANS = {0: ((16, 16, 1), (16, 8, 1), (8, 8, 1)),  # MODE_DENSE
+                       1: ((8, 8, 1), (16, 8, 1), (16, 16, 1))}  # MODE_ZIPPER
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
@@ -316,13 +318,13 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
 
 
 def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan | None:
-    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS whose CTAs are all
-    resident at once (one wave), or None (then the tiled kernel runs)."""
+    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs are
+    all resident at once (one wave), or None (then the tiled kernel runs)."""
     rslots = _gemv_rslots(p, mode)
     forced = _forced_gemv_plan()
     if forced is not None:
         return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, forced)
-    for plan in GEMV_ONE_WAVE_PLANS:
+    for plan in GEMV_ONE_WAVE_PLANS[mode]:
         try:
             gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, plan)
         except ValueError:  # its X rows and scales do not fit shared memory
