@@ -33,10 +33,8 @@ namespace {
 
 using namespace dev;
 
-// k-tiles in flight per warp (register ring of 16-byte loads) and the CTA size bound that goes
-// with it. 4- and 8-warp CTAs: a ring of 8 under 128 registers, two CTAs per SM (8-warp CTAs: 64 KB in
-// flight per SM, the stream_bw probe's knee). 16-warp CTAs: a ring of 4, one CTA per SM (a 64-register
-// bound for two spilled 0.3-1 KB per thread).
+// k-tiles in flight per warp (register ring of 16-byte loads): 4 or 8 (GemvShape below); 16 warps x 4
+// or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM, the stream_bw probe's knee
 constexpr int GEMV_D = 8;  // the deepest ring (host: residual ring slots are sized for it)
 constexpr int GEMV_MAX_THREADS = 512;
 constexpr int GEMV_MAX_SMEM = 200 * 1024;
@@ -94,8 +92,20 @@ __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
   return r;
 }
 
-template <typename T, int MB, int MODE, int D, int MAXT>
-__global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
+// ring depth, CTA size bound and CTAs per SM of a kernel: BIG = 16-warp CTAs. The zipper's 8-warp
+// kernel takes a ring of 4 under an 85-register bound (3 CTAs per SM: qkv's 384 CTAs in one wave);
+// with a ring of 8 it needed 124 registers (2 CTAs per SM)
+template <int MODE, bool BIG>
+struct GemvShape {
+  static constexpr int D = BIG || MODE == MODE_ZIPPER ? 4 : 8;
+  static constexpr int MAXT = BIG ? 512 : 256;
+  static constexpr int MINB = !BIG && MODE == MODE_ZIPPER ? 3 : 2;
+};
+
+template <typename T, int MB, int MODE, bool BIG>
+__global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BIG>::MINB)
+    w4a16_gemv_kernel(const Params p) {
+  constexpr int D = GemvShape<MODE, BIG>::D;
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
@@ -415,10 +425,10 @@ __global__ void __launch_bounds__(MAXT, 2) w4a16_gemv_kernel(const Params p) {
     }
 }
 
-// 16-warp CTAs: ring of 4, one CTA per SM; 4- and 8-warp CTAs: ring of 8, two CTAs per SM
-template <typename T, int MB, int MODE, int D, int MAXT>
+template <typename T, int MB, int MODE, bool BIG>
 const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
-  auto kern = w4a16_gemv_kernel<T, MB, MODE, D, MAXT>;
+  constexpr int D = GemvShape<MODE, BIG>::D;
+  auto kern = w4a16_gemv_kernel<T, MB, MODE, BIG>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_MAX_SMEM);
@@ -443,7 +453,7 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
 
 template <typename T, int MB, int MODE>
 const char* launch_w(const Params& p, int warps, cudaStream_t stream) {
-  return warps == 16 ? launch_t<T, MB, MODE, 4, 512>(p, warps, stream) : launch_t<T, MB, MODE, 8, 256>(p, warps, stream);
+  return warps == 16 ? launch_t<T, MB, MODE, true>(p, warps, stream) : launch_t<T, MB, MODE, false>(p, warps, stream);
 }
 
 template <typename T>
@@ -481,7 +491,7 @@ int gemv_regs(int mode, int mb, int warps) {
   cudaError_t e = cudaErrorInvalidValue;
   const bool big = warps == 16;
 #define GEMV_ATTR(MBV, MD) \
-  e = cudaFuncGetAttributes(&a, big ? w4a16_gemv_kernel<B, MBV, MD, 4, 512> : w4a16_gemv_kernel<B, MBV, MD, 8, 256>)
+  e = cudaFuncGetAttributes(&a, big ? w4a16_gemv_kernel<B, MBV, MD, true> : w4a16_gemv_kernel<B, MBV, MD, false>)
   if (mode == MODE_DENSE) {
     if (mb == 1) GEMV_ATTR(1, MODE_DENSE); else GEMV_ATTR(2, MODE_DENSE);
   }
