@@ -204,8 +204,10 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   }
   griddep_wait();  // X is the only input the previous kernel in the stream may write
   if (!(p.pdl & 2)) griddep_launch_dependents();
-  // -------- X rows m0.. of the CTA's K range -> shared memory (16-byte copies, zero past K): staged
-  // once, so no X load sits on a warp's per-tile critical path (an L2 round trip per tile did: v13)
+  // -------- X rows m0.. of the CTA's K range -> shared memory (16-byte loads and stores, zero past K):
+  // staged once, so no X load sits on a warp's per-tile critical path (an L2 round trip per tile did:
+  // v13). Plain loads, not cp.async: the wait below then covers the scales' group only, never the
+  // prologue's residual units (their bit words arrive a DRAM round trip later than the weights)
   uint8_t* const xs = smem + L.sc;
   const int xrows = min(8 * MB, p.M - m0), xpitch = gemv_x_pitch(ktpc), kc0 = split * ktpc * 64;
   {
@@ -213,15 +215,15 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     const int chunks = ktpc * 8;
     for (int c = threadIdx.x; c < xrows * chunks; c += blockDim.x) {
       const int r = c / chunks, ch = c % chunks, k = kc0 + ch * 8;
-      const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(xs + r * xpitch + ch * 16));
-      const T* src = X + (size_t)(m0 + r) * p.K + (k < p.K ? k : 0);
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(k < p.K ? 16 : 0)
-                   : "memory");
+      const uint4 v = k < p.K ? __ldg(reinterpret_cast<const uint4*>(X + (size_t)(m0 + r) * p.K + k)) : make_uint4(0, 0, 0, 0);
+      *reinterpret_cast<uint4*>(xs + r * xpitch + ch * 16) = v;
     }
     if (threadIdx.x < 4) reinterpret_cast<uint32_t*>(xs + min(8 * MB, p.M) * xpitch)[threadIdx.x] = 0u;
-    cp_commit();
   }
-  cp_wait<0>();     // scales, X (and the prologue's residual units)
+  if (MODE == MODE_ZIPPER)
+    cp_wait<D>();  // the scales' group (the D residual groups after it may still be in flight)
+  else
+    cp_wait<0>();  // the scales' group
   __syncthreads();  // visible to every warp
 
   // X fragments (B operand = X^T, k16 x n8): ldmatrix.x4 from the staged rows gives two k16 steps:
