@@ -184,11 +184,23 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
       ++zrid;
     }
   };
-  int zbase = 0;
-  if (MODE == MODE_ZIPPER && ntl > 0) {  // requested now, used after the X staging below: the bit words'
-    zlo = __ldg(zbits + zw);             // DRAM round trip overlaps the X loads instead of preceding them
-    zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
-    zbase = __ldg(p.res_base + (size_t)nt * p.KW + zw);
+  if (MODE == MODE_ZIPPER) {
+    if (ntl > 0) {
+      zlo = __ldg(zbits + zw);
+      zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
+      // res_base: the row's first id at or after the word's start; skip the units in [32 zw, kb)
+      zrid = __ldg(p.res_base + (size_t)nt * p.KW + zw) + __popc(zlo & ((1u << (kb & 31)) - 1u));
+      zcrid = zrid;
+    }
+  }
+  // prologue (zipper): D groups (the residual units of tiles 0..D-1), all before griddep_wait(); empty
+  // groups past the warp's tiles keep the wait counts static
+  if (MODE == MODE_ZIPPER) {
+#pragma unroll
+    for (int i = 0; i < D; ++i) {
+      if (i < ntl) load_r(i, i);
+      cp_commit();
+    }
   }
   griddep_wait();  // X is the only input the previous kernel in the stream may write
   if (!(p.pdl & 2)) griddep_launch_dependents();
@@ -208,20 +220,10 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     }
     if (threadIdx.x < 4) reinterpret_cast<uint32_t*>(xs + min(8 * MB, p.M) * xpitch)[threadIdx.x] = 0u;
   }
-  if (MODE == MODE_ZIPPER) {
-    // res_base: the row's first id at or after the word's start; skip the units in [32 zw, kb)
-    zrid = zcrid = zbase + __popc(zlo & ((1u << (kb & 31)) - 1u));
-    // prologue: D groups (the residual units of tiles 0..D-1); empty groups past the warp's tiles keep
-    // the wait counts static
-#pragma unroll
-    for (int i = 0; i < D; ++i) {
-      if (i < ntl) load_r(i, i);
-      cp_commit();
-    }
+  if (MODE == MODE_ZIPPER)
     cp_wait<D>();  // the scales' group (the D residual groups after it may still be in flight)
-  } else {
+  else
     cp_wait<0>();  // the scales' group
-  }
   __syncthreads();  // visible to every warp
 
   // X fragments (B operand = X^T, k16 x n8): ldmatrix.x4 from the staged rows gives two k16 steps:
