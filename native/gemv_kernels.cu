@@ -35,7 +35,7 @@ using namespace dev;
 
 // k-tiles in flight per warp (register ring of 16-byte loads): 4 or 8 (GemvShape below); 16 warps x 4
 // or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM, the stream_bw probe's knee
-constexpr int GEMV_D = 8;  // the deepest ring (host: residual ring slots are sized for it)
+constexpr int GEMV_D = 8;  // the deepest ring
 constexpr int GEMV_MAX_THREADS = 512;
 constexpr int GEMV_MAX_SMEM = 200 * 1024;
 
@@ -479,7 +479,8 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
   return "unknown dtype";
 }
 
-const int GEMV_DEPTH = GEMV_D;
+static_assert(GemvShape<MODE_ZIPPER, true>::D == GemvShape<MODE_ZIPPER, false>::D, "one zipper ring depth");
+const int GEMV_DEPTH = GemvShape<MODE_ZIPPER, false>::D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
 int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m) {

@@ -410,7 +410,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     for m in (1, 2, 3):
         ops.launch(torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16), p, "zipper")
         kern = ops.LAST_LAUNCH["kernels"][0]
-        assert kern.startswith("gemv-zipper[mb1,warps8,kparts8,splitk1") if m <= 2 else not kern.startswith("gemv"), kern
+        assert kern.startswith("gemv-zipper[mb1,warps16,kparts16,splitk1") if m <= 2 else not kern.startswith("gemv"), kern
 
     monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

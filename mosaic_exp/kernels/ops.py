@@ -71,10 +71,11 @@ LEAD_MAX_KTPS_FULL = 16
 # By default only at M <= 2 and only where one of GEMV_ONE_WAVE_PLANS[mode] (one or two slices per CTA,
 # the warps of a slice on disjoint K ranges, no cluster) runs in one wave of resident CTAs: there it
 # beats the tiled kernel (NOTES.md v13: o, qkv, down); elsewhere (gate_up, M >= 4) the tiled kernel is
-# faster. The zipper prefers 8-warp CTAs: its 16-warp kernel spills under the 64-register bound. $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+# faster. The zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave); two slices per CTA
+# were slower for it (NOTES.md v13). $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 2
 GEMV_ONE_WAVE_PLANS = {0: ((16, 16, 1), (16, 8, 1), (8, 8, 1)),  # MODE_DENSE
-                       1: ((8, 8, 1), (16, 8, 1), (16, 16, 1))}  # MODE_ZIPPER
+                       1: ((16, 16, 1), (8, 8, 1), (16, 8, 1))}  # MODE_ZIPPER
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
