@@ -11,8 +11,11 @@
 //     a register ring, no shared memory, no cp.async, no barrier until the final cross-warp sum): a
 //     warp waits only on its own loads. NOTES.md v13: a probe with the same loads and a trivial
 //     consumer (native/exp/stream_bw.cu) streams 2.8 TB/s with 64 KB in flight per SM;
+//   - the CTA's X rows are staged once in shared memory (ldmatrix per two k16 steps): no X load on a
+//     warp's per-tile path; the base's scale is applied once per scale group to an fp32 group sum;
 //   - kparts warps share a slice along K and sum their accumulators through shared memory in a
-//     fixed order at the end (deterministic, no workspace, no second launch).
+//     fixed order at the end (deterministic, no workspace, no second launch); the default plans
+//     (ops.gemv_default_plan) put every CTA in one wave.
 // The packed format is the tiled kernel's (packing.py): lane (g, t4) of warp slice ws holds, per
 // k16 step, the B fragment of rows n = g, g+8 and k = 2t4 + {0,1} + {0,8}. Read as an A fragment
 // (rows = n, cols = k) those are exactly a0..a3 in the order {n g k+0, n g+8 k+0, n g k+8,
