@@ -100,7 +100,7 @@ __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
 // with a ring of 8 it needed 124 registers (2 CTAs per SM)
 template <int MODE, bool BIG>
 struct GemvShape {
-  static constexpr int D = BIG || MODE == MODE_ZIPPER ? 4 : 8;
+  static constexpr int D = MODE == MODE_ZIPPER ? (BIG ? 2 : 4) : (BIG ? 4 : 8);
   static constexpr int MAXT = BIG ? 512 : 256;
   static constexpr int MINB = !BIG && MODE == MODE_ZIPPER ? 3 : 2;
 };
@@ -482,7 +482,7 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
   return "unknown dtype";
 }
 
-static_assert(GemvShape<MODE_ZIPPER, true>::D == GemvShape<MODE_ZIPPER, false>::D, "one zipper ring depth");
+static_assert(GemvShape<MODE_ZIPPER, true>::D <= GemvShape<MODE_ZIPPER, false>::D, "GEMV_DEPTH: the deepest zipper ring");
 const int GEMV_DEPTH = GemvShape<MODE_ZIPPER, false>::D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
