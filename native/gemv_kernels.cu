@@ -97,7 +97,9 @@ __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
 
 // ring depth, CTA size bound and CTAs per SM of a kernel: BIG = 16-warp CTAs. The zipper's 8-warp
 // kernel takes a ring of 4 under an 85-register bound (3 CTAs per SM: qkv's 384 CTAs in one wave);
-// with a ring of 8 it needed 124 registers (2 CTAs per SM)
+// with a ring of 8 it needed 124 registers (2 CTAs per SM). The zipper's 16-warp kernel takes a ring of
+// 2: with 4 it spilled 160 B per thread in the mainloop under 64 registers and ran 12-20 % slower
+// (NOTES.md v13); fewer registers beat a deeper ring here
 template <int MODE, bool BIG>
 struct GemvShape {
   static constexpr int D = MODE == MODE_ZIPPER ? (BIG ? 2 : 4) : (BIG ? 4 : 8);
