@@ -399,7 +399,6 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     monkeypatch.delenv("MOSAIC_GEMV_MAX_M", raising=False)
     monkeypatch.delenv("MOSAIC_GEMV_PLAN", raising=False)
     assert ops.gemv_max_m() == 2
-    assert ops.MODE_DENSE == 0 and ops.MODE_ZIPPER == 1  # GEMV_ONE_WAVE_PLANS keys
     for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
                          (28672, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())

@@ -74,8 +74,8 @@ LEAD_MAX_KTPS_FULL = 16
 # faster. The zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave); two slices per CTA
 # were slower for it (NOTES.md v13). $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 2
-GEMV_ONE_WAVE_PLANS = {0: ((16, 16, 1), (16, 8, 1), (8, 8, 1)),  # MODE_DENSE
-                       1: ((16, 16, 1), (8, 8, 1), (16, 8, 1))}  # MODE_ZIPPER
+GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1)),
+                       MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1))}
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
