@@ -47,7 +47,8 @@ __device__ __forceinline__ uint32_t dup16(uint32_t v) { return __byte_perm(v, v,
 
 // dynamic shared memory of a CTA: the scales (and zeros) of its slices for all groups, the
 // per-warp residual rings (zipper), the cross-warp sum buffer
-__host__ __device__ constexpr int gemv_res_slot() { return 512 + 32 * 8; }  // codes + 2 row scales per lane
+// a residual ring slot: the warp's 512 B of codes, then its slice's 16 row scales (32 B, copied by lanes 0-1)
+__host__ __device__ constexpr int gemv_res_slot() { return 512 + 32; }
 // X rows of the CTA's K range staged once in shared memory: row pitch ktpc * 128 + 16 bytes (the 16
 // keeps the 8 rows of an ldmatrix phase in distinct banks), then one 16-byte zero chunk that the lanes
 // of rows past M point at
@@ -171,7 +172,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   uint8_t* const ring = smem + L.sc + L.xs + warp * rslots * gemv_res_slot();
   const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)nt * p.KW : nullptr;
   const uint4* const rsrc = static_cast<const uint4*>(p.rw) + ws * 32 + lane;
-  const T* const rssrc = static_cast<const T*>(p.rs) + ws * 16 + (g & ~1);
+  const T* const rssrc = static_cast<const T*>(p.rs) + ws * 16 + lane * 8;  // lanes 0-1: 8 row scales each
   auto load_r = [&](int t, int i) {  // tiles in order: t = 0, 1, 2, ...
     const int kt = kb + t;
     if ((kt >> 5) != zw) {
@@ -184,8 +185,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     if (bit) {
       uint8_t* slot = ring + (zrid % rslots) * gemv_res_slot();
       cp_async(slot + lane * 16, rsrc + (size_t)zrid * 128, 16);
-      cp_async(slot + 512 + lane * 8, rssrc + (size_t)zrid * 64, 4);
-      cp_async(slot + 512 + lane * 8 + 4, rssrc + (size_t)zrid * 64 + 8, 4);
+      if (lane < 2) cp_async(slot + 512 + lane * 16, rssrc + (size_t)zrid * 64, 16);
       ++zrid;
     }
   };
@@ -289,9 +289,9 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
       rq = *reinterpret_cast<const uint4*>(slot + lane * 16);
       sa = T2{ssm[go], ssm[go]};
       sb = T2{ssm[go + 8], ssm[go + 8]};
-      const T* rsl = reinterpret_cast<const T*>(slot + 512 + lane * 8) + (g & 1);
+      const T* rsl = reinterpret_cast<const T*>(slot + 512) + g;
       ra = T2{rsl[0], rsl[0]};
-      rb = T2{rsl[2], rsl[2]};
+      rb = T2{rsl[8], rsl[8]};
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
