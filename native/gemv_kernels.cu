@@ -36,10 +36,6 @@ namespace {
 
 using namespace dev;
 
-// k-tiles in flight per warp (register ring of 16-byte loads): 4 or 8 (GemvShape below); 16 warps x 4
-// or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM, the stream_bw probe's knee
-constexpr int GEMV_D = 8;  // the deepest ring
-constexpr int GEMV_MAX_THREADS = 512;
 constexpr int GEMV_MAX_SMEM = 200 * 1024;
 
 // {v, v} of a 16-bit value in the low half of a register
@@ -57,13 +53,12 @@ struct GemvSmem {
   int sc, xs, rring, red, total;  // sizes (bytes) of the scale block, X stage, residual rings (all warps), sum buffer
 };
 // xrows = rows of X a CTA stages: min(8 mb, M)
-__host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb, int d,
+__host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb,
                                               int rslots, int xrows, int ktpc) {
   GemvSmem m;
   m.sc = groups * 16 * spc * 2 * (zeros ? 2 : 1);
   m.sc = (m.sc + 15) & ~15;
   m.xs = xrows * gemv_x_pitch(ktpc) + 16;
-  (void)d;
   m.rring = mode == MODE_ZIPPER ? warps * rslots * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
   m.total = m.sc + m.xs + m.rring + m.red;
@@ -77,12 +72,9 @@ __host__ __device__ inline int gemv_groups(int kt, int gs_tiles, int ktpc) {
   return all < per ? all : per;
 }
 
-__device__ __forceinline__ void cp_async(void* smem, const void* gmem, int bytes) {
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  if (bytes == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
 }
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -96,7 +88,9 @@ __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
   return r;
 }
 
-// ring depth, CTA size bound and CTAs per SM of a kernel: BIG = 16-warp CTAs. The zipper's 8-warp
+// ring depth (k-tiles in flight per warp in its register ring), CTA size bound and CTAs per SM of a kernel:
+// BIG = 16-warp CTAs. Dense: 16 warps x 4 or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM,
+// the stream_bw probe's knee (NOTES.md v13). The zipper's 8-warp
 // kernel takes a ring of 4 under an 85-register bound (3 CTAs per SM: qkv's 384 CTAs in one wave);
 // with a ring of 8 it needed 124 registers (2 CTAs per SM). The zipper's 16-warp kernel takes a ring of
 // 2: with 4 it spilled 160 B per thread in the mainloop under 64 registers and ran 12-20 % slower
@@ -136,7 +130,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   const int g_lo = group_of(min(split * ktpc, p.KT - 1));  // first group of the CTA's K range
   const int g_n = min(groups, group_of(p.KT - 1) + 1 - g_lo);
   const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, rslots, min(8 * MB, p.M), ktpc);
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, rslots, min(8 * MB, p.M), ktpc);
   const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
 
   // -------- base codes: a register ring of D k-tiles (the lane's 16 bytes of the warp's 512-byte slice
@@ -157,7 +151,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     for (int c = threadIdx.x; c < n; c += blockDim.x) {
       const int arr = c / (g_n * per), r = c % (g_n * per), gi = r / per, ch = r % per;
       const T* src = (arr ? Z : S) + (size_t)(g_lo + gi) * p.Np + sl0 * 16 + ch * 8;
-      cp_async(smem + arr * (L.sc / 2) + (gi * spc * 16 + ch * 8) * 2, src, 16);
+      cp_async16(smem + arr * (L.sc / 2) + (gi * spc * 16 + ch * 8) * 2, src);
     }
     cp_commit();
   }
@@ -184,8 +178,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     rmask = (rmask & ~(1u << i)) | (bit << i);
     if (bit) {
       uint8_t* slot = ring + (zrid % rslots) * gemv_res_slot();
-      cp_async(slot + lane * 16, rsrc + (size_t)zrid * 128, 16);
-      if (lane < 2) cp_async(slot + 512 + lane * 16, rssrc + (size_t)zrid * 64, 16);
+      cp_async16(slot + lane * 16, rsrc + (size_t)zrid * 128);
+      if (lane < 2) cp_async16(slot + 512 + lane * 16, rssrc + (size_t)zrid * 64);
       ++zrid;
     }
   };
@@ -434,7 +428,6 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
 
 template <typename T, int MB, int MODE, bool BIG>
 const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
-  constexpr int D = GemvShape<MODE, BIG>::D;
   auto kern = w4a16_gemv_kernel<T, MB, MODE, BIG>;
   static bool attr_set = false;
   if (!attr_set) {
@@ -449,7 +442,7 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   }
   const int spc = warps / p.kparts;
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, D, MODE == MODE_ZIPPER ? p.rslots : 0,
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, MODE == MODE_ZIPPER ? p.rslots : 0,
                                min(8 * MB, p.M), p.kparts * p.ktpw);
   if (L.total > GEMV_MAX_SMEM)
     return "the CTA's X rows and scales exceed shared memory (use more K splits or fewer slices per CTA)";
@@ -489,7 +482,7 @@ const int GEMV_DEPTH = GemvShape<MODE_ZIPPER, false>::D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
 int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m) {
-  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, GEMV_D, rslots,
+  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, rslots,
                    m < 8 * mb ? m : 8 * mb, ktpc).total;
 }
 
