@@ -227,8 +227,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
 
   // X fragments (B operand = X^T, k16 x n8): ldmatrix.x4 from the staged rows gives two k16 steps:
   // lane l addresses row (token) l & 7 of matrix l >> 3 = (k16 step 2h + (l >> 4), k half (l >> 3) & 1);
-  // lanes of rows past M address the zero chunk
-  // (they do not advance: xstep 0)
+  // lanes of rows past M address the zero chunk and do not advance (xstep 0)
   uint32_t xaddr[MB], xstep[MB];
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
