@@ -80,14 +80,6 @@ __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_grou
 template <int N>
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-__device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 // ring depth (k-tiles in flight per warp in its register ring), CTA size bound and CTAs per SM of a kernel:
 // BIG = 16-warp CTAs. Dense: 16 warps x 4 or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM,
 // the stream_bw probe's knee (NOTES.md v13). The zipper's 8-warp

@@ -13,6 +13,8 @@
 // C rotated copies (> 4x the 50 MB L2), median of 15 replays.
 //
 // Build and run (device): nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -o /tmp/sbw native/exp/stream_bw.cu && /tmp/sbw
+#include "../device_common.cuh"  // ldg_stream16: the small-M kernel's weight load
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -33,14 +35,27 @@
 
 constexpr int UNIT = 2048;
 
-__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
+using zipper::dev::ldg_stream16;
 __device__ __forceinline__ uint32_t fold(uint4 v) { return v.x ^ v.y ^ v.z ^ v.w; }
+
+// the consumer of every register-direct strategy: cnt 16-byte loads per lane at p, p + stride, ...,
+// U in flight, XOR-folded
+template <int U>
+__device__ __forceinline__ uint32_t stream_xor(const uint4* p, long cnt, long stride) {
+  uint32_t acc = 0;
+  uint4 buf[U];
+#pragma unroll
+  for (int i = 0; i < U; ++i) buf[i] = i < cnt ? ldg_stream16(p + i * stride) : make_uint4(0, 0, 0, 0);
+  for (long t = 0; t < cnt; t += U) {
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      acc ^= fold(buf[i]);
+      const long nx = t + U + i;
+      buf[i] = nx < cnt ? ldg_stream16(p + nx * stride) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  return acc;
+}
 
 // range of units of CTA b out of G over T units (contiguous, balanced)
 __device__ __forceinline__ void cta_range(long T, int b, int G, long& u0, long& u1) {
@@ -58,19 +73,7 @@ __global__ void k_quarter(const uint4* __restrict__ w, long T, uint32_t* out) {
   const long n = c1 - c0;
   const long u0 = c0 + n * grp / ngrp, u1 = c0 + n * (grp + 1) / ngrp;
   const uint4* p = w + u0 * 128 + q * 32 + lane;
-  uint32_t acc = 0;
-  uint4 buf[U];
-  const long cnt = u1 - u0;
-#pragma unroll
-  for (int i = 0; i < U; ++i) buf[i] = i < cnt ? ldg_stream(p + (long)i * 128) : make_uint4(0, 0, 0, 0);
-  for (long t = 0; t < cnt; t += U) {
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      acc ^= fold(buf[i]);
-      const long nx = t + U + i;
-      buf[i] = nx < cnt ? ldg_stream(p + nx * 128) : make_uint4(0, 0, 0, 0);
-    }
-  }
+  const uint32_t acc = stream_xor<U>(p, u1 - u0, 128);
   if (acc == 0x12345678u) out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
@@ -85,19 +88,7 @@ __global__ void k_slice(const uint4* __restrict__ w, long T, uint32_t* out) {
   const long n = c1 - c0;
   const long u0 = c0 + n * warp / nw, u1 = c0 + n * (warp + 1) / nw;
   const uint4* p = w + u0 * 128 + q * 32 + lane;
-  uint32_t acc = 0;
-  uint4 buf[U];
-  const long cnt = u1 - u0;
-#pragma unroll
-  for (int i = 0; i < U; ++i) buf[i] = i < cnt ? ldg_stream(p + (long)i * 128) : make_uint4(0, 0, 0, 0);
-  for (long t = 0; t < cnt; t += U) {
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      acc ^= fold(buf[i]);
-      const long nx = t + U + i;
-      buf[i] = nx < cnt ? ldg_stream(p + nx * 128) : make_uint4(0, 0, 0, 0);
-    }
-  }
+  const uint32_t acc = stream_xor<U>(p, u1 - u0, 128);
   if (acc == 0x12345678u) out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
@@ -111,18 +102,7 @@ __global__ void k_whole(const uint4* __restrict__ w, long T, uint32_t* out) {
   const long u0 = c0 + n * warp / nw, u1 = c0 + n * (warp + 1) / nw;
   const long cnt = (u1 - u0) * 4;  // 512-byte pieces
   const uint4* p = w + u0 * 128 + lane;
-  uint32_t acc = 0;
-  uint4 buf[U];
-#pragma unroll
-  for (int i = 0; i < U; ++i) buf[i] = i < cnt ? ldg_stream(p + (long)i * 32) : make_uint4(0, 0, 0, 0);
-  for (long t = 0; t < cnt; t += U) {
-#pragma unroll
-    for (int i = 0; i < U; ++i) {
-      acc ^= fold(buf[i]);
-      const long nx = t + U + i;
-      buf[i] = nx < cnt ? ldg_stream(p + nx * 32) : make_uint4(0, 0, 0, 0);
-    }
-  }
+  const uint32_t acc = stream_xor<U>(p, cnt, 32);
   if (acc == 0x12345678u) out[blockIdx.x * blockDim.x + threadIdx.x] = acc;
 }
 
