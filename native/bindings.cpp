@@ -153,7 +153,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 
 // small-M path (native/gemv_kernels.cu): same packed weights, warps x kparts plan from the host
 void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
-          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long rslots, long M,
+          std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M,
           long N, long K, long Np, long Kp, long gs_tiles, long kparts, long ktpw, int warps, int mb, int dtype,
           int mode, std::uintptr_t stream, int pdl, long splitk) {
   check_problem(M, N, K, Np, Kp, dtype);
@@ -165,12 +165,9 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (splitk < 1 || splitk > 16) fail(M, N, K, "splitk (CTAs per slice group, one cluster) must be in [1, 16], got " + std::to_string(splitk));
   if (ktpw < 1 || splitk * kparts * ktpw < KT) fail(M, N, K, "splitk * kparts * ktpw must cover the " + std::to_string(KT) + " k-tiles");
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
-  if (mode == zipper::MODE_ZIPPER && (rslots < 1 || rslots > zipper::GEMV_DEPTH))
-    fail(M, N, K, "rslots=" + std::to_string(rslots) + " outside [1, " + std::to_string(zipper::GEMV_DEPTH) + "]");
   check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
-  p.rslots = (int)rslots;
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   set_tiles(p, Np, KT, gs_tiles);
@@ -242,13 +239,16 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("cfg"), py::arg("mode"));
   m.def("gemv", &gemv, "Launch the small-M kernel (dense or zipper) on raw device pointers", py::arg("x"),
         py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"), py::arg("res_bits"),
-        py::arg("res_base"), py::arg("y"), py::arg("rslots"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
+        py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("kparts"), py::arg("ktpw"), py::arg("warps"), py::arg("mb"),
         py::arg("dtype"), py::arg("mode"), py::arg("stream"), py::arg("pdl") = 0, py::arg("splitk") = 1);
   m.def("gemv_regs", &zipper::gemv_regs, "registers/thread of a small-M kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("mb"), py::arg("warps") = 8);
   m.def("gemv_smem_bytes", &zipper::gemv_smem_bytes, "dynamic shared memory of a small-M CTA", py::arg("kt"),
-        py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("rslots"), py::arg("m"));
+        py::arg("gs_tiles"), py::arg("ktpc"), py::arg("spc"), py::arg("zeros"), py::arg("warps"), py::arg("mode"), py::arg("mb"), py::arg("m"));
+  m.def("gemv_ring_depth", &zipper::gemv_ring_depth,
+        "k-tiles in flight per warp (zipper: residual slots per warp) of the small-M kernel for a CTA size",
+        py::arg("mode"), py::arg("warps"));
   m.def("wgmma", &wgmma, "Launch the large-M wgmma kernel (dense or zipper, sm_90a) on raw device pointers",
         py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
@@ -260,8 +260,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         "k-tiles per pipeline stage of a small warp-specialized tile (bt 8..64), 0 for other bt", py::arg("bt"));
   m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
-  m.attr("GEMV_DEPTH") = zipper::GEMV_DEPTH;
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  m.attr("ABI_VERSION") = 6;
+  m.attr("ABI_VERSION") = 7;
 }

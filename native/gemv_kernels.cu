@@ -41,8 +41,8 @@ constexpr int GEMV_MAX_SMEM = 200 * 1024;
 // {v, v} of a 16-bit value in the low half of a register
 __device__ __forceinline__ uint32_t dup16(uint32_t v) { return __byte_perm(v, v, 0x1010); }
 
-// dynamic shared memory of a CTA: the scales (and zeros) of its slices for all groups, the
-// per-warp residual rings (zipper), the cross-warp sum buffer
+// dynamic shared memory of a CTA: the scales (and zeros) of its slices for all groups, its X rows, the
+// per-warp residual slots (zipper: `depth` per warp), the cross-warp sum buffer
 // a residual ring slot: the warp's 512 B of codes, then its slice's 16 row scales (32 B, copied by lanes 0-1)
 __host__ __device__ constexpr int gemv_res_slot() { return 512 + 32; }
 // X rows of the CTA's K range staged once in shared memory: row pitch ktpc * 128 + 16 bytes (the 16
@@ -54,12 +54,12 @@ struct GemvSmem {
 };
 // xrows = rows of X a CTA stages: min(8 mb, M)
 __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb,
-                                              int rslots, int xrows, int ktpc) {
+                                              int depth, int xrows, int ktpc) {
   GemvSmem m;
   m.sc = groups * 16 * spc * 2 * (zeros ? 2 : 1);
   m.sc = (m.sc + 15) & ~15;
   m.xs = xrows * gemv_x_pitch(ktpc) + 16;
-  m.rring = mode == MODE_ZIPPER ? warps * rslots * gemv_res_slot() : 0;
+  m.rring = mode == MODE_ZIPPER ? warps * depth * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
   m.total = m.sc + m.xs + m.rring + m.red;
   return m;
@@ -82,17 +82,24 @@ __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0
 
 // ring depth (k-tiles in flight per warp in its register ring), CTA size bound and CTAs per SM of a kernel:
 // BIG = 16-warp CTAs. Dense: 16 warps x 4 or 8 warps x 8 tiles x 512 B x 2 CTAs = 64 KB in flight per SM,
-// the stream_bw probe's knee (NOTES.md v13). The zipper's 8-warp
-// kernel takes a ring of 4 under an 85-register bound (3 CTAs per SM: qkv's 384 CTAs in one wave);
-// with a ring of 8 it needed 124 registers (2 CTAs per SM). The zipper's 16-warp kernel takes a ring of
-// 2: with 4 it spilled 160 B per thread in the mainloop under 64 registers and ran 12-20 % slower
-// (NOTES.md v13); fewer registers beat a deeper ring here
+// the stream_bw probe's knee (NOTES.md v13). The zipper's 8-warp kernel takes a ring of 4 under an
+// 80-register bound (3 CTAs per SM: qkv's 384 CTAs in one wave), its 16-warp kernel a ring of 2 under 64
+// registers. Deeper zipper rings spill and measured slower: 16 warps x 4 spills 48 B per thread (160 B
+// before v14's leaner residual bookkeeping), 8 warps x 8 needs 106 registers (2 CTAs per SM) (NOTES.md
+// v14, probe variants B and C); fewer registers beat a deeper ring here. Each warp of a zipper CTA has
+// one residual slot per ring slot
 template <int MODE, bool BIG>
 struct GemvShape {
   static constexpr int D = MODE == MODE_ZIPPER ? (BIG ? 2 : 4) : (BIG ? 4 : 8);
   static constexpr int MAXT = BIG ? 512 : 256;
   static constexpr int MINB = !BIG && MODE == MODE_ZIPPER ? 3 : 2;
 };
+// the ring depth of the kernel a launch with `warps` warps per CTA runs
+inline int gemv_depth(int mode, int warps) {
+  const bool big = warps == 16;
+  if (mode == MODE_ZIPPER) return big ? GemvShape<MODE_ZIPPER, true>::D : GemvShape<MODE_ZIPPER, false>::D;
+  return big ? GemvShape<MODE_DENSE, true>::D : GemvShape<MODE_DENSE, false>::D;
+}
 
 template <typename T, int MB, int MODE, bool BIG>
 __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BIG>::MINB)
@@ -121,8 +128,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   auto group_of = [&](int kt) { return group_of_tile(kt, p.gs_shift, p.gs_tiles); };
   const int g_lo = group_of(min(split * ktpc, p.KT - 1));  // first group of the CTA's K range
   const int g_n = min(groups, group_of(p.KT - 1) + 1 - g_lo);
-  const int rslots = MODE == MODE_ZIPPER ? p.rslots : 0;
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, rslots, min(8 * MB, p.M), ktpc);
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, nwarps, MODE, MB, D, min(8 * MB, p.M), ktpc);
   const int csl = min(spc, ns - sl0);  // slices of this CTA inside Np
 
   // -------- base codes: a register ring of D k-tiles (the lane's 16 bytes of the warp's 512-byte slice
@@ -149,39 +155,38 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   }
 
 
-  // -------- zipper: bit words of the unit row (window zlo = word zw, zhi = next), the id of the next
-  // residual unit of the row (ids along a row are consecutive), a per-warp ring of rslots residual
-  // slots (slot = id % rslots; the host sizes it to the densest window of D k-tiles), cp.async too
-  uint32_t zlo = 0, zhi = 0;
-  int zw = kb >> 5, zrid = 0, zcrid = 0;  // next residual id to issue / to consume
-  uint32_t rmask = 0;  // bit i: the tile in ring slot i has a residual
-  uint8_t* const ring = smem + L.sc + L.xs + warp * rslots * gemv_res_slot();
-  const uint32_t* const zbits = MODE == MODE_ZIPPER ? p.res_bits + (size_t)nt * p.KW : nullptr;
-  const uint4* const rsrc = static_cast<const uint4*>(p.rw) + ws * 32 + lane;
-  const T* const rssrc = static_cast<const T*>(p.rs) + ws * 16 + lane * 8;  // lanes 0-1: 8 row scales each
+  // -------- zipper: the residual unit of the tile in base ring slot i (if any) is loaded by cp.async into
+  // the warp's residual slot i, D tiles ahead like its base codes. State kept small (registers bound the
+  // ring depth, NOTES.md v14): zwin = residual bits of the warp's tiles [32 j, 32 j + 32) (relative to kb),
+  // zrid = id of the next residual unit to load (ids along a unit row are consecutive), rmask bit i = the
+  // tile in ring slot i has a residual
+  uint32_t zwin = 0, rmask = 0;
+  int zrid = 0;
+  uint8_t* const ring = smem + L.sc + L.xs + warp * D * gemv_res_slot();
+  const int roff = ws * 32 + lane;  // the lane's 16-byte chunk of a residual unit (and of its row scales)
+  auto zbits_at = [&](int kt, uint32_t& lo) {  // the row's residual bits of k-tiles kt .. kt + 31
+    const uint32_t* zb = p.res_bits + (size_t)nt * p.KW + (kt >> 5);
+    lo = __ldg(zb);
+    return __funnelshift_r(lo, (kt >> 5) + 1 < p.KW ? __ldg(zb + 1) : 0u, kt & 31);
+  };
   auto load_r = [&](int t, int i) {  // tiles in order: t = 0, 1, 2, ...
-    const int kt = kb + t;
-    if ((kt >> 5) != zw) {
-      ++zw;
-      zlo = zhi;
-      zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
-    }
-    const uint32_t bit = (zlo >> (kt & 31)) & 1u;
+    uint32_t lo;
+    if (t > 0 && (t & 31) == 0) zwin = zbits_at(kb + t, lo);
+    const uint32_t bit = (zwin >> (t & 31)) & 1u;
     rmask = (rmask & ~(1u << i)) | (bit << i);
     if (bit) {
-      uint8_t* slot = ring + (zrid % rslots) * gemv_res_slot();
-      cp_async16(slot + lane * 16, rsrc + (size_t)zrid * 128);
-      if (lane < 2) cp_async16(slot + 512 + lane * 16, rssrc + (size_t)zrid * 64);
+      uint8_t* slot = ring + i * gemv_res_slot();
+      cp_async16(slot + lane * 16, static_cast<const uint4*>(p.rw) + (size_t)zrid * 128 + roff);
+      if (lane < 2) cp_async16(slot + 512 + lane * 16, static_cast<const T*>(p.rs) + (size_t)zrid * 64 + ws * 16 + lane * 8);
       ++zrid;
     }
   };
   if (MODE == MODE_ZIPPER) {
     if (ntl > 0) {
-      zlo = __ldg(zbits + zw);
-      zhi = zw + 1 < p.KW ? __ldg(zbits + zw + 1) : 0u;
-      // res_base: the row's first id at or after the word's start; skip the units in [32 zw, kb)
-      zrid = __ldg(p.res_base + (size_t)nt * p.KW + zw) + __popc(zlo & ((1u << (kb & 31)) - 1u));
-      zcrid = zrid;
+      uint32_t lo;
+      zwin = zbits_at(kb, lo);
+      // res_base: the row's first id at or after the word's start; skip the units in [32 (kb >> 5), kb)
+      zrid = __ldg(p.res_base + (size_t)nt * p.KW + (kb >> 5)) + __popc(lo & ((1u << (kb & 31)) - 1u));
     }
   }
   // prologue (zipper): D groups (the residual units of tiles 0..D-1), all before griddep_wait(); empty
@@ -253,7 +258,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     }
   };
   load_zeros();
-  auto tile = [&](int t, const uint4 wq, auto with_res) {
+  auto tile = [&](int t, int i, const uint4 wq, auto with_res) {
     constexpr bool WR = decltype(with_res)::value;
     const int kt = kb + t;
     uint32_t xf[MB][8];  // per k16 step s: {b0, b1} = xf[mb][2s], xf[mb][2s + 1]
@@ -264,24 +269,24 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                      : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
                      : "r"(xaddr[mb] + (2 * t + h) * xstep[mb]));
-    T2 sa = e8, sb = e8;
-    uint4 rq = make_uint4(0, 0, 0, 0);
+    // a residual tile joins the group sum too: d = (q - z) + (r - 8) (rs / s), one rounding FMA in the
+    // dtype, scaled by s with the rest of the group (two roundings per weight, as in the tests' bound). No
+    // residual codes or scales are held across the tile (registers bound the ring depth): the codes are
+    // read from the slot per k16 step
     T2 ra = e8, rb = e8;
+    const uint8_t* const rslot = ring + i * gemv_res_slot();
     if constexpr (WR) {
       cp_wait<D - 1>();  // this tile's residual group; the D - 1 younger ones may still be in flight
-      const uint8_t* slot = ring + (zcrid % rslots) * gemv_res_slot();
-      ++zcrid;
-      rq = *reinterpret_cast<const uint4*>(slot + lane * 16);
-      sa = T2{ssm[go], ssm[go]};
-      sb = T2{ssm[go + 8], ssm[go + 8]};
-      const T* rsl = reinterpret_cast<const T*>(slot + 512) + g;
-      ra = T2{rsl[0], rsl[0]};
-      rb = T2{rsl[8], rsl[8]};
+      const T* rsl = reinterpret_cast<const T*>(rslot + 512) + g;
+      const T va = Tr::from_f(__fdividef(Tr::to_f(rsl[0]), Tr::to_f(ssm[go])));
+      const T vb = Tr::from_f(__fdividef(Tr::to_f(rsl[8]), Tr::to_f(ssm[go + 8])));
+      ra = T2{va, va};
+      rb = T2{vb, vb};
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
-      const uint32_t rqw = s == 0 ? rq.x : s == 1 ? rq.y : s == 2 ? rq.z : rq.w;
+      const uint32_t rqw = WR ? *reinterpret_cast<const uint32_t*>(rslot + lane * 16 + s * 4) : 0u;
       uint32_t a[4];
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
@@ -289,19 +294,18 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
         T2 d = __hsub2(v, jj >> 1 ? zb : za);  // q - z: a small integer, exact in the dtype
         if constexpr (WR) {
           const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
-          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, __hmul2(d, jj >> 1 ? sb : sa));
+          d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
         }
         a[(jj & 1) * 2 + (jj >> 1)] = as_u32<T2>(d);  // a0 (g, k), a1 (g+8, k), a2 (g, k+8), a3 (g+8, k+8)
       }
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb) {
         const uint32_t bf[2] = {xf[mb][2 * s], xf[mb][2 * s + 1]};
-        mma16816<T>(WR ? acc[mb] : accg[mb], a, bf);
+        mma16816<T>(accg[mb], a, bf);
       }
     }
-    // the base's scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer
-    // instructions per tile); a residual tile was dequantized in full (base * s + residual, as the
-    // reference rounds it) and went straight into acc
+    // the scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer instructions
+    // per tile)
     if (t + 1 == ntl || kt + 1 == gend) {
       gend += p.gs_tiles;
       const float fa = Tr::to_f(ssm[go]), fb = Tr::to_f(ssm[go + 8]);
@@ -324,9 +328,9 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
       const int t = t0 + i;
       if (t < ntl) {
         if (MODE == MODE_ZIPPER && ((rmask >> i) & 1u))
-          tile(t, wbuf[i], std::true_type{});
+          tile(t, i, wbuf[i], std::true_type{});
         else
-          tile(t, wbuf[i], std::false_type{});
+          tile(t, i, wbuf[i], std::false_type{});
         if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
         if (MODE == MODE_ZIPPER) {
           if (t + D < ntl) load_r(t + D, i);
@@ -433,7 +437,7 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   }
   const int spc = warps / p.kparts;
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, MODE == MODE_ZIPPER ? p.rslots : 0,
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GemvShape<MODE, BIG>::D,
                                min(8 * MB, p.M), p.kparts * p.ktpw);
   if (L.total > GEMV_MAX_SMEM)
     return "the CTA's X rows and scales exceed shared memory (use more K splits or fewer slices per CTA)";
@@ -468,12 +472,12 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
   return "unknown dtype";
 }
 
-static_assert(GemvShape<MODE_ZIPPER, true>::D <= GemvShape<MODE_ZIPPER, false>::D, "GEMV_DEPTH: the deepest zipper ring");
-const int GEMV_DEPTH = GemvShape<MODE_ZIPPER, false>::D;
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
-int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m) {
-  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, rslots,
+int gemv_ring_depth(int mode, int warps) { return gemv_depth(mode, warps); }
+
+int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int m) {
+  return gemv_smem(gemv_groups(kt, gs_tiles, ktpc), spc, zeros != 0, warps, mode, mb, gemv_depth(mode, warps),
                    m < 8 * mb ? m : 8 * mb, ktpc).total;
 }
 

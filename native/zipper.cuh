@@ -93,8 +93,10 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
 int gemv_regs(int mode, int mb, int warps);
 // dynamic shared memory of a small-M CTA (scales of its spc slices, its X rows, residual rings, cross-warp sum
 // buffer) for M = m rows
-int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int rslots, int m);
-extern const int GEMV_DEPTH;  // k-tiles in flight per warp in the zipper kernels (their residual rings hold <= that many)
+int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warps, int mode, int mb, int m);
+// k-tiles in flight per warp (its register ring; a zipper warp has as many residual slots) of the kernel
+// that runs a CTA of `warps` warps
+int gemv_ring_depth(int mode, int warps);
 extern const int GEMV_SMEM_MAX;
 
 // Large-M path (wgmma_kernels.cu, sm_90a): Y^T = W X^T on warpgroup MMAs, the weights dequantized into

@@ -366,8 +366,7 @@ def test_gemv_every_plan(warps, kparts, splitk, m):
     except ValueError as e:  # a plan whose CTA stages more X rows, scales and residual rings than fit
         nat = load_native()
         ktpw = -(-70 // (splitk * kparts))
-        smem = nat.gemv_smem_bytes(70, 2, kparts * ktpw, warps // kparts, 0, warps, ops.MODE_ZIPPER, 1 + (m > 8),
-                                   nat.GEMV_DEPTH, m)  # the most residual slots the zipper launch can ask for
+        smem = nat.gemv_smem_bytes(70, 2, kparts * ktpw, warps // kparts, 0, warps, ops.MODE_ZIPPER, 1 + (m > 8), m)
         assert "no small-M plan fits" in str(e) and smem > nat.GEMV_SMEM_MAX, (str(e), smem)
 
 
@@ -390,8 +389,8 @@ def test_gemv_budgets_groups(m, gs, sym, budget):
 @needs_native
 def test_gemv_plan_fits_and_default_routing(monkeypatch):
     """The planner's choice is resident (registers, shared memory); by default M <= 2 routes to the gemv
-    path only where a one-wave plan exists (LLaMA-3 o / qkv / down, not gate_up); with
-    $MOSAIC_GEMV_MAX_M=16, M <= 16 routes to it."""
+    path with the first one-wave plan (LLaMA-3 o / down: one slice per CTA, qkv: two, gate_up: eight), and
+    to the tiled kernel where none fits; with $MOSAIC_GEMV_MAX_M=16, M <= 16 routes to it."""
     from types import SimpleNamespace
 
     from mosaic_exp.kernels import ops
@@ -400,10 +399,12 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     monkeypatch.delenv("MOSAIC_GEMV_PLAN", raising=False)
     assert ops.gemv_max_m() == 2
     for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
-                         (28672, 4096, None)):
+                         (28672, 4096, (16, 2, 1)), (28672 * 4, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
         gp = ops.gemv_default_plan(1, packed, ops.MODE_DENSE, 132)
         assert (gp and (gp.warps, gp.kparts, gp.splitk)) == want, (n, k, gp)
+        gp = ops.gemv_default_plan(1, packed, ops.MODE_ZIPPER, 132)
+        assert (gp and (gp.warps, gp.kparts, gp.splitk)) == (want if n != 6144 else (8, 8, 1)), (n, k, gp)
     qw = random_quantized(4096, 4096, 128, False, 0.03)
     p = pack_quantized(qw, torch.bfloat16, "cuda")
     for m in (1, 2, 3):
@@ -415,7 +416,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for (n, k) in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)):
         for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
-            gp = ops.gemv_plan(1, n, k, 2, True, mode, sms, rslots=2)
+            gp = ops.gemv_plan(1, n, k, 2, True, mode, sms)
             assert gp.ctas_per_sm >= 1 and gp.splitk * gp.kparts * gp.ktpw >= k // 64
     qw = random_quantized(512, 512, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")

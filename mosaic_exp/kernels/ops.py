@@ -68,14 +68,16 @@ LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
-# By default only at M <= 2 and only where one of GEMV_ONE_WAVE_PLANS[mode] (one or two slices per CTA,
-# the warps of a slice on disjoint K ranges, no cluster) runs in one wave of resident CTAs: there it
-# beats the tiled kernel (NOTES.md v13: o, qkv, down); elsewhere (gate_up, M >= 4) the tiled kernel is
-# faster. The zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave); two slices per CTA
-# were slower for it (NOTES.md v13). $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
+# By default only at M <= 2 and only where one of GEMV_ONE_WAVE_PLANS[mode] (the first that fits) runs in
+# one wave of resident CTAs, the warps of a slice on disjoint K ranges, no cluster: there it beats the
+# tiled kernel (NOTES.md v13, v14); elsewhere (M >= 4) the tiled kernel is faster. One or two slices per
+# CTA first (o, qkv, down); the zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave). Wide
+# layers (gate_up: 1792 slices) need 4 or 8 slices per CTA to fit one wave: (16, 2, 1) runs LLaMA-3
+# gate_up at M=1 in 27.8 us dense / 31.4 us zipper against the tiled kernel's 30.6 / 40.2 (NOTES.md v14).
+# $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 2
-GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1)),
-                       MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1))}
+GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1)),
+                       MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1))}
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
@@ -278,7 +280,7 @@ def _forced_gemv_plan() -> tuple[int, int, int] | None:
 
 
 def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: int, sm_count: int,
-              rslots: int = 1, force: tuple[int, int, int] | None = None, regs: int | None = None) -> GemvPlan:
+              force: tuple[int, int, int] | None = None, regs: int | None = None) -> GemvPlan:
     """(warps per CTA, warps per slice = kparts, CTAs per slice group = splitk) of the small-M kernel.
 
     Without ``force``: the least estimated time, max(bytes of the busiest SM / its bandwidth share,
@@ -302,7 +304,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
         ktpw = -(-kt // (sk * kp))
         if force is None and (sk - 1) * kp * ktpw >= kt:
             continue  # an empty split
-        smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, rslots, m)
+        smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, m)
         cps = _gemv_ctas_per_sm(regs if regs is not None else nat.gemv_regs(mode, mb, w), smem, w)
         if cps < 1 or smem > nat.GEMV_SMEM_MAX:
             continue
@@ -321,23 +323,17 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
 def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan | None:
     """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs are
     all resident at once (one wave), or None (then the tiled kernel runs)."""
-    rslots = _gemv_rslots(p, mode)
     forced = _forced_gemv_plan()
     if forced is not None:
-        return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, forced)
+        return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, forced)
     for plan in GEMV_ONE_WAVE_PLANS[mode]:
         try:
-            gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, rslots, plan)
+            gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, plan)
         except ValueError:  # its X rows and scales do not fit shared memory
             continue
         if 1 <= gp.ctas_per_sm and gp.ctas <= sm_count * gp.ctas_per_sm:
             return gp
     return None
-
-
-def _gemv_rslots(p: PackedW4, mode: int) -> int:
-    depth = load_native().GEMV_DEPTH
-    return max(1, min(_window(p, depth), depth)) if mode == MODE_ZIPPER else 1
 
 
 def wgmma_min_m() -> int:
@@ -641,16 +637,15 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
                  pdl, where: str, force: tuple[int, int, int] | None) -> str:
     """The small-M kernel (dense or zipper) on rows of 8 or 16; returns the kernel's name."""
     nat = load_native()
-    rslots = _gemv_rslots(p, mode)
-    gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, rslots, force)
+    gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, force)
     pdl_mode = _env_pdl(pdl, where, m, gp.kparts * gp.splitk)
     nat.gemv(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if mode == MODE_ZIPPER else 0, _ptr(p.res_scales) if mode == MODE_ZIPPER else 0,
              p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_base.data_ptr() if mode == MODE_ZIPPER else 0,
-             y.data_ptr(), rslots, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
+             y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
              gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode], gp.splitk)
     name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
-    return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + (f",rslots{rslots}" if mode == MODE_ZIPPER else "")
+    return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + f",ring{nat.gemv_ring_depth(mode, gp.warps)}"
             + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
 
