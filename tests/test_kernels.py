@@ -388,7 +388,7 @@ def test_gemv_budgets_groups(m, gs, sym, budget):
 @gpu
 @needs_native
 def test_gemv_plan_fits_and_default_routing(monkeypatch):
-    """The planner's choice is resident (registers, shared memory); by default M <= 2 routes to the gemv
+    """The planner's choice is resident (registers, shared memory); by default M <= 8 routes to the gemv
     path with the first one-wave plan (LLaMA-3 o / down: one slice per CTA, qkv: two, gate_up: eight), and
     to the tiled kernel where none fits; with $MOSAIC_GEMV_MAX_M=16, M <= 16 routes to it."""
     from types import SimpleNamespace
@@ -397,7 +397,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
 
     monkeypatch.delenv("MOSAIC_GEMV_MAX_M", raising=False)
     monkeypatch.delenv("MOSAIC_GEMV_PLAN", raising=False)
-    assert ops.gemv_max_m() == 2
+    assert ops.gemv_max_m() == 8
     for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
                          (28672, 4096, (16, 2, 1)), (28672 * 4, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
@@ -407,10 +407,14 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         assert (gp and (gp.warps, gp.kparts, gp.splitk)) == (want if n != 6144 else (8, 8, 1)), (n, k, gp)
     qw = random_quantized(4096, 4096, 128, False, 0.03)
     p = pack_quantized(qw, torch.bfloat16, "cuda")
-    for m in (1, 2, 3):
+    for m in (1, 2, 8, 9):
         ops.launch(torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16), p, "zipper")
         kern = ops.LAST_LAUNCH["kernels"][0]
-        assert kern.startswith("gemv-zipper[mb1,warps16,kparts16,splitk1") if m <= 2 else not kern.startswith("gemv"), kern
+        assert kern.startswith("gemv-zipper[mb1,warps16,kparts16,splitk1") if m <= 8 else not kern.startswith("gemv"), kern
+    # LLaMA-3 down (K = 14336) at M = 4: the X rows leave no one-wave plan
+    packed = SimpleNamespace(n_pad=4096, k_pad=14336, gs_tiles=2, zeros=object())
+    assert ops.gemv_default_plan(3, packed, ops.MODE_DENSE, 132) is not None
+    assert ops.gemv_default_plan(4, packed, ops.MODE_DENSE, 132) is None
 
     monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -68,14 +68,16 @@ LEAD_MAX_KTPS_FULL = 16
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
-# By default only at M <= 2 and only where one of GEMV_ONE_WAVE_PLANS[mode] (the first that fits) runs in
-# one wave of resident CTAs, the warps of a slice on disjoint K ranges, no cluster: there it beats the
-# tiled kernel (NOTES.md v13, v14); elsewhere (M >= 4) the tiled kernel is faster. One or two slices per
-# CTA first (o, qkv, down); the zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave). Wide
-# layers (gate_up: 1792 slices) need 4 or 8 slices per CTA to fit one wave: (16, 2, 1) runs LLaMA-3
-# gate_up at M=1 in 27.8 us dense / 31.4 us zipper against the tiled kernel's 30.6 / 40.2 (NOTES.md v14).
+# By default only at M <= 8 (one 8-row MMA block) and only where one of GEMV_ONE_WAVE_PLANS[mode] (the
+# first that fits) runs in one wave of resident CTAs, the warps of a slice on disjoint K ranges, no
+# cluster: there it beats the tiled kernel (NOTES.md v13, v14); at M >= 9 (16-row blocks, twice the X
+# rows staged per CTA) the tiled kernel is faster, and where the X rows of a long K do not leave room for
+# one wave (LLaMA-3 down at M >= 4) the tiled kernel runs. One or two slices per CTA first (o, qkv,
+# down); the zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave). Wide layers (gate_up:
+# 1792 slices) need 4 or 8 slices per CTA to fit one wave: (16, 2, 1) runs LLaMA-3 gate_up at M=1 in
+# 27.8 us dense / 31.4 us zipper against the tiled kernel's 30.6 / 40.2 (NOTES.md v14).
 # $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
-GEMV_MAX_M = 2
+GEMV_MAX_M = 8
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1))}
 GEMV_WARPS = (4, 8, 16)
@@ -321,8 +323,8 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
 
 
 def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan | None:
-    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs are
-    all resident at once (one wave), or None (then the tiled kernel runs)."""
+    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs fill
+    exactly one wave (at least one per SM, all resident at once), or None (then the tiled kernel runs)."""
     forced = _forced_gemv_plan()
     if forced is not None:
         return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, forced)
@@ -331,7 +333,9 @@ def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan
             gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, plan)
         except ValueError:  # its X rows and scales do not fit shared memory
             continue
-        if 1 <= gp.ctas_per_sm and gp.ctas <= sm_count * gp.ctas_per_sm:
+        # one full wave: every SM busy (fewer CTAs leave SMs' bandwidth idle: LLaMA-3 down at M=4 on 128
+        # CTAs ran 22.3 us against the tiled kernel's 18.5, NOTES.md v14), every CTA resident
+        if 1 <= gp.ctas_per_sm and sm_count <= gp.ctas <= sm_count * gp.ctas_per_sm:
             return gp
     return None
 

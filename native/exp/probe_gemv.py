@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A/B probe of the small-M kernel (gemv_kernels.cu) on the LLaMA-3-8B shapes: the tiled kernel,
-the planner's gemv choice and forced (warps, kparts, splitk) plans, dense and zipper@3%, same run,
+the default routing, the planner's gemv choice and forced (warps, kparts, splitk) plans, dense and zipper@3%, same run,
 same timing method as scripts/bench_kernels.py (CUDA graph, rotated weight copies, median).
 
     python3 native/exp/probe_gemv.py [--ms 1,16] [--plans 16,4,2;8,2,4] [--budget 0.03]
@@ -22,7 +22,8 @@ def main() -> int:
     a = ap.parse_args()
     ms = [int(v) for v in a.ms.split(",")]
     plans = [tuple(int(v) for v in s.split(",")) for s in a.plans.split(";") if s]
-    runs = [("tiled", {"path": "tiled"}), ("gemv-auto", {"path": "gemv"})]
+    # default = ops.launch's own routing; gemv-auto = the gemv kernel with gemv_plan's cost-model choice
+    runs = [("default", {}), ("tiled", {"path": "tiled"}), ("gemv-auto", {"path": "gemv"})]
     runs += [(f"gemv{pl}", {"path": "gemv", "gemv": pl}) for pl in plans]
     probe_common.run(a.shapes, ms, a.budget, runs, label_width=14)
     return 0
