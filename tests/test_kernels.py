@@ -422,7 +422,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
             gp = ops.gemv_plan(1, n, k, 2, True, mode, sms)
             assert gp.ctas_per_sm >= 1 and gp.splitk * gp.kparts * gp.ktpw >= k // 64
-    qw = random_quantized(512, 512, 128, False, 0.1)
+    qw = random_quantized(4096, 512, 128, False, 0.1)  # 256 slices: a plan that fills every SM
     p = pack_quantized(qw, torch.float16, "cuda")
     ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("gemv-zipper[mb2")
@@ -510,8 +510,10 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
     ops.launch(torch.randn(128, 512, device="cuda", dtype=dtype), qd, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt128,wgs3,splitk1]")
+    monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "0")  # M=5 would take the gemv kernel first
     ops.launch(torch.randn(5, 512, device="cuda", dtype=dtype), qd, "zipper")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-zipper[bt8,wgs3,")
+    monkeypatch.delenv("MOSAIC_GEMV_MAX_M")
     ops.launch(torch.randn(64, 512, device="cuda", dtype=dtype), qd, "separate")
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-dense[bt64,wgs3") and ops.LAST_LAUNCH["kernels"][1].startswith("residual")
     monkeypatch.delenv("MOSAIC_WS_SMALL_MAX_M")  # the default: M = 64 on the classic kernel, below it tiled
