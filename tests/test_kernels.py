@@ -411,10 +411,12 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         ops.launch(torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16), p, "zipper")
         kern = ops.LAST_LAUNCH["kernels"][0]
         assert kern.startswith("gemv-zipper[mb1,warps16,kparts16,splitk1") if m <= 8 else not kern.startswith("gemv"), kern
-    # LLaMA-3 down (K = 14336) at M = 4: the X rows leave no one-wave plan
+    # LLaMA-3 down (K = 14336): the X rows of one CTA grow with M; at M = 4 only a K split over a cluster
+    # of 2 CTAs fills one wave, from M = 7 nothing does
     packed = SimpleNamespace(n_pad=4096, k_pad=14336, gs_tiles=2, zeros=object())
-    assert ops.gemv_default_plan(3, packed, ops.MODE_DENSE, 132) is not None
-    assert ops.gemv_default_plan(4, packed, ops.MODE_DENSE, 132) is None
+    for m, want in ((3, (16, 16, 1)), (4, (16, 8, 2)), (6, (16, 8, 2)), (7, None), (8, None)):
+        gp = ops.gemv_default_plan(m, packed, ops.MODE_DENSE, 132)
+        assert (gp and (gp.warps, gp.kparts, gp.splitk)) == want, (m, gp)
 
     monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count

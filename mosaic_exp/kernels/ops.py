@@ -71,15 +71,16 @@ LEAD_MAX_KTPS_FULL = 16
 # By default only at M <= 8 (one 8-row MMA block) and only where one of GEMV_ONE_WAVE_PLANS[mode] (the
 # first that fits) runs in one wave of resident CTAs, the warps of a slice on disjoint K ranges, no
 # cluster: there it beats the tiled kernel (NOTES.md v13, v14); at M >= 9 (16-row blocks, twice the X
-# rows staged per CTA) the tiled kernel is faster, and where the X rows of a long K do not leave room for
-# one wave (LLaMA-3 down at M >= 4) the tiled kernel runs. One or two slices per CTA first (o, qkv,
-# down); the zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave). Wide layers (gate_up:
-# 1792 slices) need 4 or 8 slices per CTA to fit one wave: (16, 2, 1) runs LLaMA-3 gate_up at M=1 in
-# 27.8 us dense / 31.4 us zipper against the tiled kernel's 30.6 / 40.2 (NOTES.md v14).
+# rows staged per CTA) the tiled kernel is faster. One or two slices per CTA first (o, qkv, down); the
+# zipper's second choice is 8-warp CTAs (3 per SM: qkv in one wave). Wide layers (gate_up: 1792 slices)
+# need 4 or 8 slices per CTA to fit one wave: (16, 2, 1) runs LLaMA-3 gate_up at M=1 in 27.8 us dense /
+# 31.4 us zipper against the tiled kernel's 30.6 / 40.2. Last, K split over a cluster of 2 CTAs halves
+# the X rows a CTA stages: LLaMA-3 down at M=4 (16, 8, 2) runs 19.9 us zipper against the tiled 27.3
+# (dense: 18.3 both); from M=7 nothing fits one wave there and the tiled kernel runs (NOTES.md v14).
 # $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
 GEMV_MAX_M = 8
-GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1)),
-                       MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1))}
+GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
+                       MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)
 GEMV_KPARTS = (1, 2, 4, 8, 16)
 GEMV_SPLITK = (1, 2, 4, 8)
