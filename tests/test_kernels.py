@@ -19,6 +19,7 @@ come back finite.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -113,6 +114,26 @@ def test_pack_rejects_unsupported():
         pack_quantized(random_quantized(128, 128, 64, budget=0.5, block_shape=(32, 32)), torch.float16)
     with pytest.raises(UnsupportedFormat, match="dtype"):
         pack_quantized(random_quantized(64, 64, 64), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pack_rejects_residual_on_a_zero_base_scale(dtype):
+    """The small-M kernel adds (r - 8) rs/s to (q - z): a residual row whose base scale is 0 (or, in fp16,
+    whose rs/s would overflow) is rejected at packing, naming the row; the same row without a residual
+    packs."""
+    qw = random_quantized(128, 256, 128, False, 0.1, (64, 64), seed=3)  # the corner block (rows 64-127) is in
+    scales = qw.base_scales.clone()
+    scales[100, 1] = 0.0
+    with pytest.raises(UnsupportedFormat, match="residual row 100 at k-tile 3"):
+        pack_quantized(dataclasses.replace(qw, base_scales=scales), dtype)
+    no_res = dict(res_index=torch.zeros(0, 2, dtype=torch.int32), res_qweight=torch.zeros(0, 64, 32, dtype=torch.uint8),
+                  res_scales=torch.zeros(0, 64, dtype=qw.res_scales.dtype))
+    pack_quantized(dataclasses.replace(qw, base_scales=scales, **no_res), dtype)
+    if dtype == torch.float16:
+        scales = qw.base_scales.clone()
+        scales[100, 1] = 1e-7  # rs / s ~ 3e4 > 2048
+        with pytest.raises(UnsupportedFormat, match="ratio <= 2048"):
+            pack_quantized(dataclasses.replace(qw, base_scales=scales), dtype)
 
 
 # ============================================================================ CPU: reference / registry

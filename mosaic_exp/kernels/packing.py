@@ -38,6 +38,30 @@ class UnsupportedFormat(ValueError):
     """The QuantizedWeight cannot be packed for the native kernels (e.g. bits != 4)."""
 
 
+# the largest rs / s the fp16 small-M kernel takes: it adds (r - 8) (rs / s) to (q - z) in the dtype, so
+# 8 x 2048 + 15 stays far below fp16's 65504
+_MAX_RES_RATIO = {torch.float16: 2048.0, torch.bfloat16: float("inf")}
+
+
+def _check_residual_ratio(res_scales: torch.Tensor, s_p: torch.Tensor, unt: torch.Tensor, ukt: torch.Tensor,
+                          gs: int, ng: int, dtype, n: int, k: int) -> None:
+    """The small-M kernel folds a residual into the base's group sum as (q - z) + (r - 8) (rs / s) (native
+    gemv_kernels.cu): every residual row needs a base scale s > 0 and rs / s in the dtype's range. Our
+    quantizers never write s = 0; a foreign container can, and is rejected here, before any launch."""
+    rows = unt.view(-1, 1) * TILE + torch.arange(TILE, device=unt.device).view(1, -1)  # [R, 64] (< n_pad)
+    g = torch.clamp(ukt * TILE // gs, max=ng - 1).view(-1, 1).expand_as(rows)  # their scale group
+    s = s_p.float()[g, rows]
+    rs = res_scales.float()
+    ratio = rs.abs() / torch.where(s > 0, s, torch.ones_like(s))
+    bad = (rs != 0) & ((s <= 0) | ~torch.isfinite(ratio) | (ratio > _MAX_RES_RATIO[dtype]))
+    if bool(bad.any()):
+        u, j = (int(v) for v in torch.nonzero(bad)[0])
+        raise UnsupportedFormat(
+            f"residual row {int(rows[u, j])} at k-tile {int(ukt[u])} (n={n}, k={k}): residual scale "
+            f"{float(rs[u, j]):.3g} over base scale {float(s[u, j]):.3g} is outside what the {dtype} kernels take "
+            f"(base scale > 0, ratio <= {_MAX_RES_RATIO[dtype]:g})")
+
+
 _FMAP: dict[str, torch.Tensor] = {}
 
 
@@ -210,6 +234,7 @@ def pack_quantized(qw: QuantizedWeight, dtype: torch.dtype = torch.float16, devi
         r = int(ut.shape[0])
         res_qweight = shuffle_units(ut)
         res_scales = us.to(dtype).contiguous()
+        _check_residual_ratio(res_scales, s_p, unt, ukt, gs, ng, dtype, n, k)
         lut = torch.full((nt * kt,), -1, dtype=torch.int32, device=dev)
         lut[lin] = torch.arange(r, dtype=torch.int32, device=dev)
         counts = torch.bincount(unt, minlength=nt)
