@@ -57,9 +57,9 @@ def test_native_module_compiles_and_imports(tmp_path):
     with pytest.raises(ValueError, match=r"m=0, n=256, k=256"):
         mod.gemm(16, 16, 16, 0, 0, 0, 16, 0, 0, 0, 16, 0, 0, 0, 1, 0, 256, 256, 256, 256, 1, 1, 4, 0, 0, 0, 0)
     with pytest.raises(ValueError, match=r"m=2, n=256, k=250"):  # small-M kernel: same checks
-        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 250, 256, 256, 1, 1, 4, 8, 1, 0, 0, 0, 0, 1)
+        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 2, 256, 250, 256, 256, 1, 1, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"kparts=3 must divide warps=8"):
-        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 1, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
+        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"m=300, n=256, k=250"):  # large-M kernel: same checks
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 250, 256, 256, 1, 128, 1, 0, 0)
     with pytest.raises(ValueError, match=r"token tile bt must be 8, 16, 32, 64, 128 or 256, got 96"):
