@@ -277,6 +277,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     const uint8_t* const rslot = ring + i * gemv_res_slot();
     if constexpr (WR) {
       cp_wait<D - 1>();  // this tile's residual group; the D - 1 younger ones may still be in flight
+      __syncwarp();  // the slot's row scales were copied by lanes 0-1: cp.async completion is per thread
       const T* rsl = reinterpret_cast<const T*>(rslot + 512) + g;
       const T va = Tr::from_f(__fdividef(Tr::to_f(rsl[0]), Tr::to_f(ssm[go])));
       const T vb = Tr::from_f(__fdividef(Tr::to_f(rsl[8]), Tr::to_f(ssm[go + 8])));
