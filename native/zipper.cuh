@@ -34,7 +34,8 @@ struct Params {
   float* ws;
   int* counters;
   const int* res_base;    // [NT][KW] (zipper)
-  int rslots;             // residual ring slots per unit (zipper), 1..STAGES
+  int rslots;             // residual ring slots per unit (tiled/wgmma zipper), 1..STAGES; the gemv kernel
+                          // has one per register-ring slot (gemv_ring_depth)
   int zflags;             // zipper: must be 1 ('first' prologue: wait for the residual bit words
                           // before the prologue; v8's 'late' scheme (0) is gone since v9)
   int fixup;              // split-K fix-up: 0 = global partials + counters, 1 = thread-block
