@@ -257,40 +257,25 @@ int main(int argc, char** argv) {
         if (cps * thr > 2048) continue;
         const int grid = sms * cps;
         char cfg[32];
-#define QRUN(UU)                                                                                                 \
-  {                                                                                                              \
-    double us = time_graph(                                                                                      \
-        [&](uint8_t* p, cudaStream_t s) {                                                                        \
-          k_quarter<UU><<<grid, thr, 0, s>>>(reinterpret_cast<const uint4*>(p), sh.units, out);                  \
-        },                                                                                                       \
-        bytes);                                                                                                  \
-    std::snprintf(cfg, sizeof cfg, "U=%d", UU);                                                                  \
-    row("quarter", grid, thr, cfg, us);                                                                          \
-  }
-#define WRUN(UU)                                                                                                 \
-  {                                                                                                              \
-    double us = time_graph(                                                                                      \
-        [&](uint8_t* p, cudaStream_t s) {                                                                        \
-          k_whole<UU><<<grid, thr, 0, s>>>(reinterpret_cast<const uint4*>(p), sh.units, out);                    \
-        },                                                                                                       \
-        bytes);                                                                                                  \
-    std::snprintf(cfg, sizeof cfg, "U=%d", UU);                                                                  \
-    row("whole", grid, thr, cfg, us);                                                                            \
-  }
-#define SRUN(UU)                                                                                                 \
-  {                                                                                                              \
-    double us = time_graph(                                                                                      \
-        [&](uint8_t* p, cudaStream_t s) {                                                                        \
-          k_slice<UU><<<grid, thr, 0, s>>>(reinterpret_cast<const uint4*>(p), sh.units, out);                    \
-        },                                                                                                       \
-        bytes);                                                                                                  \
-    std::snprintf(cfg, sizeof cfg, "U=%d", UU);                                                                  \
-    row("slice", grid, thr, cfg, us);                                                                            \
-  }
+        // one register-direct strategy (all share the signature (w, units, out)): time it, print its row
+        using StreamKernel = void (*)(const uint4*, long, uint32_t*);
+        auto run = [&](const char* label, StreamKernel k, int u) {
+          const double us = time_graph(
+              [&](uint8_t* p, cudaStream_t s) { k<<<grid, thr, 0, s>>>(reinterpret_cast<const uint4*>(p), sh.units, out); },
+              bytes);
+          std::snprintf(cfg, sizeof cfg, "U=%d", u);
+          row(label, grid, thr, cfg, us);
+        };
         if (only_slice) {
-          QRUN(8) SRUN(4) SRUN(8)
+          run("quarter", k_quarter<8>, 8);
+          run("slice", k_slice<4>, 4);
+          run("slice", k_slice<8>, 8);
         } else {
-          QRUN(4) QRUN(8) QRUN(16) WRUN(8) WRUN(16)
+          run("quarter", k_quarter<4>, 4);
+          run("quarter", k_quarter<8>, 8);
+          run("quarter", k_quarter<16>, 16);
+          run("whole", k_whole<8>, 8);
+          run("whole", k_whole<16>, 16);
         }
       }
     if (only_slice) continue;
