@@ -265,6 +265,13 @@ def gemv_max_m() -> int:
     return v
 
 
+@functools.cache
+def _gemv_regs(mode: int, mb: int, warps: int) -> int:
+    """Registers per thread of a compiled small-M kernel: a driver query (cudaFuncGetAttributes), asked once
+    per kernel instead of once per candidate plan on every launch."""
+    return load_native().gemv_regs(mode, mb, warps)
+
+
 def _gemv_ctas_per_sm(regs: int, smem: int, warps: int) -> int:
     """Resident small-M CTAs per SM (H100: 64K registers, 228 KB shared memory, 64 warps)."""
     by_regs = 65536 // (-(-max(regs, 1) * 32 // 256) * 256 * warps)
@@ -308,7 +315,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
         if force is None and (sk - 1) * kp * ktpw >= kt:
             continue  # an empty split
         smem = nat.gemv_smem_bytes(kt, gs_tiles, kp * ktpw, spc, int(zeros), w, mode, mb, m)
-        cps = _gemv_ctas_per_sm(regs if regs is not None else nat.gemv_regs(mode, mb, w), smem, w)
+        cps = _gemv_ctas_per_sm(regs if regs is not None else _gemv_regs(mode, mb, w), smem, w)
         if cps < 1 or smem > nat.GEMV_SMEM_MAX:
             continue
         ctas = -(-ns // spc) * sk * mz
