@@ -1,5 +1,5 @@
 // ZipperEngine small-M path ("gemv"): Y[M,N] = X[M,K] . (dequant(base) + dequant(residual))^T for
-// decode-sized M (<= 8 or 16 rows per grid z-slice).
+// decode-sized M (8, 16 or 32 rows per grid z-slice: MB = 1, 2, 4 blocks of 8).
 //
 // Why a second kernel: at M <= 16 the tiled kernel (zipper_kernels.cu) is bound by each warp's
 // instruction latency between cp.async waits and CTA barriers (NOTES.md v8/v9: ~0.55 issued
@@ -88,11 +88,15 @@ __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0
 // before v14's leaner residual bookkeeping), 8 warps x 8 needs 106 registers (2 CTAs per SM) (NOTES.md
 // v14, probe variants B and C); fewer registers beat a deeper ring here. Each warp of a zipper CTA has
 // one residual slot per ring slot
-template <int MODE, bool BIG>
+// More 8-row blocks (MB = 2, 4) hold more accumulators: the 16-warp zipper kernel with MB = 2 spilled 56 B
+// under 64 registers even with the X fragments loaded per k16-step pair, so it runs one CTA per SM under 128
+// registers instead, as do the MB = 4 kernels with 16 warps (NOTES.md v15)
+template <int MODE, bool BIG, int MB = 1>
 struct GemvShape {
   static constexpr int D = MODE == MODE_ZIPPER ? (BIG ? 2 : 4) : (BIG ? 4 : 8);
   static constexpr int MAXT = BIG ? 512 : 256;
-  static constexpr int MINB = !BIG && MODE == MODE_ZIPPER ? 3 : 2;
+  static constexpr int MINB = MB == 4 ? (BIG ? 1 : 2)
+                              : !BIG && MODE == MODE_ZIPPER ? 3 : (BIG && MB == 2 && MODE == MODE_ZIPPER ? 1 : 2);
 };
 // the ring depth of the kernel a launch with `warps` warps per CTA runs
 inline int gemv_depth(int mode, int warps) {
@@ -102,7 +106,7 @@ inline int gemv_depth(int mode, int warps) {
 }
 
 template <typename T, int MB, int MODE, bool BIG>
-__global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BIG>::MINB)
+__global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE, BIG, MB>::MINB)
     w4a16_gemv_kernel(const Params p) {
   constexpr int D = GemvShape<MODE, BIG>::D;
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
@@ -261,14 +265,22 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
   auto tile = [&](int t, int i, const uint4 wq, auto with_res) {
     constexpr bool WR = decltype(with_res)::value;
     const int kt = kb + t;
-    uint32_t xf[MB][8];  // per k16 step s: {b0, b1} = xf[mb][2s], xf[mb][2s + 1]
+    // X fragments of the tile's two k16-step pairs: {b0, b1} of step s = xf[mb][4 (s >> 1) + 2 (s & 1) + {0, 1}].
+    // With one 8-row block (and the dense MB = 2 kernel) all are loaded up front; otherwise each pair's
+    // fragments are loaded just before its steps (half the live registers: the MB = 2 zipper kernels
+    // spilled under their register bounds, NOTES.md v15)
+    constexpr int XH = MB == 1 || (MB == 2 && MODE == MODE_DENSE) ? 2 : 1;  // k16-step pairs loaded at once
+    uint32_t xf[MB][4 * XH];
+    auto load_x = [&](int h0) {
 #pragma unroll
-    for (int mb = 0; mb < MB; ++mb)
+      for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
-      for (int h = 0; h < 2; ++h)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                     : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
-                     : "r"(xaddr[mb] + (2 * t + h) * xstep[mb]));
+        for (int h = 0; h < XH; ++h)
+          asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                       : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
+                       : "r"(xaddr[mb] + (2 * t + h0 + h) * xstep[mb]));
+    };
+    load_x(0);
     // a residual tile joins the group sum too: d = (q - z) + (r - 8) (rs / s), one rounding FMA in the
     // dtype, scaled by s with the rest of the group (two roundings per weight, as in the tests' bound). No
     // residual codes or scales are held across the tile (registers bound the ring depth): the codes are
@@ -286,6 +298,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
     }
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
+      if (XH == 1 && s == 2) load_x(1);
       const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
       const uint32_t rqw = WR ? *reinterpret_cast<const uint32_t*>(rslot + lane * 16 + s * 4) : 0u;
       uint32_t a[4];
@@ -301,7 +314,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG>::MAXT, GemvShape<MODE, BI
       }
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb) {
-        const uint32_t bf[2] = {xf[mb][2 * s], xf[mb][2 * s + 1]};
+        const int xi = XH == 2 ? 2 * s : 2 * (s & 1);
+        const uint32_t bf[2] = {xf[mb][xi], xf[mb][xi + 1]};
         mma16816<T>(accg[mb], a, bf);
       }
     }
@@ -452,17 +466,22 @@ const char* launch_w(const Params& p, int warps, cudaStream_t stream) {
   return warps == 16 ? launch_t<T, MB, MODE, true>(p, warps, stream) : launch_t<T, MB, MODE, false>(p, warps, stream);
 }
 
+template <typename T, int MODE>
+const char* launch_m(const Params& p, int mb, int warps, cudaStream_t stream) {
+  if (mb == 1) return launch_w<T, 1, MODE>(p, warps, stream);
+  return mb == 2 ? launch_w<T, 2, MODE>(p, warps, stream) : launch_w<T, 4, MODE>(p, warps, stream);
+}
+
 template <typename T>
 const char* launch_dt(const Params& p, int mode, int mb, int warps, cudaStream_t stream) {
-  if (mode == MODE_DENSE) return mb == 1 ? launch_w<T, 1, MODE_DENSE>(p, warps, stream) : launch_w<T, 2, MODE_DENSE>(p, warps, stream);
-  return mb == 1 ? launch_w<T, 1, MODE_ZIPPER>(p, warps, stream) : launch_w<T, 2, MODE_ZIPPER>(p, warps, stream);
+  return mode == MODE_DENSE ? launch_m<T, MODE_DENSE>(p, mb, warps, stream) : launch_m<T, MODE_ZIPPER>(p, mb, warps, stream);
 }
 
 }  // namespace
 
 const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the small-M kernel has the dense and zipper modes only";
-  if (mb < 1 || mb > GEMV_MAX_MB) return "mb must be 1 or 2";
+  if (mb != 1 && mb != 2 && mb != 4) return "mb must be 1, 2 or 4";
   if (warps != 4 && warps != 8 && warps != 16) return "warps per CTA must be 4, 8 or 16";
   if (p.kparts < 1 || warps % p.kparts) return "kparts must divide the warps per CTA";
   if (p.splitk < 1 || p.splitk > 16) return "splitk (cluster size) must be in [1, 16]";
@@ -490,10 +509,10 @@ int gemv_regs(int mode, int mb, int warps) {
 #define GEMV_ATTR(MBV, MD) \
   e = cudaFuncGetAttributes(&a, big ? w4a16_gemv_kernel<B, MBV, MD, true> : w4a16_gemv_kernel<B, MBV, MD, false>)
   if (mode == MODE_DENSE) {
-    if (mb == 1) GEMV_ATTR(1, MODE_DENSE); else GEMV_ATTR(2, MODE_DENSE);
+    if (mb == 1) GEMV_ATTR(1, MODE_DENSE); else if (mb == 2) GEMV_ATTR(2, MODE_DENSE); else GEMV_ATTR(4, MODE_DENSE);
   }
   if (mode == MODE_ZIPPER) {
-    if (mb == 1) GEMV_ATTR(1, MODE_ZIPPER); else GEMV_ATTR(2, MODE_ZIPPER);
+    if (mb == 1) GEMV_ATTR(1, MODE_ZIPPER); else if (mb == 2) GEMV_ATTR(2, MODE_ZIPPER); else GEMV_ATTR(4, MODE_ZIPPER);
   }
 #undef GEMV_ATTR
   if (e != cudaSuccess) {

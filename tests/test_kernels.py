@@ -371,12 +371,12 @@ GEMV_PLANS = [(w, kp, sk) for w in (4, 8, 16) for kp in (1, 2, 4, 8, 16) for sk 
 @gpu
 @needs_native
 @pytest.mark.parametrize("warps,kparts,splitk", GEMV_PLANS)
-@pytest.mark.parametrize("m", [1, 3, 9, 16])
+@pytest.mark.parametrize("m", [1, 3, 9, 16, 17, 32])
 def test_gemv_every_plan(warps, kparts, splitk, m):
     """Small-M kernel with every (warps per CTA, warps per slice, CTAs per slice group) plan: slices
     past Np in the last CTA, warps and whole CTAs whose K range is empty, K ranges straddling scale
-    groups, M in both row blocks (8 | 16), ragged N and K, a dense residual map (every bit-word window
-    moves), both dtypes."""
+    groups, M in every row block (8 | 16 | 32, full and partial), ragged N and K, a dense residual map
+    (every bit-word window moves), both dtypes."""
     from mosaic_exp.kernels import ops
     from mosaic_exp.kernels.native import load_native
 
@@ -387,7 +387,7 @@ def test_gemv_every_plan(warps, kparts, splitk, m):
     except ValueError as e:  # a plan whose CTA stages more X rows, scales and residual rings than fit
         nat = load_native()
         ktpw = -(-70 // (splitk * kparts))
-        smem = nat.gemv_smem_bytes(70, 2, kparts * ktpw, warps // kparts, 0, warps, ops.MODE_ZIPPER, 1 + (m > 8), m)
+        smem = nat.gemv_smem_bytes(70, 2, kparts * ktpw, warps // kparts, 0, warps, ops.MODE_ZIPPER, ops.gemv_mb(m), m)
         assert "no small-M plan fits" in str(e) and smem > nat.GEMV_SMEM_MAX, (str(e), smem)
 
 
@@ -395,9 +395,10 @@ def test_gemv_every_plan(warps, kparts, splitk, m):
 @needs_native
 @pytest.mark.parametrize("budget", [0.0, 0.03, 0.1, 0.5, 1.0])
 @pytest.mark.parametrize("gs,sym", [(64, True), (128, False), (-1, False), (-1, True)])
-@pytest.mark.parametrize("m", [1, 7, 16, 40])
+@pytest.mark.parametrize("m", [1, 7, 16, 24, 72])
 def test_gemv_budgets_groups(m, gs, sym, budget):
-    """Small-M kernel on every budget and group size (M=40: several 16-row z-slices of one launch)."""
+    """Small-M kernel on every budget and group size (M=72: three 32-row z-slices of one launch, the last
+    one partial)."""
     dtype = torch.bfloat16 if (m + gs) % 2 else torch.float16
     _run_case(m, 768, 1152 + 64 * 40, gs, sym, budget, (64, 64) if budget < 0.5 else (128, 128), dtype,
               path="gemv")

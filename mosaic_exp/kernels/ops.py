@@ -265,6 +265,11 @@ def gemv_max_m() -> int:
     return v
 
 
+def gemv_mb(m: int) -> int:
+    """8-row blocks of M per small-M CTA: 1, 2 or 4 (M <= 8, <= 16, larger: grid z-slices of 32 rows)."""
+    return 1 if m <= 8 else 2 if m <= 16 else 4
+
+
 @functools.cache
 def _gemv_regs(mode: int, mb: int, warps: int) -> int:
     """Registers per thread of a compiled small-M kernel: a driver query (cudaFuncGetAttributes), asked once
@@ -298,7 +303,7 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     all (warps, kparts, splitk). This model does not rank the measured plans well (NOTES.md v10, v13);
     the default routing uses ``gemv_default_plan`` instead."""
     force = force or _forced_gemv_plan()
-    mb = 1 if m <= 8 else 2
+    mb = gemv_mb(m)
     nat = load_native()
     ns, kt = n_pad // 16, k_pad // TILE
     mz = -(-m // (8 * mb))
@@ -504,7 +509,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     ``pdl`` (True/False or 'off'/'early'/'late', default $MOSAIC_PDL or DEFAULT_PDL) programmatic
     dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
     ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
-    gemv_kernels.cu, M <= 16 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
+    gemv_kernels.cu, M <= 32 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
     None: gemv for M <= gemv_max_m(), wgmma where ``wgmma_routes`` says so on an sm_90 device, tiled
     otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
     small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split."""
@@ -647,7 +652,7 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
 
 def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
                  pdl, where: str, force: tuple[int, int, int] | None) -> str:
-    """The small-M kernel (dense or zipper) on rows of 8 or 16; returns the kernel's name."""
+    """The small-M kernel (dense or zipper) on blocks of 8, 16 or 32 rows; returns the kernel's name."""
     nat = load_native()
     gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sms, force)
     pdl_mode = _env_pdl(pdl, where, m, gp.kparts * gp.splitk)
