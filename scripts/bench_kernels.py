@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.formats import QuantizedWeight
-from mosaic_exp.kernels import ops
+from mosaic_exp.kernels import ops, routes
 from mosaic_exp.kernels.packing import pack_quantized
 from mosaic_exp.quant.quantizer import pack_int4
 
@@ -46,7 +46,7 @@ SHAPES = {
 MS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 # environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
 KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK",
-              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_WGMMA_MIN_M")
+              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_GEMV_ROUTES", "MOSAIC_WGMMA_MIN_M")
 
 
 def git_commit() -> str:
@@ -292,7 +292,9 @@ def main() -> int:
                                     "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE,
                                     "gemv_max_m": ops.gemv_max_m(), "wgmma_min_m": ops.wgmma_min_m(),
                                     "wgmma_min_fill": ops.WGMMA_MIN_FILL,
-                                    "wgmma_ws128_fill": [ops.WGMMA_WS128_FILL, ops.WGMMA_WS128_FILL_SHORT_K, ops.WGMMA_SHORT_K]}}
+                                    "wgmma_ws128_fill": [ops.WGMMA_WS128_FILL, ops.WGMMA_WS128_FILL_SHORT_K, ops.WGMMA_SHORT_K],
+                                    # small-M route tables for M = 9..32 (mosaic_exp/kernels/routes.py)
+                                    "gemv_route_tables": [str(f.relative_to(ROOT)) for f in sorted(routes.ROUTES_DIR.glob("*.json"))]}}
     rows = []
     seen = set()
     for fam in a.shapes.split(","):

@@ -409,17 +409,20 @@ def test_gemv_budgets_groups(m, gs, sym, budget):
 
 @gpu
 @needs_native
-def test_gemv_plan_fits_and_default_routing(monkeypatch):
+def test_gemv_plan_fits_and_default_routing(monkeypatch, tmp_path):
     """The planner's choice is resident (registers, shared memory); by default M <= 8 routes to the gemv
     path with the first one-wave plan (LLaMA-3 o / down: one slice per CTA, qkv: two, gate_up: eight), and
-    to the tiled kernel where none fits; with $MOSAIC_GEMV_MAX_M=16, M <= 16 routes to it."""
+    to the tiled kernel where none fits; M = 9..32 routes to the gemv plan of the device's route table
+    where it has one for the shape and mode, else to the tiled kernel."""
+    import json
     from types import SimpleNamespace
 
     from mosaic_exp.kernels import ops
 
     monkeypatch.delenv("MOSAIC_GEMV_MAX_M", raising=False)
     monkeypatch.delenv("MOSAIC_GEMV_PLAN", raising=False)
-    assert ops.gemv_max_m() == 8
+    monkeypatch.setenv("MOSAIC_GEMV_ROUTES", "off")
+    assert ops.gemv_max_m() == 32
     for (n, k, want) in ((4096, 4096, (16, 16, 1)), (6144, 4096, (16, 8, 1)), (4096, 14336, (16, 16, 1)),
                          (28672, 4096, (16, 2, 1)), (28672 * 4, 4096, None)):
         packed = SimpleNamespace(n_pad=n, k_pad=k, gs_tiles=2, zeros=object())
@@ -429,7 +432,7 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         assert (gp and (gp.warps, gp.kparts, gp.splitk)) == (want if n != 6144 else (8, 8, 1)), (n, k, gp)
     qw = random_quantized(4096, 4096, 128, False, 0.03)
     p = pack_quantized(qw, torch.bfloat16, "cuda")
-    for m in (1, 2, 8, 9):
+    for m in (1, 2, 8, 9):  # no route table: M = 9 runs the tiled kernel
         ops.launch(torch.randn(m, 4096, device="cuda", dtype=torch.bfloat16), p, "zipper")
         kern = ops.LAST_LAUNCH["kernels"][0]
         assert kern.startswith("gemv-zipper[mb1,warps16,kparts16,splitk1") if m <= 8 else not kern.startswith("gemv"), kern
@@ -440,19 +443,27 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch):
         gp = ops.gemv_default_plan(m, packed, ops.MODE_DENSE, 132)
         assert (gp and (gp.warps, gp.kparts, gp.splitk)) == want, (m, gp)
 
-    monkeypatch.setenv("MOSAIC_GEMV_MAX_M", "16")
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for (n, k) in ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336)):
         for mode in (ops.MODE_DENSE, ops.MODE_ZIPPER):
             gp = ops.gemv_plan(1, n, k, 2, True, mode, sms)
             assert gp.ctas_per_sm >= 1 and gp.splitk * gp.kparts * gp.ktpw >= k // 64
-    qw = random_quantized(4096, 512, 128, False, 0.1)  # 256 slices: a plan that fills every SM
+    # a route table for this device: 16-row blocks of the zipper on (4096, 512) take (16, 4, 2), its 32-row
+    # blocks the tiled kernel; the dense kernel has no entry (tiled)
+    table = {"device": torch.cuda.get_device_name(), "routes": [
+        {"n_pad": 4096, "k_pad": 512, "mode": "zipper", "mb": 2, "plan": [16, 4, 2]},
+        {"n_pad": 4096, "k_pad": 512, "mode": "zipper", "mb": 4, "plan": "tiled"}]}
+    (tmp_path / "routes.json").write_text(json.dumps(table))
+    monkeypatch.setenv("MOSAIC_GEMV_ROUTES", str(tmp_path / "routes.json"))
+    qw = random_quantized(4096, 512, 128, False, 0.1)
     p = pack_quantized(qw, torch.float16, "cuda")
-    ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper")
-    assert ops.LAST_LAUNCH["kernels"][0].startswith("gemv-zipper[mb2")
-    ops.launch(torch.randn(17, 512, device="cuda", dtype=torch.float16), p, "zipper")
+    for m, want in ((9, "gemv-zipper[mb2,warps16,kparts4,splitk2"), (16, "gemv-zipper[mb2,warps16,kparts4,splitk2"),
+                    (17, "zipper[cfg"), (32, "zipper[cfg")):
+        ops.launch(torch.randn(m, 512, device="cuda", dtype=torch.float16), p, "zipper")
+        assert ops.LAST_LAUNCH["kernels"][0].startswith(want), (m, ops.LAST_LAUNCH)
+    ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "dense")
     assert not ops.LAST_LAUNCH["kernels"][0].startswith("gemv-")
-    ops.launch(torch.randn(17, 512, device="cuda", dtype=torch.float16), p, "zipper", cfg=4)
+    ops.launch(torch.randn(16, 512, device="cuda", dtype=torch.float16), p, "zipper", cfg=4)
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[cfg4")
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mosaic_exp.kernels import routes
 from mosaic_exp.kernels.native import load_native
 from mosaic_exp.kernels.packing import TILE, PackedW4
 
@@ -77,8 +78,15 @@ LEAD_MAX_KTPS_FULL = 16
 # 31.4 us zipper against the tiled kernel's 30.6 / 40.2. Last, K split over a cluster of 2 CTAs halves
 # the X rows a CTA stages: LLaMA-3 down at M=4 (16, 8, 2) runs 19.9 us zipper against the tiled 27.3
 # (dense: 18.3 both); from M=7 nothing fits one wave there and the tiled kernel runs (NOTES.md v14).
+# At M = 9..32 (two or four 8-row blocks per CTA, NOTES.md v15) a plan runs only where the device's route
+# table (routes.py, written by scripts/tune_gemv_routes.py from GEMV_TUNE_PLANS) measured it faster than the
+# tiled kernel for that shape and mode; shapes the table lacks keep the tiled kernel.
 # $MOSAIC_GEMV_PLAN="warps,kparts,splitk" forces a plan.
-GEMV_MAX_M = 8
+GEMV_MAX_M = 32
+# the candidate plans the tuner times at M = 9..32 (a plan whose CTA does not fit is skipped)
+GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), (16, 4, 4), (16, 2, 1), (16, 2, 2),
+                   (16, 2, 4), (16, 1, 2), (16, 1, 4), (16, 1, 8), (16, 8, 4), (16, 8, 8), (16, 4, 8), (8, 8, 1),
+                   (8, 8, 2), (8, 4, 2), (8, 2, 2), (8, 2, 4), (8, 8, 8), (8, 1, 8), (4, 1, 8), (4, 4, 4))
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)
@@ -113,6 +121,7 @@ GEMV_FILL_NS, GEMV_TILE_NS, GEMV_SUM_NS = 1500.0, 100.0, 150.0  # pipeline fill,
 _ws_cache: dict = {}
 _cfg_cache: dict = {}
 _sm_cache: dict = {}
+_name_cache: dict = {}
 _clusters_cache: dict = {}
 LAST_LAUNCH: dict = {}
 
@@ -164,6 +173,13 @@ def _sm_count(device: torch.device) -> int:
     if idx not in _sm_cache:
         _sm_cache[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
     return _sm_cache[idx]
+
+
+def _device_name(device: torch.device) -> str:
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _name_cache:
+        _name_cache[idx] = torch.cuda.get_device_name(idx)
+    return _name_cache[idx]
 
 
 def max_splitk() -> int:
@@ -335,12 +351,26 @@ def gemv_plan(m: int, n_pad: int, k_pad: int, gs_tiles: int, zeros: bool, mode: 
     return best
 
 
-def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int) -> GemvPlan | None:
-    """The small-M plan the default routing takes: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs fill
-    exactly one wave (at least one per SM, all resident at once), or None (then the tiled kernel runs)."""
+def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int, device_name: str | None = None) -> GemvPlan | None:
+    """The small-M plan the default routing takes, or None (then the tiled kernel runs).
+
+    M <= 8: the first of GEMV_ONE_WAVE_PLANS[mode] whose CTAs fill exactly one wave (at least one per SM, all
+    resident at once). M = 9..32 (two or four 8-row blocks per CTA): the plan that the route table measured
+    faster than the tiled kernel on this GPU model for this shape (``routes.lookup``), else None."""
     forced = _forced_gemv_plan()
     if forced is not None:
         return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, forced)
+    mb = gemv_mb(m)
+    if mb > 1:
+        if device_name is None:
+            return None
+        route = routes.lookup(device_name, p.n_pad, p.k_pad, "zipper" if mode == MODE_ZIPPER else "dense", mb)
+        if route is None or route == "tiled":
+            return None
+        try:  # a table entry whose plan does not fit this packing (e.g. more scale groups) is skipped
+            return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, route)
+        except ValueError:
+            return None
     for plan in GEMV_ONE_WAVE_PLANS[mode]:
         try:
             gp = gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, plan)
@@ -543,7 +573,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         raise ValueError(f"path must be 'tiled', 'gemv' or 'wgmma', got {path!r} {where}")
     if path is None:
         free = cfg is None and splitk is None
-        if free and m <= gemv_max_m() and gemv is None and (gp := gemv_default_plan(m, p, mode, sms)) is not None:
+        if (free and m <= gemv_max_m() and gemv is None
+                and (gp := gemv_default_plan(m, p, mode, sms, _device_name(x.device))) is not None):
             path, gemv = "gemv", (gp.warps, gp.kparts, gp.splitk)
         elif free and m <= gemv_max_m() and gemv is not None:
             path = "gemv"
