@@ -3,6 +3,8 @@
 # benchmark. Logs and results go to $OUT (default ./device_out).
 #   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
+#   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
+#   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), SAN_TIMEOUT (s, default 300), BUILD_ARGS
 # (e.g. --reuse-objects with native/build carried from a CPU build: only the binding is compiled here).
 set -u -o pipefail
@@ -31,6 +33,11 @@ for st in $STAGES; do
       ;;
     test)
       timeout ${TEST_TIMEOUT:-420} $PY -m pytest tests/test_kernels.py -q --maxfail=${MAXFAIL:-15} -ra --timeout 400 ${TEST_ARGS:-} 2>&1 | tee "$OUT/test.log" | tail -25 || rc=1
+      ;;
+    tune)
+      # small-M route table (mosaic_exp/kernels/routes.py) measured on this GPU; later stages use it
+      timeout ${TUNE_TIMEOUT:-300} $PY scripts/tune_gemv_routes.py --out "$OUT/gemv_routes.json" ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.log" | grep -v "^    " || rc=1
+      [ -f "$OUT/gemv_routes.json" ] && export MOSAIC_GEMV_ROUTES="$OUT/gemv_routes.json"
       ;;
     sanitizer)
       timeout ${SAN_TIMEOUT:-300} compute-sanitizer --tool memcheck --leak-check no --error-exitcode 9 \
