@@ -44,6 +44,12 @@ void check_problem(long M, long N, long K, long Np, long Kp, int dtype) {
   if (dtype != zipper::DT_FP16 && dtype != zipper::DT_BF16) fail(M, N, K, "dtype code must be 0 (fp16) or 1 (bf16)");
 }
 
+// programmatic dependent launch mode, one check for every family: 0 off, 1 trigger after griddepcontrol.wait,
+// 3 after the mainloop (ops.PDL_MODES)
+void check_pdl(long M, long N, long K, int pdl) {
+  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+}
+
 // pointers of the dense / zipper kernels of the gemv and wgmma families (the residual only for zipper)
 void check_dense_zipper_ptrs(long M, long N, long K, std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales,
                              std::uintptr_t zeros, std::uintptr_t rw, std::uintptr_t rs, std::uintptr_t res_bits,
@@ -136,7 +142,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
     fail(M, N, K, "the zipper kernel has only the 'first' prologue since v9 (zflags must be 1)");
   p.zflags = zflags;
   if (fixup < 0 || fixup > 1) fail(M, N, K, "fixup must be 0 (global) or 1 (cluster)");
-  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  check_pdl(M, N, K, pdl);
   if (rlead != 0 && ci.stages <= 4) fail(M, N, K, "a residual lead (rlead) needs a config with more than 4 stages");
   if (rlead < 0 || rlead >= ci.stages) fail(M, N, K, "rlead=" + std::to_string(rlead) + " outside [0, " + std::to_string(ci.stages - 1) + "]");
   p.rlead = rlead;
@@ -166,7 +172,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   if (ktpw < 1 || splitk * kparts * ktpw < KT) fail(M, N, K, "splitk * kparts * ktpw must cover the " + std::to_string(KT) + " k-tiles");
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
-  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  check_pdl(M, N, K, pdl);
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.pdl = pdl;
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
@@ -197,7 +203,7 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
   if (splitk < 1 || splitk > 8 || splitk > KT)
     fail(M, N, K, "wgmma splitk (one cluster) must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
-  if (pdl < 0 || pdl > 3) fail(M, N, K, "pdl must be 0 (off), 1 (trigger after the wait) or 3 (trigger after the mainloop)");
+  check_pdl(M, N, K, pdl);
   check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.pdl = pdl;

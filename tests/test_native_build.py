@@ -60,6 +60,10 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 2, 256, 250, 256, 256, 1, 1, 4, 8, 1, 0, 0, 0, 0, 1)
     with pytest.raises(ValueError, match=r"kparts=3 must divide warps=8"):
         mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 2, 256, 256, 256, 256, 1, 3, 4, 8, 1, 0, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match=r"mb must be 1, 2 or 4 \(8, 16 or 32 rows of M per CTA\), got 3"):
+        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 20, 256, 256, 256, 256, 1, 1, 4, 8, 3, 0, 0, 0, 0, 1)
+    with pytest.raises(ValueError, match=r"m=2, n=256, k=256\): pdl must be 0 \(off\), 1"):
+        mod.gemv(16, 16, 16, 0, 0, 0, 0, 0, 16, 2, 256, 256, 256, 256, 1, 1, 4, 8, 1, 0, 0, 0, 7, 1)
     with pytest.raises(ValueError, match=r"m=300, n=256, k=250"):  # large-M kernel: same checks
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 250, 256, 256, 1, 128, 1, 0, 0)
     with pytest.raises(ValueError, match=r"token tile bt must be 8, 16, 32, 64, 128 or 256, got 96"):
