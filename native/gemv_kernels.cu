@@ -95,8 +95,8 @@ template <int MODE, bool BIG, int MB = 1>
 struct GemvShape {
   static constexpr int D = MODE == MODE_ZIPPER ? (BIG ? 2 : 4) : (BIG ? 4 : 8);
   static constexpr int MAXT = BIG ? 512 : 256;
-  static constexpr int MINB = MB == 4 ? (BIG ? 1 : 2)
-                              : !BIG && MODE == MODE_ZIPPER ? 3 : (BIG && MB == 2 && MODE == MODE_ZIPPER ? 1 : 2);
+  static constexpr bool WIDE = MB == 4 || (MB == 2 && MODE == MODE_ZIPPER);  // the 16-warp kernel needs > 64 registers
+  static constexpr int MINB = BIG ? (WIDE ? 1 : 2) : (MB == 4 ? 2 : MODE == MODE_ZIPPER ? 3 : 2);
 };
 // the ring depth of the kernel a launch with `warps` warps per CTA runs
 inline int gemv_depth(int mode, int warps) {
@@ -108,7 +108,7 @@ inline int gemv_depth(int mode, int warps) {
 template <typename T, int MB, int MODE, bool BIG>
 __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE, BIG, MB>::MINB)
     w4a16_gemv_kernel(const Params p) {
-  constexpr int D = GemvShape<MODE, BIG>::D;
+  constexpr int D = GemvShape<MODE, BIG, MB>::D;
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
@@ -452,7 +452,7 @@ const char* launch_t(const Params& p, int warps, cudaStream_t stream) {
   }
   const int spc = warps / p.kparts;
   const int groups = gemv_groups(p.KT, p.gs_tiles, p.kparts * p.ktpw);
-  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GemvShape<MODE, BIG>::D,
+  const GemvSmem L = gemv_smem(groups, spc, p.zeros != nullptr, warps, MODE, MB, GemvShape<MODE, BIG, MB>::D,
                                min(8 * MB, p.M), p.kparts * p.ktpw);
   if (L.total > GEMV_MAX_SMEM)
     return "the CTA's X rows and scales exceed shared memory (use more K splits or fewer slices per CTA)";
