@@ -164,7 +164,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
           int mode, std::uintptr_t stream, int pdl, long splitk) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "small-M mode must be 0 (dense) or 1 (zipper)");
-  if (mb != 1 && mb != 2 && mb != 4) fail(M, N, K, "mb must be 1, 2 or 4 (8, 16 or 32 rows of M per CTA), got " + std::to_string(mb));
+  if (!zipper::gemv_mb_valid(mb)) fail(M, N, K, "mb must be 1, 2 or 4 (8, 16 or 32 rows of M per CTA), got " + std::to_string(mb));
   if (warps != 4 && warps != 8 && warps != 16) fail(M, N, K, "warps per CTA must be 4, 8 or 16, got " + std::to_string(warps));
   if (kparts < 1 || warps % kparts) fail(M, N, K, "kparts=" + std::to_string(kparts) + " must divide warps=" + std::to_string(warps));
   const long KT = Kp / 64;

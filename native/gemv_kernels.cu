@@ -481,7 +481,7 @@ const char* launch_dt(const Params& p, int mode, int mb, int warps, cudaStream_t
 
 const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream_) {
   if (mode != MODE_DENSE && mode != MODE_ZIPPER) return "the small-M kernel has the dense and zipper modes only";
-  if (mb != 1 && mb != 2 && mb != 4) return "mb must be 1, 2 or 4";
+  if (!gemv_mb_valid(mb)) return "mb must be 1, 2 or 4";
   if (warps != 4 && warps != 8 && warps != 16) return "warps per CTA must be 4, 8 or 16";
   if (p.kparts < 1 || warps % p.kparts) return "kparts must divide the warps per CTA";
   if (p.splitk < 1 || p.splitk > 16) return "splitk (cluster size) must be in [1, 16]";

@@ -88,6 +88,7 @@ const char* launch(const Params& p, int dtype, int mode, int cfg, void* stream);
 // slice group (a thread-block cluster) summed through DSMEM (deterministic).
 // mb = 8-row blocks of M per CTA (1, 2 or 4: M <= 8, 16 or 32 per grid z-slice); warps = 4, 8 or 16 per CTA;
 // mode MODE_DENSE or MODE_ZIPPER. Reads p.x/w/scales/zeros/rw/rs/res_bits/res_base, writes p.y.
+constexpr bool gemv_mb_valid(int mb) { return mb == 1 || mb == 2 || mb == 4; }  // the compiled row blocks
 const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps, void* stream);
 // registers per thread of a small-M kernel (bf16) for a CTA of `warps` warps, -1 without a CUDA device
 int gemv_regs(int mode, int mb, int warps);

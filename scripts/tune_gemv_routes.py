@@ -7,7 +7,7 @@ row sizes (mb 2: M = 9..16, mb 4: M = 17..32), time the tiled kernel and every c
 over weight copies rotated past L2, median), and keep the gemv plan with the least summed time if it beats
 the tiled kernel by more than --margin, else 'tiled'. Writes the table (and every timing) as JSON:
 
-    python3 scripts/tune_gemv_routes.py --out mosaic_exp/kernels/routes/h100_80gb_hbm3.json
+    python3 scripts/tune_gemv_routes.py --out mosaic_exp/kernels/routes/nvidia_h100_80gb_hbm3.json
 """
 
 from __future__ import annotations
