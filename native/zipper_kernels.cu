@@ -300,17 +300,20 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     zin = znext(t_begin);
     zcn = min(zin, (zwc + 1) << 5);
   };
-  if (MODE == MODE_ZIPPER && zfirst) zstart();
   // prologue: weights (base, scales, and with 'first' the residual units) of tiles 0..PRO-1
   // before griddep_wait() (they overlap the previous kernel's tail under PDL), then X of
   // tiles 0..PRO-1. Group 0 = all prologue weights + X of tile 0, group s = X of tile s: tile t
-  // is complete when groups 0..t are, as before.
+  // is complete when groups 0..t are, as before. The base tiles go out first: they depend on
+  // nothing, while the residual units wait for the bit words (one memory round trip that then
+  // overlaps the base tiles' own instead of delaying them)
 #pragma unroll
-  for (int s = 0; s < PRO; ++s) {
-    if (s < ntiles) {
-      issue_w(s, s);
-      if (MODE == MODE_ZIPPER && zfirst && s < RL) issue_zres(s);
-    }
+  for (int s = 0; s < PRO; ++s)
+    if (s < ntiles) issue_w(s, s);
+  if (MODE == MODE_ZIPPER && zfirst) {
+    zstart();
+#pragma unroll
+    for (int s = 0; s < PRO; ++s)
+      if (s < ntiles && s < RL) issue_zres(s);
   }
   griddep_wait();
   // every CTA is past its wait: the previous grids are complete, so a dependent grid launched
