@@ -278,9 +278,8 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
 
   // zipper prologue ('first', the only scheme since v9; v8's 'late' scheme, which sent the
   // prologue tiles' residual units one group later, measured equal and is gone): wait for the
-  // bit words, then every tile sends its residual units with (or RL tiles ahead of) its base.
-  // Under PDL the wait overlaps the previous kernel's tail (it comes before griddep_wait()).
-  constexpr bool zfirst = MODE == MODE_ZIPPER;
+  // bit words (after every prologue base and X copy is out), then every tile sends its residual
+  // units with (or RL tiles ahead of) its base.
   // residual lead (TPI == 1): the residual units of tile t + RL are issued at iteration t
   // (in that iteration's group), so the ring holds the units of RL + 1 tiles instead of STAGES;
   // a tile with a residual then waits for the group of iteration t - RL too (in the consumer's
@@ -300,31 +299,39 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     zin = znext(t_begin);
     zcn = min(zin, (zwc + 1) << 5);
   };
-  // prologue: weights (base, scales, and with 'first' the residual units) of tiles 0..PRO-1
-  // before griddep_wait() (they overlap the previous kernel's tail under PDL), then X of
-  // tiles 0..PRO-1. Group 0 = all prologue weights + X of tile 0, group s = X of tile s: tile t
-  // is complete when groups 0..t are, as before. The base tiles go out first: they depend on
-  // nothing, while the residual units wait for the bit words (one memory round trip that then
-  // overlaps the base tiles' own instead of delaying them)
+  // prologue: weights (base codes, scales) of tiles 0..PRO-1 before griddep_wait() (they overlap
+  // the previous kernel's tail under PDL), then X of tiles 0..PRO-1.
+  //   dense / residual-only: group 0 = all prologue weights + X of tile 0, group s = X of tile s.
+  //   zipper: group 0 = all prologue weights + all prologue X + the residual units of tile 0,
+  //   group s = the residual units of tile s. The residual units need the bit words (one memory
+  //   round trip, zstart); issuing every base and X copy before that wait keeps it off the first
+  //   tiles' critical path (NOTES.md v16: with X behind it, the zipper kernel ran +35 % over dense
+  //   with no residual at all). Either way tile t is complete when groups 0..t are.
 #pragma unroll
   for (int s = 0; s < PRO; ++s)
     if (s < ntiles) issue_w(s, s);
-  if (MODE == MODE_ZIPPER && zfirst) {
-    zstart();
-#pragma unroll
-    for (int s = 0; s < PRO; ++s)
-      if (s < ntiles && s < RL) issue_zres(s);
-  }
   griddep_wait();
   // every CTA is past its wait: the previous grids are complete, so a dependent grid launched
   // now can only overlap this one (and reads nothing this one writes before its own wait).
   // p.pdl bit 1 ('late'): trigger after the mainloop instead, so the next grid's CTAs are placed
   // on an almost empty GPU (balanced) and overlap only this grid's epilogue and tail.
   if (!(p.pdl & 2)) griddep_launch_dependents();
+  if (MODE == MODE_ZIPPER) {
 #pragma unroll
-  for (int s = 0; s < PRO; ++s) {
-    if (s < ntiles) issue_x(s, s);
-    cp_async_commit();
+    for (int s = 0; s < PRO; ++s)
+      if (s < ntiles) issue_x(s, s);
+    zstart();
+#pragma unroll
+    for (int s = 0; s < PRO; ++s) {
+      if (s < ntiles && s < RL) issue_zres(s);
+      cp_async_commit();
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < PRO; ++s) {
+      if (s < ntiles) issue_x(s, s);
+      cp_async_commit();
+    }
   }
 
   const unsigned short e8_bits = Tr::E8;
