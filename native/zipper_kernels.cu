@@ -91,10 +91,15 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
 // configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
 //
+// Launch bounds: the small-M zipper kernels (MT = 1) say 4 CTAs per SM, their shared-memory residency
+// anyway. Without it ptxas held them at ~84 registers by recomputing the thread's shared-memory addresses
+// from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md v16); with it they use
+// ~111 registers and keep them.
+//
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
 // the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
 template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI>
-__global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2) : 0) w4a16_kernel(const Params p) {
+__global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2) : (MODE == MODE_ZIPPER && NW == 2 && MT <= 2 ? 5 - MT : 0)) w4a16_kernel(const Params p) {
   constexpr int NTHR = THREADS * WK;
   constexpr int KS_PER = 4 / WK;
   using Tr = Traits<T>;
@@ -158,7 +163,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   };
   // first k-tile >= from (from >= 32 zwc) with a residual in any unit, inside the window;
   // 32 zwc + 64 (the window's end) if there is none. Only called on the slow paths: the
-  // per-tile test is one compare against zin (issuer) / zcn (consumer).
+  // per-tile test is one compare of the loop's tile index against zi (issuer) / zc (consumer).
   auto znext = [&](int from) -> int {
     const int base = zwc << 5, off = from - base;
     if (off >= 64) return base + 64;
@@ -168,7 +173,10 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     m >>= off;
     return m ? from + __ffsll((long long)m) - 1 : base + 64;
   };
-  int zin = 0, zcn = 0;  // next k-tile the issuer / consumer must look at
+  // next tile (index relative to t_begin) the issuer / consumer must look at: relative, so that the
+  // per-tile test needs neither t_begin nor the residual lead (NOTES.md v16: ptxas re-derived both
+  // from the constant bank on every tile)
+  int zi = 0, zc = 0;
   int* const pre_a = reinterpret_cast<int*>(smem + STAGES * L::STAGE);  // residual-only kernel
   int* const pre_b = pre_a + MAX_PRE;
   if (MODE == MODE_RESIDUAL) {
@@ -201,24 +209,19 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     const int stid = WK == 1 ? tid - 32 : tid - THREADS;
     if (stid >= 0 && stid < 8) cp_async16(rsb + stid * 16, RSC + (size_t)rid * 64 + stid * 8, true);
   };
-  // zipper: residual units of tile t (issuer side of the bit window)
-  // returns whether tile t has a residual in any unit (the issuer's sentinel zin makes the
-  // common case one compare)
-  auto issue_zres = [&](int t) -> uint32_t {
+  // zipper issuer slow path, called for tile t == zi only (the caller's one compare): the residual
+  // units of tile t (issuer side of the bit window), then the next tile to look at
+  auto issue_zres = [&](int t) {
     const int kt = t_begin + t;
-    if (kt != zin) return 0u;
-    uint32_t any = 0;
 #pragma unroll
     for (int u = 0; u < NW; ++u) {
       if (zbit(u, kt)) {
         uint8_t* rb = ring + (u * p.rslots + zirid[u] % p.rslots) * L::RING_UNIT;
         copy_res(rb, rb + UNIT_BYTES, zirid[u]);
         ++zirid[u];
-        any = 1u;
       }
     }
-    zin = znext(kt + 1);
-    return any;
+    zi = znext(kt + 1) - t_begin;
   };
 
   auto tile_kt = [&](int t) -> int {
@@ -296,8 +299,9 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       zirid[u] += __popc(zlo[u] & ((1u << (t_begin & 31)) - 1u));
       zcrid[u] = zirid[u];
     }
-    zin = znext(t_begin);
-    zcn = min(zin, (zwc + 1) << 5);
+    const int zin = znext(t_begin);
+    zi = zin - t_begin;
+    zc = min(zin, (zwc + 1) << 5) - t_begin;
   };
   // prologue: weights (base codes, scales) of tiles 0..PRO-1 before griddep_wait() (they overlap
   // the previous kernel's tail under PDL), then X of tiles 0..PRO-1.
@@ -323,7 +327,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     zstart();
 #pragma unroll
     for (int s = 0; s < PRO; ++s) {
-      if (s < ntiles && s < RL) issue_zres(s);
+      if (s < ntiles && s < RL && s == zi) issue_zres(s);
       cp_async_commit();
     }
   } else {
@@ -349,9 +353,9 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const int tn = t + PRO + i;
       if (tn < ntiles) issue(tn, islot);
       islot = islot + 1 == STAGES ? 0 : islot + 1;
-      if (MODE == MODE_ZIPPER) {  // residual units of tile t + RL (RL == PRO: with the base tile)
-        const int tz = RL == PRO ? tn : t + RL;
-        if (tz < ntiles) issue_zres(tz);
+      if (MODE == MODE_ZIPPER) {  // residual units of tile t + i + RL (RL == PRO: tn, with the base tile)
+        const int tz = t + i + RL;
+        if (tz == zi && tz < ntiles) issue_zres(tz);
       }
       cp_async_commit();
     }
@@ -359,12 +363,18 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     for (int i = 0; i < TPI; ++i) {
     const int tc = t + i;
     if (TPI > 1 && tc >= ntiles) break;
-    const int kt_c = t_begin + tc;
     // zipper consumer slow path (uniform, taken at residual tiles and word boundaries only):
     // move the window when entering the next word, note which units of this tile have a
     // residual (bit u of hm), find the next tile to look at
+    // every warp's n16 slices lie in one unit (uw), so "this warp adds a residual" is
+    // warp-uniform and the tile runs either the dense body or the residual body: a tile
+    // without residual issues the dense instructions (the residual dequant is branched
+    // around, not predicated off).
+    const int uw = (warp * NW) >> 2;
     uint32_t hm = 0;
-    if (MODE == MODE_ZIPPER && kt_c == zcn) {
+    int zring_w = 0;  // ring offset of the residual unit of the warp's unit in this tile (if any)
+    if (MODE == MODE_ZIPPER && tc == zc) {
+      const int kt_c = t_begin + tc;
       if ((kt_c & 31) == 0 && (kt_c >> 5) != zwc) {
         ++zwc;
 #pragma unroll
@@ -376,7 +386,16 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       }
 #pragma unroll
       for (int u = 0; u < NW; ++u) hm |= zbit(u, kt_c) << u;
-      zcn = min(znext(kt_c + 1), (zwc + 1) << 5);
+      zc = min(znext(kt_c + 1), (zwc + 1) << 5) - t_begin;
+      // the warp's residual slot, and the ids past this tile's units (here, not after the body:
+      // the common path then carries no id update)
+      int crid = zcrid[0];
+#pragma unroll
+      for (int uu = 1; uu < NW; ++uu)
+        if (uw == uu) crid = zcrid[uu];
+      zring_w = (uw * p.rslots + crid % p.rslots) * L::RING_UNIT;
+#pragma unroll
+      for (int u = 0; u < NW; ++u) zcrid[u] += (hm >> u) & 1u;
       // shorter residual lead (TPI == 1): this tile's residual units went out with the group of
       // iteration tc - RL, newer than the tile's own group; wait for it (RL newer groups may stay
       // pending) and make every thread's copies visible. Block-uniform: hm, RL and tc are.
@@ -387,11 +406,6 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     }
     const uint8_t* st = smem + cslot * L::STAGE;
     cslot = cslot + 1 == STAGES ? 0 : cslot + 1;
-    // every warp's n16 slices lie in one unit (uw), so "this warp adds a residual" is
-    // warp-uniform and the tile runs either the dense body or the residual body: a tile
-    // without residual issues the dense instructions (the residual dequant is branched
-    // around, not predicated off).
-    const int uw = (warp * NW) >> 2;
 
     auto tile_body = [&](auto with_res) {
       constexpr bool WR = decltype(with_res)::value;  // add a residual unit (zipper/residual)
@@ -400,11 +414,7 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       const uint8_t* rb = st + L::OFF_R + uw * UNIT_BYTES;
       const uint8_t* rsb = st + L::OFF_RS + uw * 128;
       if constexpr (WR && MODE == MODE_ZIPPER) {
-        int crid = zcrid[0];
-#pragma unroll
-        for (int uu = 1; uu < NW; ++uu)
-          if (uw == uu) crid = zcrid[uu];
-        rb = ring + (uw * p.rslots + crid % p.rslots) * L::RING_UNIT;
+        rb = ring + zring_w;
         rsb = rb + UNIT_BYTES;
       }
 #pragma unroll
@@ -478,10 +488,6 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
       tile_body(std::true_type{});
     else
       tile_body(std::false_type{});
-    if (MODE == MODE_ZIPPER && hm) {
-#pragma unroll
-      for (int u = 0; u < NW; ++u) zcrid[u] += (hm >> u) & 1u;
-    }
     }
   }
   cp_async_wait<0>();
