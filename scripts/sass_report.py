@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-import build_native  # noqa: E402
+import build_native
 
 # opcodes worth counting in these kernels (prefix match on the SASS opcode)
 KEY_OPS = ("HMMA", "HGMMA", "LDGSTS", "LDG", "LDS", "LDSM", "STS", "BAR", "DEPBAR", "S2R", "LDC", "BRA")
