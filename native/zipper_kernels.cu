@@ -91,10 +91,10 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
 // configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
 //
-// Launch bounds: the small-M zipper kernels (MT = 1) say 4 CTAs per SM, their shared-memory residency
-// anyway. Without it ptxas held them at ~84 registers by recomputing the thread's shared-memory addresses
-// from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md v16); with it they use
-// ~111 registers and keep them.
+// Launch bounds: the two-unit zipper kernels for M <= 32 say 4 (MT = 1) or 3 (MT = 2) CTAs per SM, their
+// shared-memory residency at the usual ring sizes. Without it ptxas held the MT = 1 kernel at ~84 registers
+// by recomputing the thread's shared-memory addresses from the thread index on every tile (~20 of ~300
+// instructions per tile, NOTES.md v16); with it they use 111 / 145 registers and keep them.
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
 // the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
