@@ -3,8 +3,8 @@
 Hypothesis: at LLaMA-3 o, M = 16 the zipper kernel gains almost nothing from programmatic dependent launch
 (dense 10.8 -> 8.2 us, zipper 12.5 -> 12.3) because two consecutive grids of 32 clusters of 8 CTAs do not fit
 at once (62 resident 8-CTA clusters with the zipper's shared memory, 77 with the dense kernel's), so the
-next grid's prologue cannot overlap. Forced plans per shape and M, dense and zipper (3 %) with PDL on and off, and the zipper kernel with every
-residual bit cleared (PDL on):
+next grid's prologue cannot overlap. Forced plans per shape and M, dense and zipper (3 %) with PDL on and
+off, and the zipper kernel with every residual bit cleared (PDL on):
   python3 native/exp/probe_split_plans.py --shape o --ms 8,16 --plans 8:cluster,8:global,7:cluster,4:cluster
 """
 import argparse
@@ -16,9 +16,10 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from mosaic_exp.kernels import ops  # noqa: E402
-from probe_tiled_zipper import SHAPES, weights  # noqa: E402
-from scripts.bench_kernels import time_graph  # noqa: E402
+from probe_tiled_zipper import SHAPES, weights
+
+from mosaic_exp.kernels import ops
+from scripts.bench_kernels import time_graph
 
 
 def main():
@@ -28,9 +29,9 @@ def main():
     ap.add_argument("--plans", default="8:cluster,8:global,7:cluster,6:cluster,4:cluster")
     a = ap.parse_args()
     print(f"probe_split_plans {' '.join(sys.argv[1:])} commit={os.environ.get('MOSAIC_COMMIT', '?')} "
-          f"device={torch.cuda.get_device_name()} date={dt.datetime.now(dt.timezone.utc):%FT%TZ}", flush=True)
+          f"device={torch.cuda.get_device_name()} date={dt.datetime.now(dt.UTC):%FT%TZ}", flush=True)
     k, n = SHAPES[a.shape]
-    P0, P3, P3z, _ = weights(k, n, 0)
+    P0, P3, P3z, _ = weights(k, n)
     for m in map(int, a.ms.split(",")):
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -39,8 +40,8 @@ def main():
             out = []
             for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper"), ("z3nobits", P3z, "zipper")):
                 for pdl in (("auto", "off") if tag != "z3nobits" else ("auto",)):
-                    kw = dict(splitk=int(sk), fixup=fx, pdl=None if pdl == "auto" else "off", path="tiled")
-                    t = time_graph([lambda q=q, v=v, kw=kw: ops.launch(x, q, v, out=y, **kw) for q in PP])
+                    kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled"}
+                    t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
                     out.append(f"{tag}{'' if pdl == 'auto' else '_nopdl'}={t * 1e6:.1f}")
             clusters = {md: ops.max_active_clusters(4, md, int(sk), 4) for md in (ops.MODE_DENSE, ops.MODE_ZIPPER)}
             print(f"{a.shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{ops.LAST_LAUNCH['kernels'][0]}]"

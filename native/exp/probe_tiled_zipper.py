@@ -22,23 +22,21 @@ import sys
 import torch
 
 sys.path.insert(0, os.getcwd())
-from mosaic_exp.kernels import ops  # noqa: E402
-from mosaic_exp.kernels.packing import pack_quantized  # noqa: E402
-from scripts.bench_kernels import copies_for, random_qw_gpu, time_graph  # noqa: E402
+from mosaic_exp.kernels import ops
+from mosaic_exp.kernels.packing import pack_quantized
+from scripts.bench_kernels import SHAPES as FAMILIES
+from scripts.bench_kernels import random_qw_gpu, rotated_packs, time_graph
 
-SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
-
-
-def copies(p, n):
-    return [p] + [dataclasses.replace(p, **{k: v.clone() for k, v in p.tensors().items()}) for _ in range(n - 1)]
+SHAPES = {name: (k, n) for name, k, n in FAMILIES["llama3"]}
 
 
-def weights(k, n, ncopies):
+def weights(k, n, rotate=True):
+    """Packed weights at budgets 0 / 3 % / 10 % and the 3 % ones with every residual bit cleared: lists of
+    copies rotated past L2 (one copy each without ``rotate``: a single launch for ncu)."""
     p0 = pack_quantized(random_qw_gpu(n, k, 0.0, seed=7), torch.bfloat16, "cuda")
     p3 = pack_quantized(random_qw_gpu(n, k, 0.03, seed=37), torch.bfloat16, "cuda")
     p10 = pack_quantized(random_qw_gpu(n, k, 0.1, seed=107), torch.bfloat16, "cuda")
-    nc = ncopies or copies_for(p3.nbytes())
-    P0, P3, P10 = copies(p0, nc), copies(p3, nc), copies(p10, nc)
+    P0, P3, P10 = ((rotated_packs(q) if rotate else [q]) for q in (p0, p3, p10))
     P3z = [dataclasses.replace(q, res_bits=torch.zeros_like(q.res_bits)) for q in P3]
     return P0, P3, P3z, P10
 
@@ -60,13 +58,13 @@ def main():
     ap.add_argument("--ncu", default="", help="shape,m: one launch per variant (profile target)")
     a = ap.parse_args()
     commit = os.environ.get("MOSAIC_COMMIT") or subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                                               capture_output=True, text=True).stdout.strip()
+                                                               capture_output=True, text=True, check=False).stdout.strip()
     print(f"probe_tiled_zipper {' '.join(sys.argv[1:])} commit={commit} device={torch.cuda.get_device_name()} "
-          f"date={dt.datetime.now(dt.timezone.utc):%FT%TZ}", flush=True)
+          f"date={dt.datetime.now(dt.UTC):%FT%TZ}", flush=True)
     if a.ncu:
         name, m = a.ncu.split(",")
         k, n = SHAPES[name]
-        P0, P3, P3z, P10 = weights(k, n, 1)
+        P0, P3, P3z, P10 = weights(k, n, rotate=False)
         x, vs = variants(P0, P3, P3z, P10, int(m), k)
         for tag, PP, v, kw in vs:
             ops.launch(x, PP[0], v, path="tiled", **kw)
@@ -75,13 +73,13 @@ def main():
         return
     for name in a.shapes.split(","):
         k, n = SHAPES[name]
-        P0, P3, P3z, P10 = weights(k, n, 0)
+        P0, P3, P3z, P10 = weights(k, n)
         for m in map(int, a.ms.split(",")):
             x, vs = variants(P0, P3, P3z, P10, m, k)
             y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             out = []
             for tag, PP, v, kw in vs:
-                t = time_graph([lambda q=q, v=v, kw=kw: ops.launch(x, q, v, out=y, path="tiled", **kw) for q in PP])
+                t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, path="tiled", **kw) for q in PP])
                 out.append(f"{tag}={t * 1e6:.1f}{ops.LAST_LAUNCH['kernels'][0].split('[')[1].rstrip(']')}")
             print(f"{name} M={m} " + "  ".join(out), flush=True)
 
