@@ -91,15 +91,19 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
 // configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
 //
-// Launch bounds: the two-unit zipper kernels for M <= 32 say 4 (MT = 1) or 3 (MT = 2) CTAs per SM, their
-// shared-memory residency at the usual ring sizes. Without it ptxas held the MT = 1 kernel at ~84 registers
-// by recomputing the thread's shared-memory addresses from the thread index on every tile (~20 of ~300
-// instructions per tile, NOTES.md v16); with it they use 111 / 145 registers and keep them.
+// Minimum CTAs per SM for __launch_bounds__. WK = 2 (two warps along K, off since v6): 3 or 2. The
+// two-unit zipper kernels for M <= 32 say 4 (MT = 1) or 3 (MT = 2), their shared-memory residency at the
+// usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
+// shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
+// v16); with it they use 111 / 145 registers and keep them. Everything else: no bound (0).
+constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
+  return wk == 2 ? (mt * nw <= 2 ? 3 : 2) : (mode == MODE_ZIPPER && nw == 2 && mt <= 2 ? 5 - mt : 0);
+}
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
 // the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
 template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI>
-__global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2) : (MODE == MODE_ZIPPER && NW == 2 && MT <= 2 ? 5 - MT : 0)) w4a16_kernel(const Params p) {
+__global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK)) w4a16_kernel(const Params p) {
   constexpr int NTHR = THREADS * WK;
   constexpr int KS_PER = 4 / WK;
   using Tr = Traits<T>;
@@ -308,9 +312,8 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
   //   dense / residual-only: group 0 = all prologue weights + X of tile 0, group s = X of tile s.
   //   zipper: group 0 = all prologue weights + all prologue X + the residual units of tile 0,
   //   group s = the residual units of tile s. The residual units need the bit words (one memory
-  //   round trip, zstart); issuing every base and X copy before that wait keeps it off the first
-  //   tiles' critical path (NOTES.md v16: with X behind it, the zipper kernel ran +35 % over dense
-  //   with no residual at all). Either way tile t is complete when groups 0..t are.
+  //   round trip, zstart), so every base and X copy goes out before that wait (NOTES.md v16: this
+  //   order measured equal to waiting first). Either way tile t is complete when groups 0..t are.
 #pragma unroll
   for (int s = 0; s < PRO; ++s)
     if (s < ntiles) issue_w(s, s);
@@ -363,14 +366,14 @@ __global__ void __launch_bounds__(THREADS * WK, WK == 2 ? (MT * NW <= 2 ? 3 : 2)
     for (int i = 0; i < TPI; ++i) {
     const int tc = t + i;
     if (TPI > 1 && tc >= ntiles) break;
-    // zipper consumer slow path (uniform, taken at residual tiles and word boundaries only):
-    // move the window when entering the next word, note which units of this tile have a
-    // residual (bit u of hm), find the next tile to look at
     // every warp's n16 slices lie in one unit (uw), so "this warp adds a residual" is
     // warp-uniform and the tile runs either the dense body or the residual body: a tile
     // without residual issues the dense instructions (the residual dequant is branched
     // around, not predicated off).
     const int uw = (warp * NW) >> 2;
+    // zipper consumer slow path (uniform, taken at residual tiles and word boundaries only):
+    // move the window when entering the next word, note which units of this tile have a
+    // residual (bit u of hm), find the next tile to look at
     uint32_t hm = 0;
     int zring_w = 0;  // ring offset of the residual unit of the warp's unit in this tile (if any)
     if (MODE == MODE_ZIPPER && tc == zc) {
