@@ -60,7 +60,7 @@ def main():
                 res = []
                 for tag, kw in plans:
                     try:
-                        t = time_graph([lambda q=q, v=v, kw=kw: ops.launch(x, q, v, out=y, **kw) for q in PP])
+                        t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
                     except (RuntimeError, ValueError) as e:  # plans a kernel rejects (e.g. cluster limits)
                         print(f"  {name} M={m} {v} {tag}: rejected ({str(e).splitlines()[0][:100]})", flush=True)
                         continue
