@@ -677,10 +677,11 @@ __global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK
 // ------------------------------------------------------------------ configs
 // cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
 //      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages;
-//      7 = cfg4 with 2 k-tiles per mainloop iteration (NW=2 configs: not for MODE_RESIDUAL)
-template <int MT_, int NW_, int STAGES_, int TPI_ = 1>
+//      7 = cfg4 with 2 k-tiles per mainloop iteration; 8 / 9 = cfg6 / cfg5 with 8 warps (2 along K)
+//      (NW=2 configs: not for MODE_RESIDUAL)
+template <int MT_, int NW_, int STAGES_, int TPI_ = 1, int WK_ = 1>
 struct CfgT {
-  static constexpr int MT = MT_, NW = NW_, STAGES = STAGES_, WK = 1, TPI = TPI_;
+  static constexpr int MT = MT_, NW = NW_, STAGES = STAGES_, WK = WK_, TPI = TPI_;
 };
 template <int CFG>
 struct Cfg;
@@ -698,6 +699,12 @@ template <> struct Cfg<6> : CfgT<4, 2, 4> {};
 // loop/zipper bookkeeping) per two tiles; 4 tiles in flight while 2 are consumed
 // (measured v8e: 3.6% slower than cfg4 for dense, so the planner does not pick it)
 template <> struct Cfg<7> : CfgT<1, 2, 6, 2> {};
+// cfg6 / cfg5 with 8 warps: two warps along K per (m, n) warp tile (k16 steps 0-1 and 2-3 of every k-tile),
+// summed through shared memory at the end. Same tile, same dequantization work per CTA (split by k, not
+// repeated), twice the warps per SM: for M = 17..64, where the 4-warp configs run 2 CTAs (8 warps) per SM
+// and the HMMA-heavy loop is issue-latency bound (NOTES.md v17)
+template <> struct Cfg<8> : CfgT<4, 2, 4, 1, 2> {};
+template <> struct Cfg<9> : CfgT<2, 2, 5, 1, 2> {};
 // clang-format on
 
 // dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
@@ -736,7 +743,7 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   const int bm = C::MT * 16, bn = 64 * C::NW;
   const int mtiles = (p.M + bm - 1) / bm;
   const bool cluster = MODE != MODE_RESIDUAL && p.splitk > 1 && p.fixup == 1;
-  if (cluster && (C::WK != 1 || p.splitk > 16)) return "cluster split-K fix-up needs WK == 1 and splitk <= 16";
+  if (cluster && p.splitk > 16) return "cluster split-K fix-up needs splitk <= 16";
   return launch_ex(kern, dim3(p.Np / bn, MODE == MODE_RESIDUAL ? 1 : p.splitk, mtiles), dim3(THREADS * C::WK), SMEM,
                    stream, p.pdl, cluster ? p.splitk : 1, p);
 }
@@ -780,8 +787,10 @@ const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
     case 0: return launch_t<T, 0, MODE>(p, stream);
     case 1: return launch_t<T, 1, MODE>(p, stream);
     case 2: return launch_t<T, 2, MODE>(p, stream);
-    case 3: case 4: case 5: case 6: case 7:
-      if (MODE == MODE_RESIDUAL) return "configs 3-7 (BN=128) are not available for the residual kernel";
+    case 3: case 4: case 5: case 6: case 7: case 8: case 9:
+      if (MODE == MODE_RESIDUAL) return "configs 3-9 (BN=128) are not available for the residual kernel";
+      if (cfg == 8) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 8, MODE>(p, stream);
+      if (cfg == 9) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 9, MODE>(p, stream);
       if (cfg == 7) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 7, MODE>(p, stream);
       if (cfg == 3) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
       if (cfg == 4) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 4, MODE>(p, stream);
@@ -832,11 +841,13 @@ ConfigInfo config_info(int cfg, int mode) {
   switch (mode) {
     case MODE_DENSE:
       switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0);
-        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); case 7: return ZCFG(7, 0); }
+        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); case 7: return ZCFG(7, 0);
+        case 8: return ZCFG(8, 0); case 9: return ZCFG(9, 0); }
       break;
     case MODE_ZIPPER:
       switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1);
-        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); case 7: return ZCFG(7, 1); }
+        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); case 7: return ZCFG(7, 1);
+        case 8: return ZCFG(8, 1); case 9: return ZCFG(9, 1); }
       break;
     case MODE_RESIDUAL:
       switch (cfg) { case 0: return ZCFG(0, 2); case 1: return ZCFG(1, 2); case 2: return ZCFG(2, 2); }
@@ -849,16 +860,16 @@ ConfigInfo config_info(int cfg, int mode) {
 int max_active_clusters(int cfg, int mode, int splitk, int rslots) {
   using B = __nv_bfloat16;  // same resources for both dtypes (checked by the ptxas report)
 #define ZC(C, M) if (cfg == C && mode == M) return max_clusters_t<B, C, M>(splitk, rslots);
-  ZC(0, 0) ZC(1, 0) ZC(2, 0) ZC(3, 0) ZC(4, 0) ZC(5, 0) ZC(6, 0) ZC(7, 0)
-  ZC(0, 1) ZC(1, 1) ZC(2, 1) ZC(3, 1) ZC(4, 1) ZC(5, 1) ZC(6, 1) ZC(7, 1)
+  ZC(0, 0) ZC(1, 0) ZC(2, 0) ZC(3, 0) ZC(4, 0) ZC(5, 0) ZC(6, 0) ZC(7, 0) ZC(8, 0) ZC(9, 0)
+  ZC(0, 1) ZC(1, 1) ZC(2, 1) ZC(3, 1) ZC(4, 1) ZC(5, 1) ZC(6, 1) ZC(7, 1) ZC(8, 1) ZC(9, 1)
 #undef ZC
   return 0;
 }
 
 int kernel_regs(int cfg, int mode) {
 #define ZR(C, M) if (cfg == C && mode == M) return regs_of<C, M>();
-  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0) ZR(7, 0)
-  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1) ZR(7, 1)
+  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0) ZR(7, 0) ZR(8, 0) ZR(9, 0)
+  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1) ZR(7, 1) ZR(8, 1) ZR(9, 1)
   ZR(0, 2) ZR(1, 2) ZR(2, 2)
 #undef ZR
   return -1;

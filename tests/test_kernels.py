@@ -282,11 +282,22 @@ def test_budgets_groups(m, gs, sym, bs, budget):
 
 @gpu
 @needs_native
-@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("cfg,m", [(8, 64), (8, 41), (9, 32), (9, 17)])
+@pytest.mark.parametrize("dtype,sym,bs", [(torch.float16, True, (128, 128)), (torch.bfloat16, False, (64, 64))])
+def test_eight_warp_configs(cfg, m, dtype, sym, bs):
+    """The 8-warp configs (two warps along K) at the M they are meant for, both dtypes, both zero-point modes,
+    a planner-chosen split (None) and an odd N / K (N = 3 x 128 + 64, K = 64 x 37)."""
+    _run_case(m, 448, 64 * 37, 64, sym, 0.1, bs, dtype, cfg=cfg)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
 @pytest.mark.parametrize("splitk,fixup", [(1, None), (3, "cluster"), (7, "cluster"), (3, "global"), (7, "global")])
 def test_configs_splitk(cfg, splitk, fixup):
     """Every tile config with forced split-K factors (the planner only picks some combinations),
-    both split-K fix-ups (thread-block cluster through DSMEM, global partials + counters)."""
+    both split-K fix-ups (thread-block cluster through DSMEM, global partials + counters); cfg 8 / 9 are the
+    8-warp ones (two warps along K, summed in shared memory before either fix-up)."""
     _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk, fixup=fixup)
 
 

@@ -26,7 +26,7 @@ DTYPE_CODE = {torch.float16: 0, torch.bfloat16: 1}
 MAX_WORKSPACE_BYTES = 256 << 20
 MAX_SPLITK = 8
 # tile configs (native/zipper_kernels.cu): the residual-only kernel has the BN=64 ones only
-RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2, 7: 0}
+RESIDUAL_CFG = {3: 2, 4: 0, 5: 1, 6: 2, 7: 0, 8: 2, 9: 1}
 MIN_TILES_PER_SPLIT = 4
 # zipper prologue scheme (native/zipper_kernels.cu): "first" waits for the residual bit words
 # before the first copies (under PDL that wait overlaps the previous kernel)
