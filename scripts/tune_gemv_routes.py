@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Measure the small-M route table (mosaic_exp/kernels/routes.py) on the GPU at hand.
+"""Measure the mid-M route table (mosaic_exp/kernels/routes.py) on the GPU at hand.
 
-For every layer shape of the chosen families, both modes (dense, zipper at --budget) and both multi-block
-row sizes (mb 2: M = 9..16, mb 4: M = 17..32), time the tiled kernel and every candidate gemv plan
-(ops.GEMV_TUNE_PLANS) at the bucket's probe Ms with the benchmark's method (CUDA graph of back-to-back calls
-over weight copies rotated past L2, median), and keep the gemv plan with the least summed time if it beats
-the tiled kernel by more than --margin, else 'tiled'. Writes the table (and every timing) as JSON:
+For every layer shape of the chosen families, both modes (dense, zipper at --budget) and each row bucket
+(mb 2: M = 9..16, mb 4: M = 17..32, mb 8: M = 33..64), time at the bucket's probe Ms with the benchmark's
+method (CUDA graph of back-to-back calls over weight copies rotated past L2, median):
+  - the tiled kernel with the planner's own tile and split (the baseline, "tiled"),
+  - every candidate gemv plan (ops.GEMV_TUNE_PLANS; mb 2 and 4),
+  - every candidate tiled plan (cfg, splitk) (ops.TILED_TUNE_PLANS; mb 4 and 8),
+  - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 8, sm_90),
+and keep the candidate with the least summed time if it beats the baseline by more than --margin, else
+'tiled'. Writes the table (and every timing) as JSON:
 
     python3 scripts/tune_gemv_routes.py --out mosaic_exp/kernels/routes/nvidia_h100_80gb_hbm3.json
 """
@@ -29,7 +33,28 @@ import bench_kernels as bk
 from mosaic_exp.kernels import ops
 from mosaic_exp.kernels.packing import pack_quantized
 
-BUCKET_MS = {2: (12, 16), 4: (24, 32)}
+BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
+
+
+def candidates(mb: int, sm90: bool) -> list[tuple[str, dict]]:
+    """(label, ops.launch keywords) of every plan timed for row bucket mb, the baseline first."""
+    runs = [("tiled", {"path": "tiled"})]
+    if mb in (2, 4):
+        runs += [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)}) for w, kp, sk in ops.GEMV_TUNE_PLANS]
+    runs += [(f"tiled:{c},{sk}", {"path": "tiled", "cfg": c, "splitk": sk}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
+    if sm90:
+        runs += [(f"wgmma:{bt},{wgs},{sk}", {"path": "wgmma", "wgmma": (bt, wgs, sk)})
+                 for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
+    return runs
+
+
+def route_of(label: str):
+    """The table's plan for a candidate label: 'tiled', [w, kp, sk], {'tiled': [cfg, sk]} or {'wgmma': [...]}."""
+    if label == "tiled":
+        return "tiled"
+    kind, _, rest = label.rpartition(":")
+    vals = [int(v) for v in rest.split(",")]
+    return {kind: vals} if kind else vals
 
 
 def time_run(packs, m: int, k: int, n: int, variant: str, kw: dict) -> float | None:
@@ -67,23 +92,21 @@ def main() -> int:
         p0 = packs["dense"][0]
         for mb, ms in BUCKET_MS.items():
             for variant in ("dense", "zipper"):
-                runs = [("tiled", {"path": "tiled"})] + [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)})
-                                                         for w, kp, sk in ops.GEMV_TUNE_PLANS]
                 res = {}
-                for label, kw in runs:
+                for label, kw in candidates(mb, torch.cuda.get_device_capability()[0] == 9):
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
                         res[label] = [round(t * 1e6, 2) for t in ts]
                 tiled = sum(res["tiled"])
-                gem = {lbl: sum(v) for lbl, v in res.items() if lbl != "tiled"}
-                best = min(gem, key=gem.get) if gem else None
+                other = {lbl: sum(v) for lbl, v in res.items() if lbl != "tiled"}
+                best = min(other, key=other.get) if other else None
                 pick = "tiled"
-                if best is not None and gem[best] < tiled * (1 - a.margin):
-                    pick = [int(v) for v in best.split(",")]
+                if best is not None and other[best] < tiled * (1 - a.margin):
+                    pick = route_of(best)
                 routes.append({"n_pad": p0.n_pad, "k_pad": p0.k_pad, "mode": variant, "mb": mb, "plan": pick})
                 timings[f"{n}x{k}:{variant}:mb{mb}"] = {"ms": list(ms), "us": res}
                 bl = f"{best} {res[best]}" if best else "-"
-                print(f"  mb{mb} {variant:6s} tiled {res['tiled']} us | best gemv {bl} -> {pick}", flush=True)
+                print(f"  mb{mb} {variant:6s} tiled {res['tiled']} us | best other {bl} -> {pick}", flush=True)
         del packs
         torch.cuda.empty_cache()
     table = {"device": torch.cuda.get_device_name(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -478,6 +478,41 @@ def test_gemv_plan_fits_and_default_routing(monkeypatch, tmp_path):
     assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[cfg4")
 
 
+@gpu
+@needs_native
+def test_route_table_tiled_and_wgmma_plans(monkeypatch, tmp_path):
+    """M = 17..64 take the tiled or wgmma plan that the device's route table names (NOTES.md v17), results
+    against the reference; an explicit cfg / splitk / path still overrides the table."""
+    import json
+
+    from mosaic_exp.kernels import ops
+
+    mb8 = {"wgmma": [64, 2, 1]} if IS_SM90 else {"tiled": [9, 4]}
+    table = {"device": torch.cuda.get_device_name(), "routes": [
+        {"n_pad": 512, "k_pad": 1152, "mode": "dense", "mb": 4, "plan": {"tiled": [9, 3]}},
+        {"n_pad": 512, "k_pad": 1152, "mode": "zipper", "mb": 8, "plan": {"tiled": [8, 5]}},
+        {"n_pad": 512, "k_pad": 1152, "mode": "dense", "mb": 8, "plan": mb8}]}
+    (tmp_path / "routes.json").write_text(json.dumps(table))
+    monkeypatch.setenv("MOSAIC_GEMV_ROUTES", str(tmp_path / "routes.json"))
+    qw = random_quantized(448, 1100, 64, False, 0.1, (64, 64), seed=5)
+    p = pack_quantized(qw, torch.bfloat16, "cuda")
+    ref_w = {"zipper": dequantize_like_kernel(qw, torch.bfloat16).cuda().double()}
+    kw = {f: getattr(qw, f) for f in qw.__dataclass_fields__ if f not in ("res_index", "res_qweight", "res_scales")}
+    ref_w["dense"] = dequantize_like_kernel(type(qw)(**kw), torch.bfloat16).cuda().double()
+    mb8_name = "wgmma-dense[bt64,wgs2,splitk1" if IS_SM90 else "dense[cfg9,splitk4"
+    for m, v, want in ((24, "dense", "dense[cfg9,splitk3"), (24, "zipper", "zipper[cfg5"),
+                       (40, "zipper", "zipper[cfg8,splitk5"), (64, "zipper", "zipper[cfg8,splitk5"),
+                       (50, "dense", mb8_name), (65, "zipper", None)):
+        x = torch.randn(m, 1100, device="cuda", dtype=torch.bfloat16)
+        out = torch.full((m, 448), float("nan"), dtype=torch.bfloat16, device="cuda")
+        y = ops.launch(x, p, v, out=out)
+        kern = ops.LAST_LAUNCH["kernels"][0]
+        assert want is None or kern.startswith(want), (m, v, kern)
+        _check(y, x.double() @ ref_w[v].t(), torch.bfloat16, f"{v} m={m} {kern}")
+    ops.launch(torch.randn(40, 1100, device="cuda", dtype=torch.bfloat16), p, "zipper", cfg=6)
+    assert ops.LAST_LAUNCH["kernels"][0].startswith("zipper[cfg6")
+
+
 IS_SM90 = HAS_CUDA and torch.cuda.get_device_capability()[0] == 9
 needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an sm_90 GPU")
 

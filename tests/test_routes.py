@@ -1,4 +1,4 @@
-"""The measured small-M route tables (mosaic_exp/kernels/routes.py): format checks and lookup (CPU)."""
+"""The measured mid-M route tables (mosaic_exp/kernels/routes.py): format checks and lookup (CPU)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ def _table(**over):
     t = {"device": "GPU X", "routes": [
         {"n_pad": 4096, "k_pad": 4096, "mode": "zipper", "mb": 2, "plan": [16, 8, 2]},
         {"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": 2, "plan": "tiled"},
-        {"n_pad": 6144, "k_pad": 4096, "mode": "zipper", "mb": 4, "plan": [8, 2, 4]}]}
+        {"n_pad": 6144, "k_pad": 4096, "mode": "zipper", "mb": 4, "plan": [8, 2, 4]},
+        {"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": 8, "plan": {"tiled": [8, 8]}},
+        {"n_pad": 28672, "k_pad": 4096, "mode": "zipper", "mb": 8, "plan": {"wgmma": [64, 2, 1]}},
+        {"n_pad": 6144, "k_pad": 4096, "mode": "dense", "mb": 8, "plan": "tiled"}]}
     t.update(over)
     return t
 
@@ -26,6 +29,8 @@ def test_lookup_by_device_shape_mode_and_block(tmp_path, monkeypatch):
     assert routes.lookup("GPU X", 4096, 4096, "dense", 2) == "tiled"
     assert routes.lookup("GPU X", 6144, 4096, "zipper", 4) == (8, 2, 4)
     assert routes.lookup("GPU X", 6144, 4096, "zipper", 2) is None  # no entry: the caller's default
+    assert routes.lookup("GPU X", 4096, 4096, "dense", 8) == ("tiled", (8, 8))
+    assert routes.lookup("GPU X", 28672, 4096, "zipper", 8) == ("wgmma", (64, 2, 1))
     assert routes.lookup("GPU Y", 4096, 4096, "zipper", 2) is None  # another GPU model
     monkeypatch.setenv("MOSAIC_GEMV_ROUTES", "off")
     assert routes.lookup("GPU X", 4096, 4096, "zipper", 2) is None
@@ -38,6 +43,12 @@ def test_lookup_by_device_shape_mode_and_block(tmp_path, monkeypatch):
     ({"mode": "separate"}, "'separate'"),
     ({"mb": 1}, "mb must be one of"),
     ({"n_pad": 100}, "multiples of 64, got 100"),
+    ({"mb": 8}, "gemv plan needs mb in"),
+    ({"plan": {"tiled": [10, 8]}}, "cfg=10 splitk=8"),
+    ({"plan": {"tiled": [8, 17]}}, "cfg=8 splitk=17"),
+    ({"plan": {"tiled": [8]}}, "tiled plan must be 2 integers"),
+    ({"plan": {"wgmma": [48, 2, 1]}}, "bt=48 wgs=2 splitk=1"),
+    ({"plan": {"gemv": [16, 8, 2]}}, "plan object must be"),
     ({"k_pad": None}, "integer n_pad"),
 ])
 def test_bad_entries_name_the_value(bad, match):
@@ -46,6 +57,31 @@ def test_bad_entries_name_the_value(bad, match):
     with pytest.raises(routes.RouteTableError, match=match) as e:
         routes.parse_table(t, "t.json")
     assert "routes[0]" in str(e.value)
+
+
+def test_row_blocks_and_mid_m_route(tmp_path, monkeypatch):
+    """Row buckets of M, and what ops.mid_m_route hands the launcher for each kind of entry."""
+    from types import SimpleNamespace
+
+    from mosaic_exp.kernels import ops
+
+    assert [routes.row_block(m) for m in (1, 8, 9, 16, 17, 32, 33, 64, 65)] == [None, None, 2, 2, 4, 4, 8, 8, None]
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(_table()))
+    monkeypatch.setenv("MOSAIC_GEMV_ROUTES", str(f))
+
+    def route(n, k, mode, m, dev="GPU X"):
+        return ops.mid_m_route(m, SimpleNamespace(n_pad=n, k_pad=k), mode, dev)
+
+    assert route(4096, 4096, ops.MODE_DENSE, 40) == ("tiled", (8, 8))
+    assert route(4096, 4096, ops.MODE_DENSE, 64) == ("tiled", (8, 8))
+    assert route(4096, 4096, ops.MODE_DENSE, 65) is None  # past the table's buckets: the M rules
+    assert route(28672, 4096, ops.MODE_ZIPPER, 33) == ("wgmma", (64, 2, 1))
+    assert route(6144, 4096, ops.MODE_DENSE, 50) == ("tiled", None)  # measured: the planner's own tile
+    assert route(4096, 4096, ops.MODE_ZIPPER, 12) is None  # a gemv plan: gemv_default_plan's
+    assert route(4096, 4096, ops.MODE_DENSE, 12) == ("tiled", None)
+    assert route(4096, 4096, ops.MODE_DENSE, 40, dev="GPU Y") is None
+    assert route(4096, 4096, ops.MODE_DENSE, 40, dev=None) is None
 
 
 def test_bad_files(tmp_path):

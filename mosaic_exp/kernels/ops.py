@@ -87,6 +87,13 @@ GEMV_MAX_M = 32
 GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), (16, 4, 4), (16, 2, 1), (16, 2, 2),
                    (16, 2, 4), (16, 1, 2), (16, 1, 4), (16, 1, 8), (16, 8, 4), (16, 8, 8), (16, 4, 8), (8, 8, 1),
                    (8, 8, 2), (8, 4, 2), (8, 2, 2), (8, 2, 4), (8, 8, 8), (8, 1, 8), (4, 1, 8), (4, 4, 4))
+# tiled and wgmma candidates the tuner also times per row bucket (routes.row_block: 4 = M 17..32, 8 = M 33..64):
+# (cfg, splitk) with the 4-warp tiles, the 8-warp ones (cfg 8 / 9) and two m-tiles of a 32-row tile at M = 64;
+# (bt, wgs, splitk) wgmma tiles (NOTES.md v17)
+TILED_TUNE_PLANS = {4: ((5, 4), (5, 8), (5, 16), (9, 2), (9, 4), (9, 8), (9, 16), (6, 8), (8, 4), (8, 8)),
+                    8: ((6, 2), (6, 4), (6, 8), (6, 16), (8, 1), (8, 2), (8, 4), (8, 8), (8, 16), (5, 4), (5, 8),
+                        (9, 4), (9, 8), (2, 8), (2, 16))}
+WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)
@@ -365,7 +372,7 @@ def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int, device_name
         if device_name is None:
             return None
         route = routes.lookup(device_name, p.n_pad, p.k_pad, "zipper" if mode == MODE_ZIPPER else "dense", mb)
-        if route is None or route == "tiled":
+        if route is None or route == "tiled" or isinstance(route[0], str):  # no entry, or a tiled / wgmma plan
             return None
         try:  # a table entry whose plan does not fit this packing (e.g. more scale groups) is skipped
             return gemv_plan(m, p.n_pad, p.k_pad, p.gs_tiles, p.zeros is not None, mode, sm_count, route)
@@ -381,6 +388,19 @@ def gemv_default_plan(m: int, p: PackedW4, mode: int, sm_count: int, device_name
         if 1 <= gp.ctas_per_sm and sm_count <= gp.ctas <= sm_count * gp.ctas_per_sm:
             return gp
     return None
+
+
+def mid_m_route(m: int, p: PackedW4, mode: int, device_name: str | None) -> tuple[str, tuple[int, ...]] | None:
+    """The route table's tiled or wgmma plan for this shape, mode and M bucket (M = 9..64): ('tiled', (cfg,
+    splitk)), ('tiled', None) (the planner's tile and split), or ('wgmma', (bt, wgs, splitk)); None where the
+    table has no entry or a gemv plan (``gemv_default_plan`` takes those)."""
+    mb = routes.row_block(m)
+    if mb is None or device_name is None:
+        return None
+    r = routes.lookup(device_name, p.n_pad, p.k_pad, "zipper" if mode == MODE_ZIPPER else "dense", mb)
+    if r == "tiled":  # measured: the tiled kernel with the planner's tile (also where a wgmma rule would apply)
+        return "tiled", None
+    return r if isinstance(r, tuple) and isinstance(r[0], str) else None
 
 
 def wgmma_min_m() -> int:
@@ -540,8 +560,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     dependent launch, ``rlead`` (tests) the zipper's residual lead (default: chosen by zipper_ring).
     ``path`` picks the kernel family: 'tiled' (zipper_kernels.cu), 'gemv' (small-M kernel,
     gemv_kernels.cu, M <= 32 per launch slice), 'wgmma' (large-M kernel, wgmma_kernels.cu, sm_90a), or
-    None: gemv for M <= gemv_max_m(), wgmma where ``wgmma_routes`` says so on an sm_90 device, tiled
-    otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
+    None: gemv for M <= gemv_max_m() where ``gemv_default_plan`` has a plan, at M = 9..64 the tiled or wgmma
+    plan of the device's route table (``mid_m_route``) where it has one, wgmma where ``wgmma_routes`` says
+    so on an sm_90 device, tiled otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
     small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
@@ -578,6 +599,15 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
             path, gemv = "gemv", (gp.warps, gp.kparts, gp.splitk)
         elif free and m <= gemv_max_m() and gemv is not None:
             path = "gemv"
+        elif (free and gemv is None and wgmma is None
+              and (route := mid_m_route(m, p, mode, _device_name(x.device))) is not None
+              and (route[0] == "tiled" or torch.cuda.get_device_capability(x.device)[0] == 9)):
+            # a measured tiled or wgmma plan of the device's route table (routes.py, NOTES.md v17)
+            path = route[0]
+            if path == "tiled" and route[1] is not None:
+                cfg, splitk = route[1]
+            elif path == "wgmma":
+                wgmma = route[1]
         elif free and wgmma_routes(m, p.n_pad, p.k_pad, sms) and torch.cuda.get_device_capability(x.device)[0] == 9:
             path = "wgmma"
         else:
@@ -610,6 +640,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
                  else "global")
         if f == "cluster" and splitk is None:
             return plan(m, p.n_pad, p.k_pad, mode, sms, cfg_sel, splitk, rs, cluster=True), f
+        if (f == "cluster" and fx == "auto" and pl0.splitk > 1
+                and max_active_clusters(cfg_sel, mode, pl0.splitk, min(rs, _config(cfg_sel, mode)["stages"])) == 0):
+            f = "global"  # a forced split whose cluster cannot be resident (e.g. a denser residual ring)
         return pl0, f
 
     pl, fx_sel = mkplan(rslots)

@@ -1,4 +1,4 @@
-"""Measured small-M routes: which kernel (a gemv plan or the tiled kernel) serves a layer shape at M = 9..32.
+"""Measured mid-M routes: which kernel and plan serve a layer shape at M = 9..64.
 
 At M <= 8 one heuristic (``ops.GEMV_ONE_WAVE_PLANS``: the first plan that fills one wave) picks the gemv
 plan well. With two or four 8-row blocks per CTA (M = 9..32) the best plan depends on how the CTA's staged X
@@ -9,6 +9,10 @@ uses a plan only where the table measured it faster than the tiled kernel, on th
 to the tiled kernel for shapes the table does not hold (the same approach as Marlin's and Machete's tuned
 heuristics, which are tables of measured winners per shape class).
 
+From M = 17 the choice is also among tiled-kernel plans (tile config and K split: the 4-warp tiles, the 8-warp
+ones, two m-tiles of a narrower tile) and wgmma tiles, which the planner's one-wave rule does not rank either
+(NOTES.md v17); the tuner times those too, and an entry may name one.
+
 Tables live in ``mosaic_exp/kernels/routes/*.json`` (committed, each with its device, date, commit and
 command) and are matched by ``torch.cuda.get_device_name()``; ``$MOSAIC_GEMV_ROUTES`` names one more table
 file (it takes precedence) or ``off`` (no table: M > 8 runs the tiled kernel).
@@ -17,8 +21,14 @@ Table format::
 
     {"device": "NVIDIA H100 80GB HBM3", "date": ..., "commit": ..., "command": ...,
      "routes": [{"n_pad": 4096, "k_pad": 4096, "mode": "zipper", "mb": 2, "plan": [16, 8, 2]},
-                {"n_pad": 4096, "k_pad": 14336, "mode": "dense", "mb": 4, "plan": "tiled"}, ...],
+                {"n_pad": 4096, "k_pad": 14336, "mode": "dense", "mb": 4, "plan": "tiled"},
+                {"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": 8, "plan": {"tiled": [8, 8]}},
+                {"n_pad": 28672, "k_pad": 4096, "mode": "zipper", "mb": 8, "plan": {"wgmma": [64, 2, 1]}}, ...],
      "timings": {...}}
+
+``mb`` is the row bucket in 8-row blocks: 2 = M 9..16, 4 = M 17..32, 8 = M 33..64. ``plan``: "tiled" (the tiled
+kernel with the planner's own tile and split), [warps, kparts, splitk] (a gemv plan; mb 2 and 4 only),
+{"tiled": [cfg, splitk]} (that tile config and K split) or {"wgmma": [bt, wgs, splitk]} (that wgmma tile).
 """
 
 from __future__ import annotations
@@ -30,18 +40,40 @@ from pathlib import Path
 
 ROUTES_DIR = Path(__file__).resolve().parent / "routes"
 MODES = ("dense", "zipper")
-ROW_BLOCKS = (2, 4)  # 16 and 32 rows per CTA; M <= 8 (one block) keeps the one-wave heuristic
+ROW_BLOCKS = (2, 4, 8)  # M 9..16, 17..32, 33..64; M <= 8 (one block) keeps the one-wave heuristic
+GEMV_BLOCKS = (2, 4)  # the gemv kernel's multi-block row sizes (16 and 32 rows per CTA)
+TILED_CFGS = tuple(range(10))  # native/zipper_kernels.cu Cfg<0..9>
+
+
+def row_block(m: int) -> int | None:
+    """The table's row bucket of M (8-row blocks: 2, 4 or 8), None outside M = 9..64."""
+    return 2 if 9 <= m <= 16 else 4 if 17 <= m <= 32 else 8 if 33 <= m <= 64 else None
 
 
 class RouteTableError(ValueError):
     """A route table that does not have the documented format (names the file and the bad entry)."""
 
 
-def _check_plan(plan, where: str):
+def _check_plan(plan, where: str, mb: int):
     if plan == "tiled":
         return plan
+    if isinstance(plan, dict):
+        if len(plan) != 1 or next(iter(plan)) not in ("tiled", "wgmma"):
+            raise RouteTableError(f"{where}: a plan object must be {{'tiled': [cfg, splitk]}} or "
+                                  f"{{'wgmma': [bt, wgs, splitk]}}, got {plan!r}")
+        (kind, v), = plan.items()
+        n = 2 if kind == "tiled" else 3
+        if not (isinstance(v, (list, tuple)) and len(v) == n and all(isinstance(e, int) for e in v)):
+            raise RouteTableError(f"{where}: {kind} plan must be {n} integers, got {v!r}")
+        if kind == "tiled" and (v[0] not in TILED_CFGS or not 1 <= v[1] <= 16):
+            raise RouteTableError(f"{where}: bad tiled plan cfg={v[0]} splitk={v[1]}")
+        if kind == "wgmma" and (v[0] not in (8, 16, 32, 64, 128, 256) or v[1] not in (2, 3, 4) or not 1 <= v[2] <= 8):
+            raise RouteTableError(f"{where}: bad wgmma plan bt={v[0]} wgs={v[1]} splitk={v[2]}")
+        return kind, tuple(v)
+    if mb not in GEMV_BLOCKS:
+        raise RouteTableError(f"{where}: a gemv plan needs mb in {GEMV_BLOCKS}, got mb {mb}")
     if not (isinstance(plan, (list, tuple)) and len(plan) == 3 and all(isinstance(v, int) for v in plan)):
-        raise RouteTableError(f"{where}: plan must be 'tiled' or [warps, kparts, splitk], got {plan!r}")
+        raise RouteTableError(f"{where}: plan must be 'tiled', [warps, kparts, splitk] or a plan object, got {plan!r}")
     w, kp, sk = plan
     if w not in (4, 8, 16) or kp < 1 or w % kp or not 1 <= sk <= 16:
         raise RouteTableError(f"{where}: bad gemv plan warps={w} kparts={kp} splitk={sk}")
@@ -67,7 +99,7 @@ def parse_table(data: dict, source: str) -> tuple[str, dict]:
             raise RouteTableError(f"{where}: mb must be one of {ROW_BLOCKS}, got {mb}")
         if n <= 0 or k <= 0 or n % 64 or k % 64:
             raise RouteTableError(f"{where}: n_pad and k_pad must be positive multiples of 64, got {n}, {k}")
-        out[(n, k, mode, mb)] = _check_plan(r.get("plan"), where)
+        out[(n, k, mode, mb)] = _check_plan(r.get("plan"), where, mb)
     return data["device"], out
 
 
@@ -93,8 +125,8 @@ def _tables(extra: str | None) -> tuple[tuple[str, dict], ...]:
 
 
 def lookup(device_name: str, n_pad: int, k_pad: int, mode: str, mb: int):
-    """The measured route for this device and shape: a (warps, kparts, splitk) gemv plan, 'tiled', or None
-    (no table entry: the caller keeps its default)."""
+    """The measured route for this device and shape: a (warps, kparts, splitk) gemv plan, 'tiled', ('tiled',
+    (cfg, splitk)), ('wgmma', (bt, wgs, splitk)), or None (no table entry: the caller keeps its default)."""
     extra = os.environ.get("MOSAIC_GEMV_ROUTES") or None
     if extra == "off":
         return None
