@@ -757,6 +757,9 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
+    for cfg, m in ((8, 40), (9, 20)):  # 8-warp tiles: both fix-ups, ragged N / K
+        _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, cfg=cfg, splitk=3, fixup="cluster")
+        _run_case(m, 130, 104 * 4, -1, True, 1.0, (64, 64), torch.bfloat16, cfg=cfg, splitk=2, fixup="global")
     for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2)), (5, (4, 2, 3)), (17, (16, 2, 2)),
                     (32, (8, 1, 2)), (72, (16, 8, 1))):  # small-M kernel (8/16/32-row blocks), ragged N/K, dense residual
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="gemv", gemv=plan)
