@@ -5,7 +5,7 @@
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
-# Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), SAN_TIMEOUT (s, default 300), BUILD_ARGS
+# Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
 # (e.g. --reuse-objects with native/build carried from a CPU build: only the binding is compiled here).
 set -u -o pipefail
 OUT=${OUT:-$PWD/device_out}
@@ -32,7 +32,7 @@ for st in $STAGES; do
       awk '/Function : .*13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=1} /Function : /&&!/13__nv_bfloat16Li1ELi2ELi[01]ELi6ELi1E/{p=0} p' /tmp/sass.txt > "$OUT/sass_small_m.txt" || true
       ;;
     test)
-      timeout ${TEST_TIMEOUT:-420} $PY -m pytest tests/test_kernels.py -q --maxfail=${MAXFAIL:-15} -ra --timeout 400 ${TEST_ARGS:-} 2>&1 | tee "$OUT/test.log" | tail -25 || rc=1
+      timeout ${TEST_TIMEOUT:-420} $PY -m pytest tests/test_kernels.py -q --maxfail=${MAXFAIL:-15} -ra --timeout 400 ${TEST_ARGS:-} ${TEST_K:+-k "$TEST_K"} 2>&1 | tee "$OUT/test.log" | tail -25 || rc=1
       ;;
     tune)
       # small-M route table (mosaic_exp/kernels/routes.py) measured on this GPU; later stages use it
