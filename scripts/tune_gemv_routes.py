@@ -36,10 +36,10 @@ from mosaic_exp.kernels.packing import pack_quantized
 BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 
 
-def candidates(mb: int, sm90: bool) -> list[tuple[str, dict]]:
+def candidates(mb: int, sm90: bool, gemv_buckets=(2, 4)) -> list[tuple[str, dict]]:
     """(label, ops.launch keywords) of every plan timed for row bucket mb, the baseline first."""
     runs = [("tiled", {"path": "tiled"})]
-    if mb in (2, 4):
+    if mb in gemv_buckets:
         runs += [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)}) for w, kp, sk in ops.GEMV_TUNE_PLANS]
     runs += [(f"tiled:{c},{sk}", {"path": "tiled", "cfg": c, "splitk": sk}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
     if sm90:
@@ -75,7 +75,17 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=0.03)
     ap.add_argument("--margin", type=float, default=0.03, help="gemv must beat tiled by this fraction")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--buckets", default="2,4,8", help="row buckets to tune (mb: 2 = M 9..16, 4 = 17..32, 8 = 33..64)")
+    ap.add_argument("--gemv-buckets", default="2,4", help="buckets whose candidates include the gemv plans")
+    ap.add_argument("--merge", default=None,
+                    help="a table whose entries (and timings) for the buckets not tuned here are kept")
     a = ap.parse_args()
+    buckets = [int(b) for b in a.buckets.split(",")]
+    gemv_buckets = tuple(int(b) for b in a.gemv_buckets.split(",") if b)
+    if not set(buckets) <= set(BUCKET_MS) or not set(gemv_buckets) <= {2, 4}:
+        print(f"tune_gemv_routes: --buckets must be within {sorted(BUCKET_MS)} and --gemv-buckets within [2, 4], "
+              f"got {a.buckets!r} / {a.gemv_buckets!r}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("tune_gemv_routes: needs a CUDA device", file=sys.stderr)
         return 2
@@ -90,10 +100,11 @@ def main() -> int:
         packs = {v: bk.rotated_packs(pack_quantized(bk.random_qw_gpu(n, k, b, seed=7), torch.bfloat16, "cuda"))
                  for v, b in (("dense", 0.0), ("zipper", a.budget))}
         p0 = packs["dense"][0]
-        for mb, ms in BUCKET_MS.items():
+        for mb in buckets:
+            ms = BUCKET_MS[mb]
             for variant in ("dense", "zipper"):
                 res = {}
-                for label, kw in candidates(mb, torch.cuda.get_device_capability()[0] == 9):
+                for label, kw in candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets):
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
                         res[label] = [round(t * 1e6, 2) for t in ts]
@@ -109,9 +120,22 @@ def main() -> int:
                 print(f"  mb{mb} {variant:6s} tiled {res['tiled']} us | best other {bl} -> {pick}", flush=True)
         del packs
         torch.cuda.empty_cache()
+    merged_from = None
+    if a.merge:
+        old = json.loads(Path(a.merge).read_text())
+        if old.get("device") != torch.cuda.get_device_name():
+            print(f"tune_gemv_routes: --merge table is for {old.get('device')!r}, this GPU is "
+                  f"{torch.cuda.get_device_name()!r}", file=sys.stderr)
+            return 2
+        tuned = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]) for r in routes}
+        kept = [r for r in old["routes"] if (r["n_pad"], r["k_pad"], r["mode"], r["mb"]) not in tuned]
+        routes = kept + routes
+        timings = {**{k: v for k, v in old.get("timings", {}).items() if k not in timings}, **timings}
+        merged_from = {"file": a.merge, "commit": old.get("commit"), "date": old.get("date"), "kept_routes": len(kept)}
     table = {"device": torch.cuda.get_device_name(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
              "commit": bk.git_commit(), "command": "python3 " + " ".join(sys.argv),
              "budget": a.budget, "margin": a.margin, "bucket_ms": {str(k): v for k, v in BUCKET_MS.items()},
+             "merged_from": merged_from,
              "torch": torch.__version__, "routes": routes, "timings": timings}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
