@@ -56,7 +56,7 @@ def main():
                 plans += [(f"cfg{c}/s{s}", {"cfg": int(c), "splitk": int(s)})
                           for c in a.cfgs.split(",") for s in a.splits.split(",")]
                 plans += [(f"wgmma{w}", {"path": "wgmma", "wgmma": tuple(map(int, w.split(":")))})
-                          for w in a.wgmma.split(",") if int(w.split(":")[0]) >= m]
+                          for w in a.wgmma.split(",") if w and int(w.split(":")[0]) >= m]
                 res = []
                 for tag, kw in plans:
                     try:
