@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, weights
+from probe_tiled_zipper import SHAPES, launch_once, weights
 
 from mosaic_exp.kernels import ops
 from scripts.bench_kernels import time_graph
@@ -40,10 +40,7 @@ def main():
         k, n = SHAPES[name]
         P0, P3, _, _ = weights(k, n, rotate=False)
         x = torch.randn(int(m), k, device="cuda", dtype=torch.bfloat16)
-        for PP, v in ((P0, "dense"), (P3, "zipper")):
-            ops.launch(x, PP[0], v, cfg=int(cfg), splitk=int(sk))
-            torch.cuda.synchronize()
-            print(v, ops.LAST_LAUNCH["kernels"], flush=True)
+        launch_once(x, [(v, PP[0], v, {"cfg": int(cfg), "splitk": int(sk)}) for PP, v in ((P0, "dense"), (P3, "zipper"))])
         return
     for name in a.shapes.split(","):
         k, n = SHAPES[name]

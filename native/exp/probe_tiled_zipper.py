@@ -41,6 +41,15 @@ def weights(k, n, rotate=True):
     return P0, P3, P3z, P10
 
 
+def launch_once(x, runs):
+    """One launch of each (tag, packed weights, variant, ops.launch keywords), synchronized and named (an ncu
+    target: one kernel per profiled launch)."""
+    for tag, q, v, kw in runs:
+        ops.launch(x, q, v, **kw)
+        torch.cuda.synchronize()
+        print(tag, ops.LAST_LAUNCH["kernels"], flush=True)
+
+
 def variants(P0, P3, P3z, P10, m, k):
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     ops.launch(x, P0[0], "dense", path="tiled")
@@ -66,10 +75,7 @@ def main():
         k, n = SHAPES[name]
         P0, P3, P3z, P10 = weights(k, n, rotate=False)
         x, vs = variants(P0, P3, P3z, P10, int(m), k)
-        for tag, PP, v, kw in vs:
-            ops.launch(x, PP[0], v, path="tiled", **kw)
-            torch.cuda.synchronize()
-            print(tag, ops.LAST_LAUNCH["kernels"], flush=True)
+        launch_once(x, [(tag, PP[0], v, {"path": "tiled", **kw}) for tag, PP, v, kw in vs])
         return
     for name in a.shapes.split(","):
         k, n = SHAPES[name]
