@@ -88,8 +88,8 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // WK = warps along K inside the CTA: with WK=2 (256 threads) warps 4-7 take the k16 steps
 // 2,3 of every 64-wide k-tile and warps 0-3 steps 0,1; the two halves are summed through
 // shared memory at the end. Twice the warps per CTA for the same shared memory. Measured
-// (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so all
-// configs use WK=1 now; the path stays tested-by-construction only when a Cfg enables it.
+// (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so the
+// small-M configs use WK=1; cfg 8 / 9 (64- and 32-row tiles) use WK=2 for M = 17..64 (NOTES.md v17).
 //
 // Minimum CTAs per SM for __launch_bounds__. WK = 2 (two warps along K, off since v6): 3 or 2. The
 // two-unit zipper kernels for M <= 32 say 4 (MT = 1) or 3 (MT = 2), their shared-memory residency at the
