@@ -101,3 +101,28 @@ def test_committed_tables_parse():
         dev, table = routes.load_table(f)
         assert dev and all(data.get(k) for k in ("date", "commit", "command")), f
         assert len(table) == len(data["routes"]), f"{f}: duplicate keys"
+
+
+def test_tuner_candidates_make_valid_table_entries():
+    """Every candidate the tuner times turns into a plan that the table format accepts for its bucket (the
+    tuner -> table contract, checked without a GPU)."""
+    import sys
+
+    sys.path.insert(0, str(routes.ROUTES_DIR.parents[2] / "scripts"))
+    import tune_gemv_routes as tune
+
+    from mosaic_exp.kernels import ops
+
+    entries = []
+    for mb in tune.BUCKET_MS:
+        assert routes.row_block(max(tune.BUCKET_MS[mb])) == mb and routes.row_block(min(tune.BUCKET_MS[mb])) == mb
+        for label, kw in tune.candidates(mb, sm90=True):
+            if kw.get("wgmma"):
+                assert kw["wgmma"][:2] in ops.WGMMA_TILES, label
+            entries.append({"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": mb, "plan": tune.route_of(label)})
+    for i, e in enumerate(entries):  # one entry per table: keys repeat across candidates
+        routes.parse_table({"device": "GPU X", "routes": [e]}, f"candidate {i}")
+    assert set(tune.BUCKET_MS) == set(routes.ROW_BLOCKS)
+    assert not any(lbl.count(",") == 2 and ":" not in lbl for lbl, _ in tune.candidates(8, sm90=True))  # no gemv at mb 8
+    assert [lbl for lbl, _ in tune.candidates(4, sm90=False, gemv_buckets=())] == (
+        ["tiled"] + [f"tiled:{c},{sk}" for c, sk in ops.TILED_TUNE_PLANS[4]])
