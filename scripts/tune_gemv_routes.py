@@ -31,30 +31,24 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import bench_kernels as bk
 
 from mosaic_exp.kernels import ops
+from mosaic_exp.kernels import routes as rt
 from mosaic_exp.kernels.packing import pack_quantized
 
 BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 
 
-def candidates(mb: int, sm90: bool, gemv_buckets=(2, 4)) -> list[tuple[str, dict]]:
-    """(label, ops.launch keywords) of every plan timed for row bucket mb, the baseline first."""
-    runs = [("tiled", {"path": "tiled"})]
+def candidates(mb: int, sm90: bool, gemv_buckets=(2, 4)) -> list[tuple[str, dict, object]]:
+    """(label, ops.launch keywords, the table's plan) of every plan timed for row bucket mb, the baseline
+    ('tiled') first."""
+    runs = [("tiled", {"path": "tiled"}, "tiled")]
     if mb in gemv_buckets:
-        runs += [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)}) for w, kp, sk in ops.GEMV_TUNE_PLANS]
-    runs += [(f"tiled:{c},{sk}", {"path": "tiled", "cfg": c, "splitk": sk}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
+        runs += [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)}, [w, kp, sk]) for w, kp, sk in ops.GEMV_TUNE_PLANS]
+    runs += [(f"tiled:{c},{sk}", {"path": "tiled", "cfg": c, "splitk": sk}, {"tiled": [c, sk]})
+             for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
     if sm90:
-        runs += [(f"wgmma:{bt},{wgs},{sk}", {"path": "wgmma", "wgmma": (bt, wgs, sk)})
+        runs += [(f"wgmma:{bt},{wgs},{sk}", {"path": "wgmma", "wgmma": (bt, wgs, sk)}, {"wgmma": [bt, wgs, sk]})
                  for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
     return runs
-
-
-def route_of(label: str):
-    """The table's plan for a candidate label: 'tiled', [w, kp, sk], {'tiled': [cfg, sk]} or {'wgmma': [...]}."""
-    if label == "tiled":
-        return "tiled"
-    kind, _, rest = label.rpartition(":")
-    vals = [int(v) for v in rest.split(",")]
-    return {kind: vals} if kind else vals
 
 
 def time_run(packs, m: int, k: int, n: int, variant: str, kw: dict) -> float | None:
@@ -73,7 +67,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="llama3,qwen3")
     ap.add_argument("--budget", type=float, default=0.03)
-    ap.add_argument("--margin", type=float, default=0.03, help="gemv must beat tiled by this fraction")
+    ap.add_argument("--margin", type=float, default=0.03,
+                    help="a candidate must beat the baseline (the planner's tiled plan) by this fraction")
     ap.add_argument("--out", required=True)
     ap.add_argument("--buckets", default="2,4,8", help="row buckets to tune (mb: 2 = M 9..16, 4 = 17..32, 8 = 33..64)")
     ap.add_argument("--gemv-buckets", default="2,4", help="buckets whose candidates include the gemv plans")
@@ -89,6 +84,18 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("tune_gemv_routes: needs a CUDA device", file=sys.stderr)
         return 2
+    old = None
+    if a.merge:  # checked before any timing: a table that cannot be merged must not cost the tuning run
+        try:
+            dev, _ = rt.load_table(a.merge)
+        except rt.RouteTableError as e:
+            print(f"tune_gemv_routes: --merge: {e}", file=sys.stderr)
+            return 2
+        if dev != torch.cuda.get_device_name():
+            print(f"tune_gemv_routes: --merge table {a.merge} is for {dev!r}, this GPU is "
+                  f"{torch.cuda.get_device_name()!r}", file=sys.stderr)
+            return 2
+        old = json.loads(Path(a.merge).read_text())
     shapes = []
     for fam in a.shapes.split(","):
         for name, k, n in bk.SHAPES[fam]:
@@ -103,17 +110,17 @@ def main() -> int:
         for mb in buckets:
             ms = BUCKET_MS[mb]
             for variant in ("dense", "zipper"):
-                res = {}
-                for label, kw in candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets):
+                res, plans = {}, {}
+                for label, kw, plan in candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets):
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
-                        res[label] = [round(t * 1e6, 2) for t in ts]
+                        res[label], plans[label] = [round(t * 1e6, 2) for t in ts], plan
                 tiled = sum(res["tiled"])
                 other = {lbl: sum(v) for lbl, v in res.items() if lbl != "tiled"}
                 best = min(other, key=other.get) if other else None
                 pick = "tiled"
                 if best is not None and other[best] < tiled * (1 - a.margin):
-                    pick = route_of(best)
+                    pick = plans[best]
                 routes.append({"n_pad": p0.n_pad, "k_pad": p0.k_pad, "mode": variant, "mb": mb, "plan": pick})
                 timings[f"{n}x{k}:{variant}:mb{mb}"] = {"ms": list(ms), "us": res}
                 bl = f"{best} {res[best]}" if best else "-"
@@ -121,12 +128,7 @@ def main() -> int:
         del packs
         torch.cuda.empty_cache()
     merged_from = None
-    if a.merge:
-        old = json.loads(Path(a.merge).read_text())
-        if old.get("device") != torch.cuda.get_device_name():
-            print(f"tune_gemv_routes: --merge table is for {old.get('device')!r}, this GPU is "
-                  f"{torch.cuda.get_device_name()!r}", file=sys.stderr)
-            return 2
+    if old is not None:
         tuned = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]) for r in routes}
         kept = [r for r in old["routes"] if (r["n_pad"], r["k_pad"], r["mode"], r["mb"]) not in tuned]
         routes = kept + routes

@@ -116,13 +116,13 @@ def test_tuner_candidates_make_valid_table_entries():
     entries = []
     for mb in tune.BUCKET_MS:
         assert routes.row_block(max(tune.BUCKET_MS[mb])) == mb and routes.row_block(min(tune.BUCKET_MS[mb])) == mb
-        for label, kw in tune.candidates(mb, sm90=True):
+        for label, kw, plan in tune.candidates(mb, sm90=True):
             if kw.get("wgmma"):
                 assert kw["wgmma"][:2] in ops.WGMMA_TILES, label
-            entries.append({"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": mb, "plan": tune.route_of(label)})
+            entries.append({"n_pad": 4096, "k_pad": 4096, "mode": "dense", "mb": mb, "plan": plan})
     for i, e in enumerate(entries):  # one entry per table: keys repeat across candidates
         routes.parse_table({"device": "GPU X", "routes": [e]}, f"candidate {i}")
     assert set(tune.BUCKET_MS) == set(routes.ROW_BLOCKS)
-    assert not any(lbl.count(",") == 2 and ":" not in lbl for lbl, _ in tune.candidates(8, sm90=True))  # no gemv at mb 8
-    assert [lbl for lbl, _ in tune.candidates(4, sm90=False, gemv_buckets=())] == (
+    assert not any(kw["path"] == "gemv" for _, kw, _ in tune.candidates(8, sm90=True))  # no gemv at mb 8
+    assert [lbl for lbl, _, _ in tune.candidates(4, sm90=False, gemv_buckets=())] == (
         ["tiled"] + [f"tiled:{c},{sk}" for c, sk in ops.TILED_TUNE_PLANS[4]])
