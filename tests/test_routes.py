@@ -48,6 +48,7 @@ def test_lookup_by_device_shape_mode_and_block(tmp_path, monkeypatch):
     ({"plan": {"tiled": [8, 17]}}, "cfg=8 splitk=17"),
     ({"plan": {"tiled": [8]}}, "tiled plan must be 2 integers"),
     ({"plan": {"wgmma": [48, 2, 1]}}, "bt=48 wgs=2 splitk=1"),
+    ({"plan": {"wgmma": [8, 2, 1]}}, "bt=8 wgs=2 splitk=1"),  # no such tile (bt 8 is warp-specialized only)
     ({"plan": {"gemv": [16, 8, 2]}}, "plan object must be"),
     ({"k_pad": None}, "integer n_pad"),
 ])

@@ -67,8 +67,11 @@ def _check_plan(plan, where: str, mb: int):
             raise RouteTableError(f"{where}: {kind} plan must be {n} integers, got {v!r}")
         if kind == "tiled" and (v[0] not in TILED_CFGS or not 1 <= v[1] <= 16):
             raise RouteTableError(f"{where}: bad tiled plan cfg={v[0]} splitk={v[1]}")
-        if kind == "wgmma" and (v[0] not in (8, 16, 32, 64, 128, 256) or v[1] not in (2, 3, 4) or not 1 <= v[2] <= 8):
-            raise RouteTableError(f"{where}: bad wgmma plan bt={v[0]} wgs={v[1]} splitk={v[2]}")
+        if kind == "wgmma":
+            from mosaic_exp.kernels.ops import WGMMA_TILES  # the launcher's tiles (ops imports this module)
+
+            if tuple(v[:2]) not in WGMMA_TILES or not 1 <= v[2] <= 8:
+                raise RouteTableError(f"{where}: bad wgmma plan bt={v[0]} wgs={v[1]} splitk={v[2]}")
         return kind, tuple(v)
     if mb not in GEMV_BLOCKS:
         raise RouteTableError(f"{where}: a gemv plan needs mb in {GEMV_BLOCKS}, got mb {mb}")
