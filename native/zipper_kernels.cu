@@ -91,7 +91,7 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // (NOTES.md v6): slower at M=1 (register-limited to 3 CTAs/SM, fewer split-K CTAs), so the
 // small-M configs use WK=1; cfg 8 / 9 (64- and 32-row tiles) use WK=2 for M = 17..64 (NOTES.md v17).
 //
-// Minimum CTAs per SM for __launch_bounds__. WK = 2 (two warps along K, off since v6): 3 or 2. The
+// Minimum CTAs per SM for __launch_bounds__. WK = 2 (two warps along K: cfg 8 / 9): 3 or 2. The
 // two-unit zipper kernels for M <= 32 say 4 (MT = 1) or 3 (MT = 2), their shared-memory residency at the
 // usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
 // shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
@@ -719,6 +719,28 @@ constexpr int smem_max_bytes() {
          (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * Cfg<CFG>::STAGES * Layout<1, 1, MODE>::RING_UNIT : 0);
 }
 
+// The one list of tile configs that the launcher, config_info, max_active_clusters and kernel_regs dispatch
+// through: with_cfg<MODE>(cfg, none, f) returns f(std::integral_constant<int, cfg>{}) for a config that MODE
+// has (the residual-only kernel: the BN=64 ones, 0-2), else none; with_mode does the same for the mode.
+template <int MODE>
+constexpr int num_cfgs() { return MODE == MODE_RESIDUAL ? 3 : NUM_CONFIGS; }
+template <int MODE, int C = 0, typename R, typename F>
+R with_cfg(int cfg, R none, F&& f) {
+  if constexpr (C >= num_cfgs<MODE>())
+    return none;
+  else
+    return cfg == C ? R(f(std::integral_constant<int, C>{})) : with_cfg<MODE, C + 1>(cfg, none, f);
+}
+template <typename R, typename F>
+R with_mode(int mode, R none, F&& f) {
+  switch (mode) {
+    case MODE_DENSE: return f(std::integral_constant<int, MODE_DENSE>{});
+    case MODE_ZIPPER: return f(std::integral_constant<int, MODE_ZIPPER>{});
+    case MODE_RESIDUAL: return f(std::integral_constant<int, MODE_RESIDUAL>{});
+  }
+  return none;
+}
+
 template <typename T, int CFG, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using C = Cfg<CFG>;
@@ -783,21 +805,10 @@ int max_clusters_t(int splitk, int rslots) {
 
 template <typename T, int MODE>
 const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
-  switch (cfg) {
-    case 0: return launch_t<T, 0, MODE>(p, stream);
-    case 1: return launch_t<T, 1, MODE>(p, stream);
-    case 2: return launch_t<T, 2, MODE>(p, stream);
-    case 3: case 4: case 5: case 6: case 7: case 8: case 9:
-      if (MODE == MODE_RESIDUAL) return "configs 3-9 (BN=128) are not available for the residual kernel";
-      if (cfg == 8) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 8, MODE>(p, stream);
-      if (cfg == 9) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 9, MODE>(p, stream);
-      if (cfg == 7) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 7, MODE>(p, stream);
-      if (cfg == 3) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 3, MODE>(p, stream);
-      if (cfg == 4) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 4, MODE>(p, stream);
-      if (cfg == 5) return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 5, MODE>(p, stream);
-      return launch_t<T, MODE == MODE_RESIDUAL ? 2 : 6, MODE>(p, stream);
-  }
-  return "unknown kernel config";
+  if (MODE == MODE_RESIDUAL && cfg >= num_cfgs<MODE>() && cfg < NUM_CONFIGS)
+    return "configs 3-9 (BN=128) are not available for the residual kernel";
+  return with_cfg<MODE>(cfg, "unknown kernel config",
+                        [&](auto c) { return launch_t<T, decltype(c)::value, MODE>(p, stream); });
 }
 
 template <typename T>
@@ -824,55 +835,42 @@ int regs_of() {
 }
 
 ConfigInfo config_info(int cfg, int mode) {
-  auto mk = [](int mt, int nw, int stages, int smem, int mode, int wk) {
-    ConfigInfo c;
-    c.threads = THREADS * wk;
-    c.bm = mt * 16;
-    c.bn = nw * 64;
-    c.stages = stages;
-    c.smem_bytes = smem;
-    c.ring_unit_bytes = mode == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
-    c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)
-    int per = (228 * 1024) / (smem + c.static_smem + 1024);
-    c.ctas_per_sm = per < 1 ? 1 : (per > 8 ? 8 : per);
-    return c;
-  };
-#define ZCFG(C, MODE) mk(Cfg<C>::MT, Cfg<C>::NW, Cfg<C>::STAGES, smem_bytes<C, MODE>(), MODE, Cfg<C>::WK)
-  switch (mode) {
-    case MODE_DENSE:
-      switch (cfg) { case 0: return ZCFG(0, 0); case 1: return ZCFG(1, 0); case 2: return ZCFG(2, 0); case 3: return ZCFG(3, 0);
-        case 4: return ZCFG(4, 0); case 5: return ZCFG(5, 0); case 6: return ZCFG(6, 0); case 7: return ZCFG(7, 0);
-        case 8: return ZCFG(8, 0); case 9: return ZCFG(9, 0); }
-      break;
-    case MODE_ZIPPER:
-      switch (cfg) { case 0: return ZCFG(0, 1); case 1: return ZCFG(1, 1); case 2: return ZCFG(2, 1); case 3: return ZCFG(3, 1);
-        case 4: return ZCFG(4, 1); case 5: return ZCFG(5, 1); case 6: return ZCFG(6, 1); case 7: return ZCFG(7, 1);
-        case 8: return ZCFG(8, 1); case 9: return ZCFG(9, 1); }
-      break;
-    case MODE_RESIDUAL:
-      switch (cfg) { case 0: return ZCFG(0, 2); case 1: return ZCFG(1, 2); case 2: return ZCFG(2, 2); }
-      break;
-  }
-#undef ZCFG
-  return ConfigInfo{0, 0, 0, 0, 0};
+  const ConfigInfo none{0, 0, 0, 0, 0};
+  return with_mode(mode, none, [&](auto md) {
+    constexpr int MODE = decltype(md)::value;
+    return with_cfg<MODE>(cfg, none, [](auto cc) {
+      using C = Cfg<decltype(cc)::value>;
+      ConfigInfo c;
+      c.threads = THREADS * C::WK;
+      c.bm = C::MT * 16;
+      c.bn = C::NW * 64;
+      c.stages = C::STAGES;
+      c.smem_bytes = smem_bytes<decltype(cc)::value, MODE>();
+      c.ring_unit_bytes = MODE == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
+      c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)
+      const int per = (228 * 1024) / (c.smem_bytes + c.static_smem + 1024);
+      c.ctas_per_sm = per < 1 ? 1 : (per > 8 ? 8 : per);
+      return c;
+    });
+  });
 }
 
 int max_active_clusters(int cfg, int mode, int splitk, int rslots) {
   using B = __nv_bfloat16;  // same resources for both dtypes (checked by the ptxas report)
-#define ZC(C, M) if (cfg == C && mode == M) return max_clusters_t<B, C, M>(splitk, rslots);
-  ZC(0, 0) ZC(1, 0) ZC(2, 0) ZC(3, 0) ZC(4, 0) ZC(5, 0) ZC(6, 0) ZC(7, 0) ZC(8, 0) ZC(9, 0)
-  ZC(0, 1) ZC(1, 1) ZC(2, 1) ZC(3, 1) ZC(4, 1) ZC(5, 1) ZC(6, 1) ZC(7, 1) ZC(8, 1) ZC(9, 1)
-#undef ZC
-  return 0;
+  return with_mode(mode, 0, [&](auto md) {
+    constexpr int MODE = decltype(md)::value;
+    if constexpr (MODE == MODE_RESIDUAL)
+      return 0;  // the residual-only kernel has no split-K clusters
+    else
+      return with_cfg<MODE>(cfg, 0, [&](auto c) { return max_clusters_t<B, decltype(c)::value, MODE>(splitk, rslots); });
+  });
 }
 
 int kernel_regs(int cfg, int mode) {
-#define ZR(C, M) if (cfg == C && mode == M) return regs_of<C, M>();
-  ZR(0, 0) ZR(1, 0) ZR(2, 0) ZR(3, 0) ZR(4, 0) ZR(5, 0) ZR(6, 0) ZR(7, 0) ZR(8, 0) ZR(9, 0)
-  ZR(0, 1) ZR(1, 1) ZR(2, 1) ZR(3, 1) ZR(4, 1) ZR(5, 1) ZR(6, 1) ZR(7, 1) ZR(8, 1) ZR(9, 1)
-  ZR(0, 2) ZR(1, 2) ZR(2, 2)
-#undef ZR
-  return -1;
+  return with_mode(mode, -1, [&](auto md) {
+    constexpr int MODE = decltype(md)::value;
+    return with_cfg<MODE>(cfg, -1, [](auto c) { return regs_of<decltype(c)::value, MODE>(); });
+  });
 }
 
 const char* launch(const Params& p, int dtype, int mode, int cfg, void* stream_) {
