@@ -212,6 +212,12 @@ def _check(y: torch.Tensor, ref: torch.Tensor, dtype, what: str):
                            f"{tuple(torch.nonzero(bad)[0].tolist())}")
 
 
+def _base_only(qw):
+    """The same quantized weight without its residual blocks (the dense variant's reference)."""
+    kw = {f: getattr(qw, f) for f in qw.__dataclass_fields__ if f not in ("res_index", "res_qweight", "res_scales")}
+    return type(qw)(**kw)
+
+
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
               cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None,
               wgmma=None):
@@ -225,11 +231,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
     ref_full = x.double() @ w_full.double().t()
     for v in variants:
         if v == "dense":
-            kw = {f: getattr(qw, f) for f in qw.__dataclass_fields__}
-            for f in ("res_index", "res_qweight", "res_scales"):
-                kw.pop(f)
-            qb = type(qw)(**kw)
-            ref = x.double() @ dequantize_like_kernel(qb, dtype).to(dev).double().t()
+            ref = x.double() @ dequantize_like_kernel(_base_only(qw), dtype).to(dev).double().t()
         else:
             ref = ref_full
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
@@ -496,9 +498,7 @@ def test_route_table_tiled_and_wgmma_plans(monkeypatch, tmp_path):
     monkeypatch.setenv("MOSAIC_GEMV_ROUTES", str(tmp_path / "routes.json"))
     qw = random_quantized(448, 1100, 64, False, 0.1, (64, 64), seed=5)
     p = pack_quantized(qw, torch.bfloat16, "cuda")
-    ref_w = {"zipper": dequantize_like_kernel(qw, torch.bfloat16).cuda().double()}
-    kw = {f: getattr(qw, f) for f in qw.__dataclass_fields__ if f not in ("res_index", "res_qweight", "res_scales")}
-    ref_w["dense"] = dequantize_like_kernel(type(qw)(**kw), torch.bfloat16).cuda().double()
+    ref_w = {v: dequantize_like_kernel(q, torch.bfloat16).cuda().double() for v, q in (("zipper", qw), ("dense", _base_only(qw)))}
     mb8_name = "wgmma-dense[bt64,wgs2,splitk1" if IS_SM90 else "dense[cfg9,splitk4"
     for m, v, want in ((24, "dense", "dense[cfg9,splitk3"), (24, "zipper", "zipper[cfg5"),
                        (40, "zipper", "zipper[cfg8,splitk5"), (64, "zipper", "zipper[cfg8,splitk5"),
@@ -683,12 +683,7 @@ def test_pdl_chain_eager_and_graph(variant, m):
     assert torch.equal(chain("late"), y_ref)
     ref = x0.double()
     for i, q in enumerate(qws):
-        w = dequantize_like_kernel(q, torch.bfloat16).cuda().double()
-        if variant == "dense":
-            kw = {f: getattr(q, f) for f in q.__dataclass_fields__}
-            for f in ("res_index", "res_qweight", "res_scales"):
-                kw.pop(f)
-            w = dequantize_like_kernel(type(q)(**kw), torch.bfloat16).cuda().double()
+        w = dequantize_like_kernel(_base_only(q) if variant == "dense" else q, torch.bfloat16).cuda().double()
         ref = (ref.to(torch.bfloat16).double() @ w.t())
         ref = ref.to(torch.bfloat16).double() * (0.5 if i == 1 else 1.0)
         ref = ref.to(torch.bfloat16).double() * (1.0 / 8.0)
