@@ -7,7 +7,7 @@ method (CUDA graph of back-to-back calls over weight copies rotated past L2, med
   - the tiled kernel with the planner's own tile and split (the baseline, "tiled"),
   - every candidate gemv plan (ops.GEMV_TUNE_PLANS; mb 2 and 4),
   - every candidate tiled plan (cfg, splitk) (ops.TILED_TUNE_PLANS; mb 4 and 8),
-  - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 4 and 8, sm_90),
+  - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 8, sm_90),
 and keep the candidate with the least summed time if it beats the baseline by more than --margin, else
 'tiled'. Writes the table (and every timing) as JSON:
 

@@ -88,14 +88,13 @@ GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), 
                    (16, 2, 4), (16, 1, 2), (16, 1, 4), (16, 1, 8), (16, 8, 4), (16, 8, 8), (16, 4, 8), (8, 8, 1),
                    (8, 8, 2), (8, 4, 2), (8, 2, 2), (8, 2, 4), (8, 8, 8), (8, 1, 8), (4, 1, 8), (4, 4, 4))
 # tiled and wgmma candidates the tuner also times per row bucket (routes.row_block: 4 = M 17..32, 8 = M 33..64):
-# (cfg, splitk) with the 4-warp tiles, the 8-warp ones (cfg 8 / 9) and two m-tiles of a 32-row tile at M = 64;
-# (bt, wgs, splitk) wgmma tiles, the warp-specialized small ones (wgs 3, bt 32 / 64: opt-in by rule, NOTES.md
-# v12) included (NOTES.md v17)
-TILED_TUNE_PLANS = {4: ((5, 4), (5, 8), (5, 16), (9, 2), (9, 4), (9, 8), (9, 16), (6, 8), (8, 4), (8, 8)),
-                    8: ((6, 2), (6, 4), (6, 8), (6, 16), (8, 1), (8, 2), (8, 4), (8, 8), (8, 16), (5, 4), (5, 8),
-                        (9, 4), (9, 8), (2, 8), (2, 16))}
-WGMMA_TUNE_PLANS = {4: ((32, 3, 2), (32, 3, 4)),
-                    8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
+# (cfg, splitk) with the 4-warp tiles and two m-tiles of a 32-row tile at M = 64; (bt, wgs, splitk) wgmma tiles.
+# Left out after the H100 measurement of NOTES.md v17 (bench/results/kernels_20261207T004*): the 8-warp tiles
+# cfg 8 / 9 (30-60 % slower than cfg 6 / 5 on every shape and bucket; still selectable by cfg=) and the
+# warp-specialized bt 32 wgmma tile at M = 17..32 (1.3-1.8x slower than the tiled kernel)
+TILED_TUNE_PLANS = {4: ((5, 4), (5, 8), (5, 16), (6, 8)),
+                    8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16))}
+WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)

@@ -26,7 +26,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ms", default="32,64")
     ap.add_argument("--shapes", default=",".join(SHAPES))
-    ap.add_argument("--cfgs", default="5,6,8,9,2")
+    ap.add_argument("--cfgs", default="5,6,2")
     ap.add_argument("--splits", default="1,2,4,8,16")
     ap.add_argument("--wgmma", default="64:2:1,64:2:2,64:2:4,64:3:1,64:3:2,64:3:4",
                     help="bt:wgs:splitk plans of the wgmma family (bt >= M only)")
