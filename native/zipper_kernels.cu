@@ -22,6 +22,12 @@
 
 #include <type_traits>
 
+// compile-time experiment switch (NOTES.md v18): 1 = the cluster split-K fix-up as a run-time loop over
+// the CTA's own slots instead of unrolled over all of them (build the variant with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1)
+#ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
+#define MOSAIC_COMPACT_CLUSTER_FIXUP 0
+#endif
+
 namespace zipper {
 
 namespace {
@@ -583,9 +589,18 @@ __global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK
     cl.sync();
     const int rank = (int)cl.block_rank();
     if (active) {
+#if MOSAIC_COMPACT_CLUSTER_FIXUP
+      // experiment (NOTES.md v18, not yet measured, off by default): a run-time loop over this CTA's own
+      // slots. Unrolled over all NP slots, each body guarded by q % splitk == rank, the fix-up is NP copies
+      // of the reduction: ~10.5k of the dense cfg6 kernel's 14.2k static instructions (3.6k without),
+      // which a short split-K CTA walks through cold. Same slots, same split order: bit-identical sums.
+#pragma unroll 1
+      for (int q = rank; q < NP; q += p.splitk) {
+#else
 #pragma unroll
       for (int q = 0; q < NP; ++q) {
         if (q % p.splitk != rank) continue;
+#endif
         const int mt = q / (4 * NW), c = (q >> 1) % (2 * NW), h = q & 1;
         const int row = m0 + mt * 16 + g + 8 * h;
         if (row >= p.M) continue;
