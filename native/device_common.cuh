@@ -10,6 +10,13 @@
 #include <cstdint>
 #include <utility>
 
+// Compile-time experiment switch (NOTES.md v18, off by default): 1 = the cluster split-K fix-ups of the tiled
+// (zipper_kernels.cu) and wgmma (wgmma_kernels.cu, classic tiles) kernels as run-time loops over the CTA's own
+// slots instead of unrolled over all of them. Build a variant with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1.
+#ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
+#define MOSAIC_COMPACT_CLUSTER_FIXUP 0
+#endif
+
 namespace zipper {
 namespace dev {
 

@@ -333,6 +333,13 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   // DSMEM and stores those rows
   const int S = p.splitk, rank = blockIdx.y;
   auto owns = [&](int q) { return S == 1 || q % S == rank; };
+  constexpr int YP = L::Y_PITCH;
+  // MOSAIC_COMPACT_CLUSTER_FIXUP (NOTES.md v18, off by default): the owned sums go straight from the remote
+  // partials to an epilogue tile placed after them, in a run-time loop over the owned token groups, instead
+  // of back into the (compile-time indexed) accumulators through a loop unrolled over all of them
+  constexpr int RED_BYTES = NACC * NTHR * 4;
+  constexpr bool COMPACT = MOSAIC_COMPACT_CLUSTER_FIXUP && L::RED_FITS && RED_BYTES + BT * YP * 2 <= STAGES * L::STAGE;
+  const bool compact = COMPACT && S > 1;
   if (S > 1) {
     if constexpr (L::RED_FITS) {
       namespace cg = cooperative_groups;
@@ -341,26 +348,41 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
 #pragma unroll
       for (int j = 0; j < NACC; ++j) red[j * NTHR + tid] = acc[j];
       cl.sync();
+      if constexpr (COMPACT) {
+        T* const Yc = reinterpret_cast<T*>(smem + RED_BYTES);
+#pragma unroll 1
+        for (int q = rank; q < NACC / 4; q += S) {
 #pragma unroll
-      for (int j = 0; j < NACC; ++j)
-        if (owns(j >> 2)) {
-          float v = 0.f;
-          for (int q = 0; q < S; ++q) v += cl.map_shared_rank(red, q)[j * NTHR + tid];
-          acc[j] = v;
+          for (int jj = 0; jj < 4; ++jj) {  // j = 4 q + jj: (j >> 1) & 1 = jj >> 1, j & 1 = jj & 1
+            const int j = 4 * q + jj;
+            float v = 0.f;
+            for (int r = 0; r < S; ++r) v += cl.map_shared_rank(red, r)[j * NTHR + tid];
+            Yc[(8 * q + 2 * t4 + (jj & 1)) * YP + wg * 64 + ws * 16 + g + 8 * (jj >> 1)] = Tr::from_f(v);
+          }
         }
+      } else {
+#pragma unroll
+        for (int j = 0; j < NACC; ++j)
+          if (owns(j >> 2)) {
+            float v = 0.f;
+            for (int q = 0; q < S; ++q) v += cl.map_shared_rank(red, q)[j * NTHR + tid];
+            acc[j] = v;
+          }
+      }
       cl.sync();  // every rank has read this CTA's partials: its shared memory may be reused
     }
   }
 
   // ---- epilogue: acc[j] = D[row n][col token], row = 16 ws + g + 8 ((j >> 1) & 1) of unit wg,
   // col = 8 (j >> 2) + 2 t4 + (j & 1) -> Ys[token][n] (T), then 16-byte row stores to Y
-  T* const Ys = reinterpret_cast<T*>(smem);
-  constexpr int YP = L::Y_PITCH;
+  T* const Ys = reinterpret_cast<T*>(smem + (compact ? RED_BYTES : 0));
+  if (!compact) {
 #pragma unroll
-  for (int j = 0; j < NACC; ++j) {
-    const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
-    const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-    if (owns(j >> 2)) Ys[tok * YP + n] = Tr::from_f(acc[j]);
+    for (int j = 0; j < NACC; ++j) {
+      const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+      const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+      if (owns(j >> 2)) Ys[tok * YP + n] = Tr::from_f(acc[j]);
+    }
   }
   __syncthreads();
   T* const Y = static_cast<T*>(p.y);

@@ -22,12 +22,6 @@
 
 #include <type_traits>
 
-// compile-time experiment switch (NOTES.md v18): 1 = the cluster split-K fix-up as a run-time loop over
-// the CTA's own slots instead of unrolled over all of them (build the variant with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1)
-#ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
-#define MOSAIC_COMPACT_CLUSTER_FIXUP 0
-#endif
-
 namespace zipper {
 
 namespace {

@@ -42,7 +42,11 @@ def find_nvcc() -> str | None:
     return None
 
 
-def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False, reuse: bool = False) -> Path:
+def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False, reuse: bool = False,
+          defines: tuple[str, ...] = ()) -> Path:
+    for d in defines:  # compile-time variants of the kernels (e.g. NOTES.md v18's experiment switch)
+        if not d or not d.split("=", 1)[0].isidentifier():
+            raise ValueError(f"a define must be NAME or NAME=VALUE, got {d!r}")
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set NVCC or put it on PATH)")
@@ -54,12 +58,13 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
     target = out_dir / f"{MODULE}{suffix}"
     common = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", f"-I{NATIVE}"]
     gen = gencode_flags(archs)
+    defs = [f"-D{d}" for d in defines]
     kern_cmds = []
     for tu in KERNEL_TUS:
         obj = out_dir / f"{tu}.o"
         if reuse and obj.exists() and obj.stat().st_mtime >= max(p.stat().st_mtime for p in NATIVE.glob("*.cu*")):
             continue  # --reuse-objects: an object newer than every native source stays
-        cmd = [nvcc, *common, *gen, "-lineinfo", "-c", str(NATIVE / f"{tu}.cu"), "-o", str(out_dir / f"{tu}.o")]
+        cmd = [nvcc, *common, *defs, *gen, "-lineinfo", "-c", str(NATIVE / f"{tu}.cu"), "-o", str(out_dir / f"{tu}.o")]
         if ptxas_verbose:
             cmd.insert(1, "-Xptxas=-v")
         kern_cmds.append(cmd)
@@ -102,8 +107,14 @@ def main() -> int:
     ap.add_argument("--reuse-objects", action="store_true",
                     help="keep kernel objects newer than every native source (e.g. built on another host for "
                          "the same archs); the binding is always rebuilt for this Python")
+    ap.add_argument("-D", "--define", action="append", default=[], metavar="NAME[=VALUE]",
+                    help="a preprocessor define for the kernel TUs (repeatable), for variant builds: "
+                         "--out native/build/B -D MOSAIC_COMPACT_CLUSTER_FIXUP=1")
     a = ap.parse_args()
-    build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects)
+    try:
+        build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects, defines=tuple(a.define))
+    except ValueError as e:
+        ap.error(str(e))
     return 0
 
 

@@ -3,7 +3,7 @@
 # benchmark. Logs and results go to $OUT (default ./device_out).
 #   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
-#   STAGES="build test ab": then A/B prebuilt variant objects (native/exp/probe_variants.sh; VARIANTS, OBJ, PROBE, TESTS)
+#   STAGES="build test ab": then A/B prebuilt variant objects (native/exp/probe_variants.sh; VARIANTS, PROBE, TESTS)
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
@@ -46,7 +46,7 @@ for st in $STAGES; do
         | tee "$OUT/sanitizer.log" | tail -8 || rc=1
       ;;
     ab)
-      # same-call A/B of prebuilt variant objects (native/build/<variant>/<OBJ>.o, carried): VARIANTS, OBJ, PROBE,
+      # same-call A/B of prebuilt variant objects (native/build/<variant>/*.o, carried): VARIANTS, PROBE,
       # TESTS as in native/exp/probe_variants.sh; leaves the last variant linked, so run it after test / bench
       OUT=$OUT timeout ${AB_TIMEOUT:-360} bash native/exp/probe_variants.sh 2>&1 | tee "$OUT/ab.log" || rc=1
       ;;

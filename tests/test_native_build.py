@@ -91,3 +91,12 @@ def test_native_module_compiles_and_imports(tmp_path):
         wsass = subprocess.run([cuobjdump, "-sass", str(tmp_path / "wgmma_kernels.o")], capture_output=True,
                                text=True, check=False).stdout
         assert "HGMMA.64x128x16.F32" in wsass and "HGMMA.64x64x16.F32" in wsass and "HGMMA.64x8x16.F32" in wsass
+
+
+def test_bad_define_is_rejected_before_compiling(tmp_path):
+    import build_native
+
+    for bad in ("", "1X=1", "A B", "=3"):
+        with pytest.raises(ValueError, match="NAME or NAME=VALUE"):
+            build_native.build(tmp_path, "90a", defines=(bad,))
+    assert not any(tmp_path.iterdir())  # nothing was built
