@@ -85,3 +85,25 @@ def test_real_kernel_end_to_end(tmp_path, capsys):
     assert "loops (start: static instructions, longest first): @0x" in out  # the reps loop
     assert (tmp_path / "d" / "0.sass").read_text().count("FFMA") >= 1
     assert sass_report.main([str(tu), "--match", "no_such_kernel"]) == 1
+
+
+@pytest.mark.timeout(420)
+def test_compact_cluster_fixup_switch_compiles_and_is_compact():
+    """NOTES.md v18's experiment switch (-DMOSAIC_COMPACT_CLUSTER_FIXUP=1) keeps compiling in both kernel TUs,
+    and its kernels are the compact ones: the dense cfg6 tile (default: ~14.2k static instructions, ~10.5k of
+    them the unrolled cluster fix-up) and the wgmma bt 64 / 2-warpgroup tile (default ~11.6k) fall under 6k."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if sass_report.build_native.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    if sass_report.find_nvdisasm() is None:
+        pytest.skip("nvdisasm not found (pip install -e '.[sass]')")
+    cases = {"zipper_kernels": r"w4a16_kernelI13__nv_bfloat16Li4ELi2ELi0ELi4ELi1ELi1E",
+             "wgmma_kernels": r"w4a16_wgmma_kernelI13__nv_bfloat16Li64ELi2ELi0E"}
+    with ThreadPoolExecutor(2) as ex:
+        out = dict(zip(cases, ex.map(lambda tu: sass_report.compile_and_disassemble(
+            ROOT / "native" / f"{tu}.cu", defines=("MOSAIC_COMPACT_CLUSTER_FIXUP=1",)), cases)))
+    for tu, pat in cases.items():
+        ks = sass_report.report(*out[tu], pat)
+        assert len(ks) == 1, (tu, [k.name for k in ks])
+        assert 1000 < len(ks[0].instrs) < 6000, (tu, len(ks[0].instrs))
