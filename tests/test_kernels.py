@@ -521,7 +521,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_native
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
-                                           (128, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1),
+                                           (128, 2, 8), (64, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1),
                                            (8, 3, 1), (8, 3, 4), (16, 3, 2), (32, 3, 8), (64, 3, 1), (64, 3, 3)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [

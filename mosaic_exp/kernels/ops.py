@@ -91,10 +91,11 @@ GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), 
 # (cfg, splitk) with the 4-warp tiles and two m-tiles of a 32-row tile at M = 64; (bt, wgs, splitk) wgmma tiles.
 # Left out after the H100 measurement of NOTES.md v17 (bench/results/kernels_20261207T004*): the 8-warp tiles
 # cfg 8 / 9 (30-60 % slower than cfg 6 / 5 on every shape and bucket; still selectable by cfg=) and the
-# warp-specialized bt 32 wgmma tile at M = 17..32 (1.3-1.8x slower than the tiled kernel)
+# warp-specialized bt 32 wgmma tile at M = 17..32 (1.3-1.8x slower than the tiled kernel). wgmma split 8 is new
+# (session 12: o at M = 64 fell 34.8 -> 26.4 -> 22.9 us over splits 1 / 2 / 4)
 TILED_TUNE_PLANS = {4: ((5, 4), (5, 8), (5, 16), (6, 8)),
                     8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16))}
-WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
+WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 2, 8), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)
