@@ -1111,6 +1111,8 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
   const char* why = "";
   return ws_plan<BT>(p, mode, 1, &why);
 }
+int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+
 int wgmma_ws_stage_ktiles(int bt) {
   switch (bt) {
     case 8: return WsShape<8>::KB;

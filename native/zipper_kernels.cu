@@ -843,6 +843,8 @@ int regs_of() {
   return a.numRegs;
 }
 
+int tiled_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+
 ConfigInfo config_info(int cfg, int mode) {
   const ConfigInfo none{0, 0, 0, 0, 0};
   return with_mode(mode, none, [&](auto md) {

@@ -669,7 +669,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
              p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
              m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream,
              ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode], rl)
-    tags = (f",{fx}" if pl.splitk > 1 else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
+    fx_name = fx + ("-compact" if fx == "cluster" and _compact_fixup()[0] else "")  # NOTES.md v18 variant builds
+    tags = (f",{fx_name}" if pl.splitk > 1 else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}{tags}"
                + (f",rslots{rslots},{zp}" + (f",lead{rl}]" if rl else "]") if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
@@ -686,6 +687,13 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
                        y.data_ptr(), 0, 0, 0, 1, m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, 1,
                        p.k_pad // TILE, dt, MODE_RESIDUAL, pr.cfg, stream, 0, 0, PDL_MODES[pdl_mode], 0)
     return f"residual[cfg{pr.cfg}" + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]")
+
+
+@functools.cache
+def _compact_fixup() -> tuple[int, int]:
+    """(tiled, wgmma): whether the linked kernel objects were built with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1
+    (NOTES.md v18; a module without the attribute predates the switch)."""
+    return tuple(getattr(load_native(), "COMPACT_CLUSTER_FIXUP", (0, 0)))
 
 
 @functools.cache
@@ -712,7 +720,7 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
                         PDL_MODES[pdl_mode], wgs, splitk, rslots)
-    tag = f",pdl-{pdl_mode}" if pdl_mode != "off" else ""
+    tag = (",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
 
