@@ -37,7 +37,7 @@ from mosaic_exp.kernels.packing import pack_quantized
 BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 
 
-def candidates(mb: int, sm90: bool, gemv_buckets=(2, 4)) -> list[tuple[str, dict, object]]:
+def candidates(mb: int, sm90: bool, gemv_buckets=rt.GEMV_BLOCKS) -> list[tuple[str, dict, object]]:
     """(label, ops.launch keywords, the table's plan) of every plan timed for row bucket mb, the baseline
     ('tiled') first."""
     runs = [("tiled", {"path": "tiled"}, "tiled")]
@@ -77,8 +77,8 @@ def main() -> int:
     a = ap.parse_args()
     buckets = [int(b) for b in a.buckets.split(",")]
     gemv_buckets = tuple(int(b) for b in a.gemv_buckets.split(",") if b)
-    if not set(buckets) <= set(BUCKET_MS) or not set(gemv_buckets) <= {2, 4}:
-        print(f"tune_gemv_routes: --buckets must be within {sorted(BUCKET_MS)} and --gemv-buckets within [2, 4], "
+    if not set(buckets) <= set(BUCKET_MS) or not set(gemv_buckets) <= set(rt.GEMV_BLOCKS):
+        print(f"tune_gemv_routes: --buckets must be within {sorted(BUCKET_MS)} and --gemv-buckets within {list(rt.GEMV_BLOCKS)}, "
               f"got {a.buckets!r} / {a.gemv_buckets!r}", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
