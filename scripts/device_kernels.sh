@@ -3,7 +3,8 @@
 # benchmark. Logs and results go to $OUT (default ./device_out).
 #   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
-#   STAGES="build test ab": then A/B prebuilt variant objects (native/exp/probe_variants.sh; VARIANTS, PROBE, TESTS)
+#   STAGES="build test ab": then A/B prebuilt variant objects (native/exp/probe_variants.sh; VARIANTS, PROBE, TESTS,
+#   FINGERPRINT=1: split-K outputs of every variant diffed bit for bit against the first)
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
