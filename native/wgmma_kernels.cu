@@ -338,7 +338,10 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   // partials to an epilogue tile placed after them, in a run-time loop over the owned token groups, instead
   // of back into the (compile-time indexed) accumulators through a loop unrolled over all of them
   constexpr int RED_BYTES = NACC * NTHR * 4;
-  constexpr bool COMPACT = MOSAIC_COMPACT_CLUSTER_FIXUP && L::RED_FITS && RED_BYTES + BT * YP * 2 <= STAGES * L::STAGE;
+  constexpr bool COMPACT = MOSAIC_COMPACT_CLUSTER_FIXUP;
+  // no silent fallback to the unrolled fix-up: ops names every split-K launch of this build ',compact'
+  static_assert(!COMPACT || (L::RED_FITS && RED_BYTES + BT * YP * 2 <= STAGES * L::STAGE),
+                "compact fix-up: the partials and the epilogue tile must fit in the stages");
   const bool compact = COMPACT && S > 1;
   if (S > 1) {
     if constexpr (L::RED_FITS) {
