@@ -375,6 +375,7 @@ def main() -> int:
                 "ceilings": {"copy_bytes_per_s": CEIL_BW, "bf16_flops": CEIL_FLOPS}, "l2_rotation_bytes": 2 * L2_BYTES,
                 "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays",
                 "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV},
+                "native_build": ops.native_build_flags(),
                 "kernel_defaults": {"splitk_fixup": ops.DEFAULT_SPLITK_FIXUP, "pdl": ops.DEFAULT_PDL,
                                     "small_m_cfg": ops.DEFAULT_SMALL_M_CFG, "zipper_prologue": ops.DEFAULT_ZIPPER_PROLOGUE,
                                     "gemv_max_m": ops.gemv_max_m(), "wgmma_min_m": ops.wgmma_min_m(),
@@ -403,6 +404,7 @@ def main() -> int:
               f"- torch {meta['torch']} / CUDA {meta['cuda']} / Python {meta['python']}\n"
               f"- timing: {meta['timing']}\n"
               + (f"- kernel env overrides: {meta['env']}\n" if meta["env"] else "")
+              + f"- native build variants: {meta['native_build']}\n"
               + f"- kernel defaults: {meta['kernel_defaults']} (our kernels run with programmatic dependent "
               "launch when pdl is on: in the graph each call's weight prologue overlaps the previous call's tail; "
               "cuBLAS and torch int4 run without it)\n"

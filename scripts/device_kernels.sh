@@ -4,7 +4,9 @@
 #   MOSAIC_COMMIT=$(git rev-parse HEAD) bash scripts/device_kernels.sh          (all stages)
 #   STAGES="build test" bash scripts/device_kernels.sh                           (a subset)
 #   STAGES="build test ab": then A/B prebuilt variant objects (native/exp/probe_variants.sh; VARIANTS, PROBE, TESTS,
-#   FINGERPRINT=1: split-K outputs of every variant diffed bit for bit against the first)
+#   FINGERPRINT=1: split-K outputs of every variant diffed bit for bit against the first); `ab` leaves the last
+#   variant linked, so STAGES="build bench ab bench" benchmarks the default build and then the last variant
+#   (each result file names its build: meta.native_build)
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
@@ -52,7 +54,7 @@ for st in $STAGES; do
       OUT=$OUT timeout ${AB_TIMEOUT:-360} bash native/exp/probe_variants.sh 2>&1 | tee "$OUT/ab.log" || rc=1
       ;;
     bench)
-      timeout ${BENCH_TIMEOUT:-480} $PY scripts/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -v "^  M=" || rc=1
+      timeout ${BENCH_TIMEOUT:-480} $PY scripts/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench.log" | grep -v "^  M=" || rc=1
       ;;
   esac
 done

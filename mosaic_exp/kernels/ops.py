@@ -696,6 +696,12 @@ def _compact_fixup() -> tuple[int, int]:
     return tuple(getattr(load_native(), "COMPACT_CLUSTER_FIXUP", (0, 0)))
 
 
+def native_build_flags() -> dict:
+    """Compile-time variants of the linked kernel objects, for result files (a benchmark says which build ran)."""
+    tiled, wgmma = _compact_fixup()
+    return {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
+
+
 @functools.cache
 def _ws_stage_ktiles(bt: int) -> int:
     return load_native().wgmma_ws_stage_ktiles(bt)
