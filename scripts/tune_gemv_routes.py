@@ -8,6 +8,8 @@ method (CUDA graph of back-to-back calls over weight copies rotated past L2, med
   - every candidate gemv plan (ops.GEMV_TUNE_PLANS; mb 2 and 4),
   - every candidate tiled plan (cfg, splitk) (ops.TILED_TUNE_PLANS; mb 4 and 8),
   - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 8, sm_90),
+  - with --merge, the merged table's own route for that shape, mode and bucket (so a route of a family this run
+    does not search, e.g. a gemv plan when the bucket is left out of --gemv-buckets, is kept unless beaten),
 and keep the candidate with the least summed time if it beats the baseline by more than --margin, else
 'tiled'. Writes the table (and every timing) as JSON:
 
@@ -49,6 +51,25 @@ def candidates(mb: int, sm90: bool, gemv_buckets=rt.GEMV_BLOCKS) -> list[tuple[s
         runs += [(f"wgmma:{bt},{wgs},{sk}", {"path": "wgmma", "wgmma": (bt, wgs, sk)}, {"wgmma": [bt, wgs, sk]})
                  for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
     return runs
+
+
+def plan_kwargs(plan) -> dict:
+    """ops.launch keywords of a route table plan (routes.py's formats)."""
+    if plan == "tiled":
+        return {"path": "tiled"}
+    if isinstance(plan, dict):
+        (kind, v), = plan.items()
+        if kind == "tiled":
+            return {"path": "tiled", "cfg": v[0], "splitk": v[1]}
+        return {"path": "wgmma", "wgmma": tuple(v)}
+    return {"path": "gemv", "gemv": tuple(plan)}
+
+
+def with_incumbent(runs: list, plan) -> list:
+    """runs plus the merged table's route `plan` ("table:..." label) when no candidate already times it."""
+    if plan is None or any(p == plan for _, _, p in runs):
+        return runs
+    return runs + [(f"table:{json.dumps(plan, separators=(',', ':'))}", plan_kwargs(plan), plan)]
 
 
 def time_run(packs, m: int, k: int, n: int, variant: str, kw: dict) -> float | None:
@@ -96,6 +117,7 @@ def main() -> int:
                   f"{torch.cuda.get_device_name()!r}", file=sys.stderr)
             return 2
         old = json.loads(Path(a.merge).read_text())
+    old_plans = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]): r["plan"] for r in (old or {}).get("routes", ())}
     shapes = []
     for fam in a.shapes.split(","):
         for name, k, n in bk.SHAPES[fam]:
@@ -111,7 +133,9 @@ def main() -> int:
             ms = BUCKET_MS[mb]
             for variant in ("dense", "zipper"):
                 res, plans = {}, {}
-                for label, kw, plan in candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets):
+                runs = with_incumbent(candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets),
+                                      old_plans.get((p0.n_pad, p0.k_pad, variant, mb)))
+                for label, kw, plan in runs:
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
                         res[label], plans[label] = [round(t * 1e6, 2) for t in ts], plan

@@ -1,0 +1,50 @@
+"""scripts/tune_gemv_routes.py without a GPU: a merged table's route competes with the run's candidates.
+
+Regression (session 15): tuning mb 2 with --gemv-buckets= and --merge replaced the table's measured gemv
+routes with 'tiled' because no gemv plan was timed; the incumbent route must be among the timed plans."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("tune_gemv_routes", ROOT / "scripts" / "tune_gemv_routes.py")
+tune = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tune)
+
+H100_TABLE = ROOT / "mosaic_exp" / "kernels" / "routes" / "nvidia_h100_80gb_hbm3.json"
+
+
+def test_incumbent_gemv_route_is_timed_when_gemv_is_not_searched():
+    runs = tune.candidates(2, sm90=True, gemv_buckets=())
+    assert not any(kw["path"] == "gemv" for _, kw, _ in runs)
+    with_old = tune.with_incumbent(runs, [16, 8, 1])
+    assert len(with_old) == len(runs) + 1
+    label, kw, plan = with_old[-1]
+    assert label.startswith("table:") and plan == [16, 8, 1]
+    assert kw == {"path": "gemv", "gemv": (16, 8, 1)}
+
+
+def test_incumbent_already_among_candidates_is_not_timed_twice():
+    runs = tune.candidates(8, sm90=True, gemv_buckets=())
+    assert tune.with_incumbent(runs, {"wgmma": [64, 3, 1]}) == runs
+    assert tune.with_incumbent(runs, "tiled") == runs
+    assert tune.with_incumbent(runs, None) == runs
+
+
+def test_plan_kwargs_of_every_route_form():
+    assert tune.plan_kwargs("tiled") == {"path": "tiled"}
+    assert tune.plan_kwargs({"tiled": [6, 8]}) == {"path": "tiled", "cfg": 6, "splitk": 8}
+    assert tune.plan_kwargs({"wgmma": [64, 2, 4]}) == {"path": "wgmma", "wgmma": (64, 2, 4)}
+    assert tune.plan_kwargs([16, 4, 2]) == {"path": "gemv", "gemv": (16, 4, 2)}
+
+
+def test_every_committed_route_becomes_a_candidate_of_its_bucket():
+    """Each route of the committed H100 table, offered as the incumbent to a run that searches nothing but the
+    tiled baseline's bucket, is timed with the keywords that reproduce it."""
+    for r in json.loads(H100_TABLE.read_text())["routes"]:
+        runs = tune.with_incumbent(tune.candidates(r["mb"], sm90=True, gemv_buckets=()), r["plan"])
+        hits = [kw for _, kw, p in runs if p == r["plan"]]
+        assert hits == [tune.plan_kwargs(r["plan"])], r
