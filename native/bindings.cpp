@@ -268,7 +268,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("bt"), py::arg("wgs"));
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
-  // the v18 experiment switch as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
+  // the v18 switch (MOSAIC_COMPACT_CLUSTER_FIXUP, 1 by default) as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());
   m.attr("ABI_VERSION") = 7;
 }

@@ -10,11 +10,12 @@
 #include <cstdint>
 #include <utility>
 
-// Compile-time experiment switch (NOTES.md v18, off by default): 1 = the cluster split-K fix-ups of the tiled
-// (zipper_kernels.cu) and wgmma (wgmma_kernels.cu, classic tiles) kernels as run-time loops over the CTA's own
-// slots instead of unrolled over all of them. Build a variant with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1.
+// Compile-time switch (NOTES.md v18; on by default since session 15, where it measured o / qkv at M = 64 -15 %):
+// 1 = the cluster split-K fix-ups of the tiled (zipper_kernels.cu) and wgmma (wgmma_kernels.cu, classic tiles)
+// kernels as run-time loops over the CTA's own slots; 0 = unrolled over all of them (the v17 form, kept for
+// A/B: -DMOSAIC_COMPACT_CLUSTER_FIXUP=0).
 #ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
-#define MOSAIC_COMPACT_CLUSTER_FIXUP 0
+#define MOSAIC_COMPACT_CLUSTER_FIXUP 1
 #endif
 
 namespace zipper {

@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
   const int S = p.splitk, rank = blockIdx.y;
   auto owns = [&](int q) { return S == 1 || q % S == rank; };
   constexpr int YP = L::Y_PITCH;
-  // MOSAIC_COMPACT_CLUSTER_FIXUP (NOTES.md v18, off by default): the owned sums go straight from the remote
+  // MOSAIC_COMPACT_CLUSTER_FIXUP (NOTES.md v18, on by default): the owned sums go straight from the remote
   // partials to an epilogue tile placed after them, in a run-time loop over the owned token groups, instead
   // of back into the (compile-time indexed) accumulators through a loop unrolled over all of them
   constexpr int RED_BYTES = NACC * NTHR * 4;

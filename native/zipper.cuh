@@ -112,7 +112,7 @@ int wgmma_smem_bytes(int mode, int bt, int wgs);  // dynamic shared memory per C
 // k-tiles per pipeline stage of a small warp-specialized tile (bt 8..64; the host bounds the residual
 // units of a stage, p.rslots, over windows of this many k-tiles), 0 for other bt
 int wgmma_ws_stage_ktiles(int bt);
-// MOSAIC_COMPACT_CLUSTER_FIXUP as each kernel TU was compiled (NOTES.md v18: an experiment switch, 0 by default),
+// MOSAIC_COMPACT_CLUSTER_FIXUP as each kernel TU was compiled (NOTES.md v18: 1 by default, 0 = the v17 form),
 // so that the launcher can name the variant that ran
 int tiled_compact_cluster_fixup();
 int wgmma_compact_cluster_fixup();

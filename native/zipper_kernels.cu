@@ -584,10 +584,10 @@ __global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK
     const int rank = (int)cl.block_rank();
     if (active) {
 #if MOSAIC_COMPACT_CLUSTER_FIXUP
-      // experiment (NOTES.md v18, not yet measured, off by default): a run-time loop over this CTA's own
-      // slots. Unrolled over all NP slots, each body guarded by q % splitk == rank, the fix-up is NP copies
-      // of the reduction: ~10.5k of the dense cfg6 kernel's 14.2k static instructions (3.6k without),
-      // which a short split-K CTA walks through cold. Same slots, same split order: bit-identical sums.
+      // a run-time loop over this CTA's own slots (NOTES.md v18, the default). Unrolled over all NP slots,
+      // each body guarded by q % splitk == rank (the #else, v17), the fix-up is NP copies of the reduction:
+      // ~10.5k of the dense cfg6 kernel's 14.2k static instructions (3.6k without), which a short split-K
+      // CTA walks through cold. Same slots, same split order: bit-identical sums.
 #pragma unroll 1
       for (int q = rank; q < NP; q += p.splitk) {
 #else

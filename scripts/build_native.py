@@ -109,7 +109,7 @@ def main() -> int:
                          "the same archs); the binding is always rebuilt for this Python")
     ap.add_argument("-D", "--define", action="append", default=[], metavar="NAME[=VALUE]",
                     help="a preprocessor define for the kernel TUs (repeatable), for variant builds: "
-                         "--out native/build/B -D MOSAIC_COMPACT_CLUSTER_FIXUP=1")
+                         "--out native/build/A -D MOSAIC_COMPACT_CLUSTER_FIXUP=0")
     a = ap.parse_args()
     try:
         build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects, defines=tuple(a.define))

@@ -49,7 +49,7 @@ def test_native_module_compiles_and_imports(tmp_path):
     from mosaic_exp.kernels.native import ABI_VERSION
 
     assert mod.ABI_VERSION == ABI_VERSION and mod.NUM_CONFIGS >= 4
-    assert tuple(mod.COMPACT_CLUSTER_FIXUP) == (0, 0)  # NOTES.md v18's experiment switch is off by default
+    assert tuple(mod.COMPACT_CLUSTER_FIXUP) == (1, 1)  # NOTES.md v18's compact cluster fix-up is the default
     c = mod.config(0, 1)
     assert c["bm"] == 16 and c["bn"] == 64 and c["smem_bytes"] > 0
     # argument validation happens before any CUDA call and names m, n, k

@@ -691,8 +691,8 @@ def _launch_residual(x2, p: PackedW4, y, m: int, kk: int, dt: int, stream: int, 
 
 @functools.cache
 def _compact_fixup() -> tuple[int, int]:
-    """(tiled, wgmma): whether the linked kernel objects were built with -DMOSAIC_COMPACT_CLUSTER_FIXUP=1
-    (NOTES.md v18; a module without the attribute predates the switch)."""
+    """(tiled, wgmma): whether the linked kernel objects were built with the compact cluster fix-up
+    (NOTES.md v18; the default since session 15; a module without the attribute predates the switch)."""
     return tuple(getattr(load_native(), "COMPACT_CLUSTER_FIXUP", (0, 0)))
 
 
