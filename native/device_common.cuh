@@ -17,11 +17,6 @@
 #ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
 #define MOSAIC_COMPACT_CLUSTER_FIXUP 1
 #endif
-// Compile-time switch (NOTES.md v19, prepared, 0 by default until measured): 1 = the gemv kernel's base-only k16
-// steps subtract the zero point with a second MMA instead of per weight pair (gemv_kernels.cu).
-#ifndef MOSAIC_GEMV_ZERO_MMA
-#define MOSAIC_GEMV_ZERO_MMA 0
-#endif
 
 namespace zipper {
 namespace dev {

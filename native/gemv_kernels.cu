@@ -254,14 +254,11 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
   // the k-tile where the next group starts (never for per-channel scales)
   int go = ntl > 0 ? (group_of(kb) - g_lo) * spc * 16 : 0;
   int gend = p.gs_tiles > 0 && ntl > 0 ? (group_of(kb) + 1) * p.gs_tiles : INT_MAX;
-  // -(E + zero) of rows g, g + 8 in the current group (-(E + 8) when symmetric). MOSAIC_GEMV_ZERO_MMA (NOTES.md
-  // v19): a base-only k16 step feeds the MMA the raw E + q and subtracts (E + z) x with a second MMA whose A
-  // fragment is this constant, instead of one __hsub2 per weight pair (4 per step)
-  T2 nza = __hneg2(e8), nzb = __hneg2(e8);
+  T2 za = e8, zb = e8;  // E + zero of rows g, g + 8 in the current group (E + 8 when symmetric)
   auto load_zeros = [&]() {
     if (p.zeros != nullptr && go < groups * spc * 16) {
-      nza = __hneg2(T2{zsm[go], zsm[go]});
-      nzb = __hneg2(T2{zsm[go + 8], zsm[go + 8]});
+      za = T2{zsm[go], zsm[go]};
+      zb = T2{zsm[go + 8], zsm[go + 8]};
     }
   };
   load_zeros();
@@ -304,16 +301,11 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
       if (XH == 1 && s == 2) load_x(1);
       const uint32_t q = s == 0 ? wq.x : s == 1 ? wq.y : s == 2 ? wq.z : wq.w;
       const uint32_t rqw = WR ? *reinterpret_cast<const uint32_t*>(rslot + lane * 16 + s * 4) : 0u;
-      // the zero goes in as a second MMA (products exact, fp32 sums: the cancellation of the E offset costs
-      // ~2^-23 E sum|x| per group, far under the dtype's rounding of the output) for MB <= 2, where one extra
-      // MMA per 8-row block is fewer instructions than the 4 subtractions
-      constexpr bool ZMMA = MOSAIC_GEMV_ZERO_MMA && !WR && MB <= 2;
       uint32_t a[4];
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
         const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
-        T2 d = v;  // E + q
-        if constexpr (!ZMMA) d = __hadd2(v, jj >> 1 ? nzb : nza);  // q - z: a small integer, exact in the dtype
+        T2 d = __hsub2(v, jj >> 1 ? zb : za);  // q - z: a small integer, exact in the dtype
         if constexpr (WR) {
           const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
           d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
@@ -325,10 +317,6 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
         const int xi = XH == 2 ? 2 * s : 2 * (s & 1);
         const uint32_t bf[2] = {xf[mb][xi], xf[mb][xi + 1]};
         mma16816<T>(accg[mb], a, bf);
-        if constexpr (ZMMA) {
-          const uint32_t az[4] = {as_u32<T2>(nza), as_u32<T2>(nzb), as_u32<T2>(nza), as_u32<T2>(nzb)};
-          mma16816<T>(accg[mb], az, bf);
-        }
       }
     }
     // the scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer instructions
