@@ -206,6 +206,15 @@ def geomean(v):
     return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
 
 
+def ratio_geomean(t, shapes, m: int, num: str, den: str, require_all: bool = False):
+    """Geomean over `shapes` of t(shape, m, num) / t(shape, m, den), where t gives a time or None. Shapes where
+    either is missing are left out, or, with require_all (the targets: judged only on every shape), give None."""
+    pairs = [(t(s, m, num), t(s, m, den)) for s in shapes]
+    if require_all and not all(a and b for a, b in pairs):
+        return None
+    return geomean([a / b for a, b in pairs if a and b])
+
+
 def targets_report(rows) -> tuple[list[str], list[dict]]:
     """Issue 4's targets checked against benchmark rows (the four LLaMA-3-8B shapes; a target is judged only
     where every shape was measured). Then, for each missed speedup target, what each shape would need
@@ -214,9 +223,12 @@ def targets_report(rows) -> tuple[list[str], list[dict]]:
     ms = sorted({key[2] for key in idx})
     shapes = SHAPES["llama3"]
 
+    def t(s, m, v):
+        r = idx.get((s[1], s[2], m, v))
+        return r["time_us"] if r else None
+
     def gm(m, num, den):  # geomean over the shapes of t(num) / t(den); None unless all were measured
-        vals = [(idx.get((k, n, m, num)), idx.get((k, n, m, den))) for _, k, n in shapes]
-        return geomean([a["time_us"] / b["time_us"] for a, b in vals]) if all(a and b for a, b in vals) else None
+        return ratio_geomean(t, shapes, m, num, den, require_all=True)
 
     out: list[dict] = []
 
@@ -294,7 +306,7 @@ def summarize(rows, ms, budgets) -> tuple[str, dict]:
         for v in variants:
             if v == "cublas":
                 continue
-            sp = geomean([t(s, m, "cublas") / t(s, m, v) for s in llama if t(s, m, "cublas") and t(s, m, v)])
+            sp = ratio_geomean(t, llama, m, "cublas", v)
             summary["geomean_speedup_vs_cublas_llama3"].setdefault(v, {})[m] = sp
             cells.append(f"{sp:.2f}x")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -307,10 +319,9 @@ def summarize(rows, ms, budgets) -> tuple[str, dict]:
         c1, c2, c3 = [], [], []
         for b in budgets:
             z = f"zipper@{b:g}"
-            sp = geomean([t(s, m, "torch_int4") / t(s, m, z) for s in llama if t(s, m, "torch_int4") and t(s, m, z)])
-            ov = geomean([t(s, m, z) / t(s, m, "dense") for s in llama if t(s, m, "dense") and t(s, m, z)]) - 1
-            zs = geomean([t(s, m, f"separate@{b:g}") / t(s, m, z) for s in llama
-                          if t(s, m, f"separate@{b:g}") and t(s, m, z)])
+            sp = ratio_geomean(t, llama, m, "torch_int4", z)
+            ov = ratio_geomean(t, llama, m, z, "dense") - 1
+            zs = ratio_geomean(t, llama, m, f"separate@{b:g}", z)
             summary["geomean_speedup_vs_torch_int4_llama3"].setdefault(z, {})[m] = sp
             summary["residual_overhead_vs_dense_llama3"].setdefault(z, {})[m] = ov
             summary["zipper_vs_separate_llama3"].setdefault(z, {})[m] = zs

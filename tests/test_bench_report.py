@@ -80,3 +80,16 @@ def test_render_of_a_committed_result(tmp_path):
               "rows": rows_for(BASE, ms=(1, 16))}
     md = bench.render(json.loads(json.dumps(result)))
     assert "## Targets (issue 4; LLaMA-3-8B geomeans)" in md and "| 1 |" in md and "commit c" in md
+
+
+def test_ratio_geomean_missing_shapes():
+    """Summary tables average the shapes a run has; the targets (require_all) are not judged on a partial run."""
+    times = {("a", "x"): 4.0, ("a", "y"): 1.0, ("b", "x"): 9.0, ("b", "y"): 1.0, ("c", "x"): 2.0}
+
+    def t(s, m, v):
+        return times.get((s, v))
+
+    assert bench.ratio_geomean(t, ["a", "b"], 1, "x", "y") == pytest.approx(6.0)
+    assert bench.ratio_geomean(t, ["a", "b", "c"], 1, "x", "y") == pytest.approx(6.0)  # c has no y: left out
+    assert bench.ratio_geomean(t, ["a", "b", "c"], 1, "x", "y", require_all=True) is None
+    assert bench.ratio_geomean(t, ["a", "b"], 1, "x", "y", require_all=True) == pytest.approx(6.0)
