@@ -8,7 +8,6 @@ zipper @3 %, the default route first, then every forced tiled (cfg, splitk) and 
   python3 native/exp/probe_mid_m.py --ncu o,64,6,8     (one dense + one zipper launch of that plan, for ncu)
 """
 import argparse
-import datetime as dt
 import os
 import sys
 
@@ -16,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, launch_once, weights
+from probe_tiled_zipper import SHAPES, launch_once, probe_header, weights
 
 from mosaic_exp.kernels import ops
 from scripts.bench_kernels import time_graph
@@ -33,8 +32,7 @@ def main():
     ap.add_argument("--top", type=int, default=6, help="plans printed per (shape, M, mode), fastest first")
     ap.add_argument("--ncu", default="", help="shape,m,cfg,splitk: one dense and one zipper launch")
     a = ap.parse_args()
-    print(f"probe_mid_m {' '.join(sys.argv[1:])} commit={os.environ.get('MOSAIC_COMMIT', '?')} "
-          f"device={torch.cuda.get_device_name()} date={dt.datetime.now(dt.UTC):%FT%TZ}", flush=True)
+    probe_header("probe_mid_m")
     if a.ncu:
         name, m, cfg, sk = a.ncu.split(",")
         k, n = SHAPES[name]

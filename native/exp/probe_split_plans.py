@@ -5,10 +5,14 @@ Hypothesis: at LLaMA-3 o, M = 16 the zipper kernel gains almost nothing from pro
 at once (62 resident 8-CTA clusters with the zipper's shared memory, 77 with the dense kernel's), so the
 next grid's prologue cannot overlap. Forced plans per shape and M, dense and zipper (3 %) with PDL on and
 off, and the zipper kernel with every residual bit cleared (PDL on):
-  python3 native/exp/probe_split_plans.py --shape o --ms 8,16 --plans 8:cluster,8:global,7:cluster,4:cluster
+  python3 native/exp/probe_split_plans.py --shapes o --ms 8,16 --plans 8:cluster,8:global,7:cluster,4:cluster
+
+Session 15 (NOTES.md v18): the same question for the 64-column tile at M = 33..64 (o: dense cfg 2 15.7 us, its
+zipper 20.1 against cfg 6's 18.1; the cfg 2 zipper fits 4 CTAs per SM, the dense kernel 5, so 64 clusters of 8
+may not all be resident), with the tile forced:
+  python3 native/exp/probe_split_plans.py --shapes o,qkv --ms 48,64 --cfg 2 --plans 8:cluster,8:global,7:cluster,7:global,6:cluster
 """
 import argparse
-import datetime as dt
 import os
 import sys
 
@@ -16,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, weights
+from probe_tiled_zipper import SHAPES, probe_header, weights
 
 from mosaic_exp.kernels import ops
 from scripts.bench_kernels import time_graph
@@ -24,15 +28,21 @@ from scripts.bench_kernels import time_graph
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="o")
+    ap.add_argument("--shapes", default="o")
+    ap.add_argument("--cfg", type=int, default=None, help="tile config (default: the planner's for each M)")
     ap.add_argument("--ms", default="8,16")
     ap.add_argument("--plans", default="8:cluster,8:global,7:cluster,6:cluster,4:cluster")
     a = ap.parse_args()
-    print(f"probe_split_plans {' '.join(sys.argv[1:])} commit={os.environ.get('MOSAIC_COMMIT', '?')} "
-          f"device={torch.cuda.get_device_name()} date={dt.datetime.now(dt.UTC):%FT%TZ}", flush=True)
-    k, n = SHAPES[a.shape]
+    probe_header("probe_split_plans")
+    for shape in a.shapes.split(","):
+        probe_shape(a, shape)
+
+
+def probe_shape(a, shape: str) -> None:
+    k, n = SHAPES[shape]
     P0, P3, P3z, _ = weights(k, n)
     for m in map(int, a.ms.split(",")):
+        cfg = ops.default_cfg(m) if a.cfg is None else a.cfg
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         for spec in a.plans.split(","):
@@ -40,13 +50,14 @@ def main():
             out = []
             for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper"), ("z3nobits", P3z, "zipper")):
                 for pdl in (("auto", "off") if tag != "z3nobits" else ("auto",)):
-                    kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled"}
+                    kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled",
+                          "cfg": cfg}
                     t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
                     out.append(f"{tag}{'' if pdl == 'auto' else '_nopdl'}={t * 1e6:.1f}")
-            clusters = {md: ops.max_active_clusters(4, md, int(sk), 4) for md in (ops.MODE_DENSE, ops.MODE_ZIPPER)}
-            print(f"{a.shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{ops.LAST_LAUNCH['kernels'][0]}]"
-                  f" resident {sk}-CTA clusters (cfg4, dense/zipper): {clusters[ops.MODE_DENSE]}/{clusters[ops.MODE_ZIPPER]}",
-                  flush=True)
+            clusters = {md: ops.max_active_clusters(cfg, md, int(sk), 4) for md in (ops.MODE_DENSE, ops.MODE_ZIPPER)}
+            print(f"{shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{ops.LAST_LAUNCH['kernels'][0]}]"
+                  f" resident {sk}-CTA clusters (cfg{cfg}, dense/zipper rslots 4): "
+                  f"{clusters[ops.MODE_DENSE]}/{clusters[ops.MODE_ZIPPER]}", flush=True)
 
 
 if __name__ == "__main__":

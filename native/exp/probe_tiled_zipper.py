@@ -41,6 +41,12 @@ def weights(k, n, rotate=True):
     return P0, P3, P3z, P10
 
 
+def probe_header(tool: str) -> None:
+    """The first line of a probe's log: its arguments, the commit ($MOSAIC_COMMIT), the device and the date."""
+    print(f"{tool} {' '.join(sys.argv[1:])} commit={os.environ.get('MOSAIC_COMMIT', '?')} "
+          f"device={torch.cuda.get_device_name()} date={dt.datetime.now(dt.UTC):%FT%TZ}", flush=True)
+
+
 def launch_once(x, runs):
     """One launch of each (tag, packed weights, variant, ops.launch keywords), synchronized and named (an ncu
     target: one kernel per profiled launch)."""
