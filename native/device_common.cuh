@@ -17,6 +17,11 @@
 #ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
 #define MOSAIC_COMPACT_CLUSTER_FIXUP 1
 #endif
+// Compile-time experiment switch (NOTES.md v20, prepared, 0 by default until measured): tile config 2 (64 x 64)
+// with 3 pipeline stages and its zipper kernel bounded to 5 CTAs per SM (zipper_kernels.cu).
+#ifndef MOSAIC_CFG2_5CTA
+#define MOSAIC_CFG2_5CTA 0
+#endif
 
 namespace zipper {
 namespace dev {

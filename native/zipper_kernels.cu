@@ -96,8 +96,12 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
 // shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
 // v16); with it they use 111 / 145 registers and keep them. Everything else: no bound (0).
+// MOSAIC_CFG2_5CTA (NOTES.md v20, prepared, 0 by default until measured): the cfg 2 zipper (64 x 64 tile) held to
+// 5 CTAs per SM, so that a split-8 grid's 8-CTA clusters are all resident at M = 33..64 (its dense kernel has 5)
 constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
-  return wk == 2 ? (mt * nw <= 2 ? 3 : 2) : (mode == MODE_ZIPPER && nw == 2 && mt <= 2 ? 5 - mt : 0);
+  return wk == 2 ? (mt * nw <= 2 ? 3 : 2)
+                 : (mode == MODE_ZIPPER && nw == 2 && mt <= 2 ? 5 - mt
+                                                              : (MOSAIC_CFG2_5CTA && mode == MODE_ZIPPER && mt == 4 && nw == 1 ? 5 : 0));
 }
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
@@ -697,7 +701,7 @@ struct Cfg;
 // clang-format off
 template <> struct Cfg<0> : CfgT<1, 1, 8> {};
 template <> struct Cfg<1> : CfgT<2, 1, 6> {};
-template <> struct Cfg<2> : CfgT<4, 1, 4> {};
+template <> struct Cfg<2> : CfgT<4, 1, MOSAIC_CFG2_5CTA ? 3 : 4> {};  // 3 stages: 38 KB with a 3-slot ring (v20)
 template <> struct Cfg<3> : CfgT<8, 2, 4> {};
 // wide-n configs for small M: two n16 slices per warp amortize the per-tile overhead
 // (address math, barrier, scale loads, A fragments) over twice the weight bytes

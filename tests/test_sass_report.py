@@ -109,3 +109,20 @@ def test_compact_cluster_fixup_switch_compiles_both_ways():
         assert len(ks) == 1, (tu, defines, [k.name for k in ks])
         n = len(ks[0].instrs)
         assert (9000 < n if defines else 1000 < n < 6000), (tu, defines, n)
+
+
+@pytest.mark.timeout(420)
+def test_cfg2_5cta_switch_compiles_within_its_bounds():
+    """NOTES.md v20's prepared switch (-DMOSAIC_CFG2_5CTA=1) keeps compiling, and its cfg 2 zipper kernel has 3
+    stages and fits 5 CTAs of 128 threads per SM by registers (<= 102) without spilling: the whole point of it."""
+    if sass_report.build_native.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    if sass_report.find_nvdisasm() is None:
+        pytest.skip("nvdisasm not found (pip install -e '.[sass]')")
+    sass, ptxas = sass_report.compile_and_disassemble(ROOT / "native" / "zipper_kernels.cu",
+                                                      defines=("MOSAIC_CFG2_5CTA=1",))
+    # <T, MT = 4, NW = 1, MODE = 1 (zipper), STAGES = 3, WK = 1, TPI = 1>
+    ks = sass_report.report(sass, ptxas, r"w4a16_kernelI13__nv_bfloat16Li4ELi1ELi1ELi3ELi1ELi1E")
+    assert len(ks) == 1, [k.name for k in ks]
+    assert ks[0].regs is not None and ks[0].regs <= 65536 // (5 * 128), ks[0].regs
+    assert ks[0].spill == (0, 0), ks[0].spill
