@@ -4,6 +4,9 @@
     python scripts/build_native.py                 # -> native/build/_mosaic_native<EXT_SUFFIX>
     python scripts/build_native.py --arch 90a,80   # add sm_80 code (doubles compile time)
     python scripts/build_native.py --ptxas-verbose # register / spill report
+    python scripts/build_native.py --out native/build/B --objects-only --tus zipper_kernels -D SWITCH=1
+                                                   # one TU's object of a compile-time variant, for the
+                                                   # device script's A/B stage (native/exp/probe_variants.sh)
 
 The kernel TUs and the binding TU compile in parallel, then nvcc links them.
 """
@@ -43,10 +46,18 @@ def find_nvcc() -> str | None:
 
 
 def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = False, reuse: bool = False,
-          defines: tuple[str, ...] = ()) -> Path:
+          defines: tuple[str, ...] = (), tus: tuple[str, ...] = KERNEL_TUS, objects_only: bool = False) -> Path:
+    """Compile the kernel TUs `tus` (and the binding) into out_dir and link the module; with objects_only, only
+    the kernel objects (a variant's, to stand in for the default ones at link time). Returns the module path
+    (objects_only: out_dir)."""
     for d in defines:  # compile-time variants of the kernels (e.g. NOTES.md v18's experiment switch)
         if not d or not d.split("=", 1)[0].isidentifier():
             raise ValueError(f"a define must be NAME or NAME=VALUE, got {d!r}")
+    unknown = [t for t in tus if t not in KERNEL_TUS]
+    if unknown or not tus:
+        raise ValueError(f"kernel TUs must be among {', '.join(KERNEL_TUS)}, got {', '.join(tus) or 'none'}")
+    if not objects_only and set(tus) != set(KERNEL_TUS):
+        raise ValueError("linking the module needs every kernel TU; pass objects_only for a subset")
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set NVCC or put it on PATH)")
@@ -60,7 +71,7 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
     gen = gencode_flags(archs)
     defs = [f"-D{d}" for d in defines]
     kern_cmds = []
-    for tu in KERNEL_TUS:
+    for tu in tus:
         obj = out_dir / f"{tu}.o"
         if reuse and obj.exists() and obj.stat().st_mtime >= max(p.stat().st_mtime for p in NATIVE.glob("*.cu*")):
             continue  # --reuse-objects: an object newer than every native source stays
@@ -84,9 +95,12 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
         return cmd, r, time.time() - t0
 
     t0 = time.time()
-    with ThreadPoolExecutor(len(kern_cmds) + 1) as ex:
-        results = list(ex.map(run, [*kern_cmds, bind_cmd]))
-    for cmd, r, dt in results + [run(link_cmd)]:
+    cmds = kern_cmds if objects_only else [*kern_cmds, bind_cmd]
+    with ThreadPoolExecutor(max(1, len(cmds))) as ex:
+        results = list(ex.map(run, cmds))
+    if not objects_only:
+        results.append(run(link_cmd))
+    for cmd, r, dt in results:
         if not quiet:
             print(f"[{dt:5.1f}s] {' '.join(cmd)}", flush=True)
             if r.stdout.strip() or (r.stderr.strip() and (ptxas_verbose or r.returncode)):
@@ -94,8 +108,8 @@ def build(out_dir: Path, archs: str, ptxas_verbose: bool = False, quiet: bool = 
         if r.returncode:
             raise RuntimeError(f"native build failed (rc={r.returncode}):\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
     if not quiet:
-        print(f"built {target} in {time.time() - t0:.1f}s", flush=True)
-    return target
+        print(f"built {out_dir if objects_only else target} in {time.time() - t0:.1f}s", flush=True)
+    return out_dir if objects_only else target
 
 
 def main() -> int:
@@ -110,9 +124,12 @@ def main() -> int:
     ap.add_argument("-D", "--define", action="append", default=[], metavar="NAME[=VALUE]",
                     help="a preprocessor define for the kernel TUs (repeatable), for variant builds: "
                          "--out native/build/A -D MOSAIC_COMPACT_CLUSTER_FIXUP=0")
+    ap.add_argument("--tus", default=",".join(KERNEL_TUS), help="kernel TUs to compile (a subset needs --objects-only)")
+    ap.add_argument("--objects-only", action="store_true", help="compile the kernel objects only: no binding, no link")
     a = ap.parse_args()
     try:
-        build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects, defines=tuple(a.define))
+        build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects, defines=tuple(a.define),
+              tus=tuple(t for t in a.tus.split(",") if t), objects_only=a.objects_only)
     except ValueError as e:
         ap.error(str(e))
     return 0

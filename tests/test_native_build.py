@@ -101,3 +101,24 @@ def test_bad_define_is_rejected_before_compiling(tmp_path):
         with pytest.raises(ValueError, match="NAME or NAME=VALUE"):
             build_native.build(tmp_path, "90a", defines=(bad,))
     assert not any(tmp_path.iterdir())  # nothing was built
+
+
+def test_bad_tu_selection_is_rejected_before_compiling(tmp_path):
+    import build_native
+
+    with pytest.raises(ValueError, match="kernel TUs must be among"):
+        build_native.build(tmp_path, "90a", tus=("zipper_kernels", "nope"), objects_only=True)
+    with pytest.raises(ValueError, match="needs every kernel TU"):
+        build_native.build(tmp_path, "90a", tus=("zipper_kernels",))
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.timeout(300)
+def test_objects_only_builds_just_the_chosen_tu(tmp_path):
+    """A variant's objects for the device A/B stage: one kernel TU, no binding, no module."""
+    import build_native
+
+    if build_native.find_nvcc() is None:
+        pytest.skip("nvcc not found")
+    assert build_native.build(tmp_path, "90a", quiet=True, tus=("gemv_kernels",), objects_only=True) == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemv_kernels.o"]

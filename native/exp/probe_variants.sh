@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Device-side A/B of compile-time variants of the kernel TUs in one call. Build each variant's objects on the
 # CPU host first (every object in native/build/<variant>/ replaces its namesake in native/build/), e.g.
-#   nvcc -O3 -std=c++17 -Xcompiler -fPIC -Inative -gencode=arch=compute_90a,code=sm_90a \
-#        -DSOME_MACRO=1 -c native/zipper_kernels.cu -o native/build/B/zipper_kernels.o
+#   python scripts/build_native.py --out native/build/B --objects-only --tus zipper_kernels -D SOME_MACRO=1
 # then (carry native/build):
 #   VARIANTS="A B" PROBE="python3 native/exp/probe_mid_m.py --ms 16,32,64" bash native/exp/probe_variants.sh
 #   VARIANTS="A B" PLANS="16,16,1;8,8,1" bash native/exp/probe_variants.sh      (default probe: probe_gemv.py at M=1,2)
