@@ -96,18 +96,22 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
 // shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
 // v16); with it they use 111 / 145 registers and keep them. Everything else: no bound (0).
-// MOSAIC_CFG2_5CTA (NOTES.md v20, prepared, 0 by default until measured): the cfg 2 zipper (64 x 64 tile) held to
-// 5 CTAs per SM, so that a split-8 grid's 8-CTA clusters are all resident at M = 33..64 (its dense kernel has 5)
-constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
-  return wk == 2 ? (mt * nw <= 2 ? 3 : 2)
-                 : (mode == MODE_ZIPPER && nw == 2 && mt <= 2 ? 5 - mt
-                                                              : (MOSAIC_CFG2_5CTA && mode == MODE_ZIPPER && mt == 4 && nw == 1 ? 5 : 0));
+// NOTES.md v20 (prepared, 0 by default until measured): MOSAIC_CFG2_5CTA / MOSAIC_CFG4_5CTA hold the cfg 2 zipper
+// (64 x 64 tile, M = 33..64) / the cfg 4 zipper (16 x 128, M <= 16) to 5 CTAs per SM (with fewer stages,
+// stages_of below), so that a split-8 grid's 8-CTA clusters all fit at once as its dense kernel's do.
+constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk, int tpi) {
+  if (wk == 2) return mt * nw <= 2 ? 3 : 2;
+  if (mode != MODE_ZIPPER) return 0;
+  if (nw == 2 && mt == 1) return MOSAIC_CFG4_5CTA && tpi == 1 ? 5 : 4;
+  if (nw == 2 && mt == 2) return 3;
+  if (nw == 1 && mt == 4) return MOSAIC_CFG2_5CTA ? 5 : 0;
+  return 0;
 }
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
 // the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
 template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI>
-__global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK)) w4a16_kernel(const Params p) {
+__global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK, TPI)) w4a16_kernel(const Params p) {
   constexpr int NTHR = THREADS * WK;
   constexpr int KS_PER = 4 / WK;
   using Tr = Traits<T>;
@@ -701,7 +705,7 @@ struct Cfg;
 // clang-format off
 template <> struct Cfg<0> : CfgT<1, 1, 8> {};
 template <> struct Cfg<1> : CfgT<2, 1, 6> {};
-template <> struct Cfg<2> : CfgT<4, 1, MOSAIC_CFG2_5CTA ? 3 : 4> {};  // 3 stages: 38 KB with a 3-slot ring (v20)
+template <> struct Cfg<2> : CfgT<4, 1, 4> {};
 template <> struct Cfg<3> : CfgT<8, 2, 4> {};
 // wide-n configs for small M: two n16 slices per warp amortize the per-tile overhead
 // (address math, barrier, scale loads, A fragments) over twice the weight bytes
@@ -720,16 +724,28 @@ template <> struct Cfg<8> : CfgT<4, 2, 4, 1, 2> {};
 template <> struct Cfg<9> : CfgT<2, 2, 5, 1, 2> {};
 // clang-format on
 
+// pipeline stages of a config's kernel in one mode: the config's, except NOTES.md v20's prepared 5-CTA zipper
+// variants (cfg 2: 3 stages, ~38 KB with a 3-slot ring; cfg 4: 5 stages, ~42 KB with a 2-slot ring)
+template <int CFG, int MODE>
+constexpr int stages_of() {
+  if constexpr (MODE == MODE_ZIPPER && MOSAIC_CFG2_5CTA && CFG == 2)
+    return 3;
+  else if constexpr (MODE == MODE_ZIPPER && MOSAIC_CFG4_5CTA && CFG == 4)
+    return 5;
+  else
+    return Cfg<CFG>::STAGES;
+}
+
 // dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
   using L = Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>;
-  return L::STAGE * Cfg<CFG>::STAGES + L::PRE_BYTES;
+  return L::STAGE * stages_of<CFG, MODE>() + L::PRE_BYTES;
 }
 template <int CFG, int MODE>
 constexpr int smem_max_bytes() {
   return smem_bytes<CFG, MODE>() +
-         (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * Cfg<CFG>::STAGES * Layout<1, 1, MODE>::RING_UNIT : 0);
+         (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * stages_of<CFG, MODE>() * Layout<1, 1, MODE>::RING_UNIT : 0);
 }
 
 // The one list of tile configs that the launcher, config_info, max_active_clusters and kernel_regs dispatch
@@ -758,10 +774,10 @@ template <typename T, int CFG, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using C = Cfg<CFG>;
   constexpr int SMEM_MAX = smem_max_bytes<CFG, MODE>();
-  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > C::STAGES)) return "rslots out of range [1, STAGES]";
+  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > stages_of<CFG, MODE>())) return "rslots out of range [1, STAGES]";
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>;
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX);
@@ -790,7 +806,7 @@ int max_clusters_t(int splitk, int rslots) {
   using C = Cfg<CFG>;
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>;
+  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
   if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max_bytes<CFG, MODE>()) != cudaSuccess ||
       cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) != cudaSuccess ||
       cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
@@ -840,7 +856,7 @@ template <int CFG, int MODE>
 int regs_of() {
   using C = Cfg<CFG>;
   cudaFuncAttributes a;
-  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>) != cudaSuccess) {
     cudaGetLastError();
     return -1;
   }
@@ -859,7 +875,7 @@ ConfigInfo config_info(int cfg, int mode) {
       c.threads = THREADS * C::WK;
       c.bm = C::MT * 16;
       c.bn = C::NW * 64;
-      c.stages = C::STAGES;
+      c.stages = stages_of<decltype(cc)::value, MODE>();
       c.smem_bytes = smem_bytes<decltype(cc)::value, MODE>();
       c.ring_unit_bytes = MODE == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
       c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)

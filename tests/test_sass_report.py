@@ -112,17 +112,19 @@ def test_compact_cluster_fixup_switch_compiles_both_ways():
 
 
 @pytest.mark.timeout(420)
-def test_cfg2_5cta_switch_compiles_within_its_bounds():
-    """NOTES.md v20's prepared switch (-DMOSAIC_CFG2_5CTA=1) keeps compiling, and its cfg 2 zipper kernel has 3
-    stages and fits 5 CTAs of 128 threads per SM by registers (<= 102) without spilling: the whole point of it."""
+def test_5cta_zipper_switches_compile_within_their_bounds():
+    """NOTES.md v20's prepared switches (-DMOSAIC_CFG2_5CTA=1, -DMOSAIC_CFG4_5CTA=1) keep compiling, and their
+    zipper kernels have the intended stages (cfg 2: 3, cfg 4: 5) and fit 5 CTAs of 128 threads per SM by
+    registers (<= 102) without spilling: the whole point of them."""
     if sass_report.build_native.find_nvcc() is None:
         pytest.skip("nvcc not found")
     if sass_report.find_nvdisasm() is None:
         pytest.skip("nvdisasm not found (pip install -e '.[sass]')")
     sass, ptxas = sass_report.compile_and_disassemble(ROOT / "native" / "zipper_kernels.cu",
-                                                      defines=("MOSAIC_CFG2_5CTA=1",))
-    # <T, MT = 4, NW = 1, MODE = 1 (zipper), STAGES = 3, WK = 1, TPI = 1>
-    ks = sass_report.report(sass, ptxas, r"w4a16_kernelI13__nv_bfloat16Li4ELi1ELi1ELi3ELi1ELi1E")
-    assert len(ks) == 1, [k.name for k in ks]
-    assert ks[0].regs is not None and ks[0].regs <= 65536 // (5 * 128), ks[0].regs
-    assert ks[0].spill == (0, 0), ks[0].spill
+                                                      defines=("MOSAIC_CFG2_5CTA=1", "MOSAIC_CFG4_5CTA=1"))
+    # <T, MT, NW, MODE = 1 (zipper), STAGES, WK = 1, TPI = 1>: cfg 2 = (4, 1, 3 stages), cfg 4 = (1, 2, 5 stages)
+    for pat in (r"w4a16_kernelI13__nv_bfloat16Li4ELi1ELi1ELi3ELi1ELi1E", r"w4a16_kernelI13__nv_bfloat16Li1ELi2ELi1ELi5ELi1ELi1E"):
+        ks = sass_report.report(sass, ptxas, pat)
+        assert len(ks) == 1, (pat, [k.name for k in ks])
+        assert ks[0].regs is not None and ks[0].regs <= 65536 // (5 * 128), (pat, ks[0].regs)
+        assert ks[0].spill == (0, 0), (pat, ks[0].spill)

@@ -11,6 +11,8 @@ Session 15 (NOTES.md v18): the same question for the 64-column tile at M = 33..6
 zipper 20.1 against cfg 6's 18.1; the cfg 2 zipper fits 4 CTAs per SM, the dense kernel 5, so 64 clusters of 8
 may not all be resident), with the tile forced:
   python3 native/exp/probe_split_plans.py --shapes o,qkv --ms 48,64 --cfg 2 --plans 8:cluster,8:global,7:cluster,7:global,6:cluster
+and for NOTES.md v20's 5-CTA cfg 4 zipper (5 stages; its ring fits 5 CTAs per SM only with lead 1):
+  python3 native/exp/probe_split_plans.py --shapes o,qkv --ms 16 --cfg 4 --rlead 1 --plans 8:cluster,7:cluster
 """
 import argparse
 import os
@@ -30,6 +32,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="o")
     ap.add_argument("--cfg", type=int, default=None, help="tile config (default: the planner's for each M)")
+    ap.add_argument("--rlead", type=int, default=None,
+                    help="the zipper's residual lead (default: zipper_ring's); 1 = the smallest ring (NOTES.md v20)")
     ap.add_argument("--ms", default="8,16")
     ap.add_argument("--plans", default="8:cluster,8:global,7:cluster,6:cluster,4:cluster")
     a = ap.parse_args()
@@ -51,13 +55,21 @@ def probe_shape(a, shape: str) -> None:
             for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper"), ("z3nobits", P3z, "zipper")):
                 for pdl in (("auto", "off") if tag != "z3nobits" else ("auto",)):
                     kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled",
-                          "cfg": cfg}
-                    t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
-                    out.append(f"{tag}{'' if pdl == 'auto' else '_nopdl'}={t * 1e6:.1f}")
-            clusters = {md: ops.max_active_clusters(cfg, md, int(sk), 4) for md in (ops.MODE_DENSE, ops.MODE_ZIPPER)}
-            print(f"{shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{ops.LAST_LAUNCH['kernels'][0]}]"
-                  f" resident {sk}-CTA clusters (cfg{cfg}, dense/zipper rslots 4): "
-                  f"{clusters[ops.MODE_DENSE]}/{clusters[ops.MODE_ZIPPER]}", flush=True)
+                          "cfg": cfg, **({"rlead": a.rlead} if v == "zipper" and a.rlead else {})}
+                    name = f"{tag}{'' if pdl == 'auto' else '_nopdl'}"
+                    try:
+                        t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
+                    except (RuntimeError, ValueError) as e:  # a plan the launcher refuses (lead, cluster limits)
+                        out.append(f"{name}=rejected({str(e).splitlines()[0][:60]})")
+                        continue
+                    out.append(f"{name}={t * 1e6:.1f}")
+            kern = ops.LAST_LAUNCH["kernels"][0]  # the last zipper run's: its ring (rslots) and lead
+            rslots = int(kern.split("rslots")[1].split(",")[0].rstrip("]")) if "rslots" in kern else 1
+            clusters = (ops.max_active_clusters(cfg, ops.MODE_DENSE, int(sk), 1),
+                        ops.max_active_clusters(cfg, ops.MODE_ZIPPER, int(sk), rslots))
+            print(f"{shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{kern}]"
+                  f" resident {sk}-CTA clusters (cfg{cfg}, dense / zipper with rslots {rslots}): "
+                  f"{clusters[0]}/{clusters[1]}", flush=True)
 
 
 if __name__ == "__main__":
