@@ -355,6 +355,47 @@ def render(result: dict) -> str:
             + summarize(rows, ms, budgets)[0])
 
 
+def compare(old: dict, new: dict, threshold: float = 0.05) -> str:
+    """Markdown comparison of two result JSONs: per M and variant the geomean of new / old time over the LLaMA-3
+    shapes both measured (cuBLAS's column is the run-to-run drift of the baseline: read the others against it),
+    then every single (shape, M, variant) that moved by more than `threshold`, with the kernels that ran."""
+    def key(r):
+        return r.get("family", "?"), r["shape"], r["k"], r["n"], r["m"], r["variant"]
+
+    a, b = {key(r): r for r in old["rows"]}, {key(r): r for r in new["rows"]}
+    both = sorted(set(a) & set(b), key=lambda x: (x[0], x[2], x[3], x[4], x[5]))
+    variants = list(dict.fromkeys(k[5] for k in both))
+    ms = sorted({k[4] for k in both})
+    llama = [k for k in both if (k[2], k[3]) in LLAMA3_KN]
+    mo, mn = old.get("meta", {}), new.get("meta", {})
+    lines = ["# Two benchmark runs compared (new / old time: < 1 is faster)", ""]
+    for tag, m in (("old", mo), ("new", mn)):
+        lines.append(f"- {tag}: {m.get('device', '?')}, {m.get('date', '?')}, commit {m.get('commit', '?')}, "
+                     f"build {m.get('native_build', '?')}, env {m.get('env', {})}")
+    if mo.get("device") != mn.get("device"):
+        lines.append("- **different devices: the ratios mix hardware and code**")
+    lines += ["", "## Geomean of new / old over the LLaMA-3-8B shapes", "",
+              "| M | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for m in ms:
+        cells = []
+        for v in variants:
+            rs = [b[k]["time_us"] / a[k]["time_us"] for k in llama if k[4] == m and k[5] == v]
+            cells.append(f"{geomean(rs):.3f}" if rs else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    moved = [k for k in both if k[5] != "cublas" and abs(b[k]["time_us"] / a[k]["time_us"] - 1) > threshold]
+    lines += ["", f"## Single measurements that moved by more than {threshold * 100:g} %", ""]
+    if not moved:
+        lines.append("none")
+    else:
+        lines += ["| family | shape | M | variant | old us | new us | new / old | kernel old -> new |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for k in moved:
+            ko, kn = ", ".join(a[k].get("kernels") or []), ", ".join(b[k].get("kernels") or [])
+            lines.append(f"| {k[0]} | {k[1]} | {k[4]} | {k[5]} | {a[k]['time_us']:.1f} | {b[k]['time_us']:.1f} | "
+                         f"{b[k]['time_us'] / a[k]['time_us']:.3f} | {ko if ko == kn else f'{ko} -> {kn}'} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="llama3,qwen3")
@@ -364,9 +405,15 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tag", default="kernels")
     ap.add_argument("--render", metavar="JSON", help="print the report of an earlier run's JSON (no GPU needed)")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                    help="compare two runs' JSONs: geomean ratios per M and variant, single shapes that moved")
+    ap.add_argument("--threshold", type=float, default=0.05, help="--compare: list single changes beyond this")
     a = ap.parse_args()
     if a.render:
         print(render(json.loads(Path(a.render).read_text())))
+        return 0
+    if a.compare:
+        print(compare(*(json.loads(Path(f).read_text()) for f in a.compare), threshold=a.threshold))
         return 0
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to benchmark", file=sys.stderr)

@@ -93,3 +93,20 @@ def test_ratio_geomean_missing_shapes():
     assert bench.ratio_geomean(t, ["a", "b", "c"], 1, "x", "y") == pytest.approx(6.0)  # c has no y: left out
     assert bench.ratio_geomean(t, ["a", "b", "c"], 1, "x", "y", require_all=True) is None
     assert bench.ratio_geomean(t, ["a", "b"], 1, "x", "y", require_all=True) == pytest.approx(6.0)
+
+
+def test_compare_two_runs():
+    """--compare: geomean new / old per M and variant, single rows beyond the threshold with their kernels, and a
+    warning when the runs come from different devices."""
+    old = {"meta": {"device": "GPU-A", "commit": "a"}, "rows": rows_for({"cublas": 10.0, "dense": 4.0})}
+    new_rows = rows_for({"cublas": 10.0, "dense": 4.0})
+    for r in new_rows:
+        if r["variant"] == "dense" and r["shape"] == "o":
+            r["time_us"], r["kernels"] = 2.0, ["k-dense-v2"]
+    new = {"meta": {"device": "GPU-A", "commit": "b"}, "rows": new_rows}
+    md = bench.compare(old, new)
+    assert "| 1 | 1.000 | 0.841 |" in md  # cublas unchanged; dense: one of four shapes halved -> 0.5 ** 0.25
+    assert "| llama3 | o | 1 | dense | 4.0 | 2.0 | 0.500 | k-dense -> k-dense-v2 |" in md
+    assert "different devices" not in md
+    assert "different devices" in bench.compare(old, {**new, "meta": {"device": "GPU-B"}})
+    assert "none" in bench.compare(old, old)
