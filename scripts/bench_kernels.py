@@ -53,7 +53,8 @@ OVERHEAD_TARGETS = {0.03: 0.06, 0.1: 0.12}  # zipper@b vs dense, at every M
 SEPARATE_TARGET = (0.1, 1.3, 16)  # zipper@0.1 at least 1.3x faster than separate@0.1 for M <= 16
 # environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
 KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK",
-              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_GEMV_ROUTES", "MOSAIC_WGMMA_MIN_M")
+              "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_GEMV_ROUTES", "MOSAIC_WGMMA_MIN_M",
+              "MOSAIC_ZIPPER_RESIDENT_LEAD")
 
 
 def git_commit() -> str:

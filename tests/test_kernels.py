@@ -107,6 +107,18 @@ def test_per_block_residual_scale():
     torch.testing.assert_close(dequantize_packed(p), dequantize_like_kernel(qw, torch.float16), rtol=0, atol=1e-6)
 
 
+def test_resident_lead_rule():
+    """NOTES.md v20's prepared planner rule ($MOSAIC_ZIPPER_RESIDENT_LEAD=1): the shortest lead only when the
+    chosen ring leaves clusters of the grid non-resident and the shorter ring lets all of them be resident."""
+    from mosaic_exp.kernels import ops
+
+    resident = {4: 62, 2: 77, 1: 77}.get  # clusters resident with that many ring slots (o at M = 16, v16)
+    assert ops.resident_lead(64, 4, 2, resident)  # 64 clusters: 62 with the 4-slot ring, 77 with 2
+    assert not ops.resident_lead(60, 4, 2, resident)  # already resident
+    assert not ops.resident_lead(80, 4, 2, resident)  # resident with neither ring: keep the longer lead
+    assert not ops.resident_lead(64, 2, 2, resident)  # no smaller ring to gain
+
+
 def test_pack_rejects_unsupported():
     with pytest.raises(UnsupportedFormat, match="group size"):
         pack_quantized(random_quantized(64, 256, 32), torch.float16)

@@ -66,6 +66,17 @@ TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 # later residual copies cost more than the ring (measured, native/NOTES.md v9).
 RING_SLOTS_CAP = 4
 LEAD_MAX_KTPS_FULL = 16
+# NOTES.md v20 (prepared, off until measured): $MOSAIC_ZIPPER_RESIDENT_LEAD=1 takes the shortest residual lead
+# (the smallest ring) when the chosen lead's split-K clusters are not all resident at once and the shorter
+# lead's are (a second partial wave of clusters costs a whole pass; v16 / v18 measured it at o, M = 16 / 64)
+RESIDENT_LEAD_ENV = "MOSAIC_ZIPPER_RESIDENT_LEAD"
+
+
+def resident_lead(need: int, rslots: int, short_rslots: int, resident) -> bool:
+    """Whether to switch to the shortest lead: `need` clusters of the grid, the ring slots of the chosen lead and
+    of the shortest one, resident(rslots) = clusters the occupancy API lets be resident with that ring."""
+    return short_rslots < rslots and resident(rslots) < need <= resident(short_rslots)
+
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
 # K range), kparts warps of a CTA per slice, splitk CTAs (a cluster) per slice group; used for
 # M <= GEMV_MAX_M ($MOSAIC_GEMV_MAX_M) unless a tile config or split-K is forced, or with path="gemv".
@@ -214,6 +225,11 @@ def _window(p: PackedW4, w: int) -> int:
     """Most residual units of one n-tile row in w consecutive k-tiles (w >= 1)."""
     wins = tuple(p.res_windows) or (p.res_window_max,) * 8
     return int(wins[min(w, len(wins)) - 1]) if w <= len(wins) else int(p.res_window_max)
+
+
+def _has_short_lead(cfg: int) -> bool:
+    """The zipper kernel of this config has residual leads shorter than STAGES - 1 (> 4 stages, one tile per step)."""
+    return cfg not in TPI2_CFGS and _config(cfg, MODE_ZIPPER)["stages"] > 4
 
 
 def zipper_ring(p: PackedW4, cfg: int, zprologue: str, rlead: int | None = None) -> tuple[int, int]:
@@ -654,6 +670,12 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         pl_full, fx_full = mkplan(rs_full)
         if pl_full.splitk == pl.splitk and pl.kt_per_split <= LEAD_MAX_KTPS_FULL:
             rl, rslots, pl, fx_sel = rl_full, rs_full, pl_full, fx_full
+    if (mode == MODE_ZIPPER and rlead is None and fx_sel == "cluster" and pl.splitk > 1
+            and os.environ.get(RESIDENT_LEAD_ENV, "0") == "1" and _has_short_lead(cfg_sel)):
+        rl1, rs1 = zipper_ring(p, cfg_sel, zp, 1)
+        if resident_lead(pl.mtiles * pl.nctas, rslots, rs1,
+                         lambda rs: max_active_clusters(cfg_sel, mode, pl.splitk, rs)):
+            rl, rslots = rl1, rs1
     fx = fx_sel
     if pl.splitk == 1:
         fx = "global"  # no fix-up at all
