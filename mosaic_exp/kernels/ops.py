@@ -238,7 +238,7 @@ def zipper_ring(p: PackedW4, cfg: int, zprologue: str, rlead: int | None = None)
     c = _config(cfg, MODE_ZIPPER)
     stages = c["stages"]
     pro = stages - (2 if cfg in TPI2_CFGS else 1)
-    if cfg in TPI2_CFGS or stages <= 4:  # the kernel has the shorter lead only for > 4 stages
+    if not _has_short_lead(cfg):  # the kernel has the shorter lead only for > 4 stages, one tile per step
         if rlead is not None and rlead != pro:
             raise ValueError(f"config {cfg} has only the full residual lead ({pro}), got {rlead}")
         return 0, max(1, min(_window(p, stages), stages))
