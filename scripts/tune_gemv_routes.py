@@ -42,15 +42,13 @@ BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 def candidates(mb: int, sm90: bool, gemv_buckets=rt.GEMV_BLOCKS) -> list[tuple[str, dict, object]]:
     """(label, ops.launch keywords, the table's plan) of every plan timed for row bucket mb, the baseline
     ('tiled') first."""
-    runs = [("tiled", {"path": "tiled"}, "tiled")]
+    runs = [("tiled", "tiled")]
     if mb in gemv_buckets:
-        runs += [(f"{w},{kp},{sk}", {"path": "gemv", "gemv": (w, kp, sk)}, [w, kp, sk]) for w, kp, sk in ops.GEMV_TUNE_PLANS]
-    runs += [(f"tiled:{c},{sk}", {"path": "tiled", "cfg": c, "splitk": sk}, {"tiled": [c, sk]})
-             for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
+        runs += [(f"{w},{kp},{sk}", [w, kp, sk]) for w, kp, sk in ops.GEMV_TUNE_PLANS]
+    runs += [(f"tiled:{c},{sk}", {"tiled": [c, sk]}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
     if sm90:
-        runs += [(f"wgmma:{bt},{wgs},{sk}", {"path": "wgmma", "wgmma": (bt, wgs, sk)}, {"wgmma": [bt, wgs, sk]})
-                 for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
-    return runs
+        runs += [(f"wgmma:{bt},{wgs},{sk}", {"wgmma": [bt, wgs, sk]}) for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
+    return [(label, plan_kwargs(plan), plan) for label, plan in runs]
 
 
 def plan_kwargs(plan) -> dict:
