@@ -736,6 +736,13 @@ constexpr int stages_of() {
     return Cfg<CFG>::STAGES;
 }
 
+// the kernel instance of a config in one mode (the launcher, the occupancy query and kernel_regs must agree on it)
+template <typename T, int CFG, int MODE>
+constexpr auto kernel_of() {
+  using C = Cfg<CFG>;
+  return w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
+}
+
 // dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
@@ -777,7 +784,7 @@ const char* launch_t(const Params& p, cudaStream_t stream) {
   if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > stages_of<CFG, MODE>())) return "rslots out of range [1, STAGES]";
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
+  auto kern = kernel_of<T, CFG, MODE>();
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX);
@@ -806,7 +813,7 @@ int max_clusters_t(int splitk, int rslots) {
   using C = Cfg<CFG>;
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
-  auto kern = w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
+  auto kern = kernel_of<T, CFG, MODE>();
   if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max_bytes<CFG, MODE>()) != cudaSuccess ||
       cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared) != cudaSuccess ||
       cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
@@ -854,9 +861,8 @@ const char* launch_dtype(const Params& p, int mode, int cfg, cudaStream_t stream
 
 template <int CFG, int MODE>
 int regs_of() {
-  using C = Cfg<CFG>;
   cudaFuncAttributes a;
-  if (cudaFuncGetAttributes(&a, w4a16_kernel<__nv_bfloat16, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&a, kernel_of<__nv_bfloat16, CFG, MODE>()) != cudaSuccess) {
     cudaGetLastError();
     return -1;
   }
