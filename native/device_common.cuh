@@ -17,16 +17,6 @@
 #ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
 #define MOSAIC_COMPACT_CLUSTER_FIXUP 1
 #endif
-// Compile-time experiment switches (NOTES.md v20, prepared, 0 by default until measured): the zipper kernel of
-// tile config 2 (64 x 64, M = 33..64) with 3 pipeline stages / of config 4 (16 x 128, M <= 16) with 5, each
-// bounded to 5 CTAs per SM (zipper_kernels.cu: stages_of, min_ctas_per_sm); dense kernels unchanged.
-#ifndef MOSAIC_CFG2_5CTA
-#define MOSAIC_CFG2_5CTA 0
-#endif
-#ifndef MOSAIC_CFG4_5CTA
-#define MOSAIC_CFG4_5CTA 0
-#endif
-
 namespace zipper {
 namespace dev {
 

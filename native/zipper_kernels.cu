@@ -96,22 +96,20 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
 // shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
 // v16); with it they use 111 / 145 registers and keep them. Everything else: no bound (0).
-// NOTES.md v20 (prepared, 0 by default until measured): MOSAIC_CFG2_5CTA / MOSAIC_CFG4_5CTA hold the cfg 2 zipper
-// (64 x 64 tile, M = 33..64) / the cfg 4 zipper (16 x 128, M <= 16) to 5 CTAs per SM (with fewer stages,
-// stages_of below), so that a split-8 grid's 8-CTA clusters all fit at once as its dense kernel's do.
-constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk, int tpi) {
+// A config's ZMIN (cfg 10 / 11, NOTES.md v20) overrides the zipper kernel's bound; kernel_of passes the result as
+// the kernel's MINB.
+constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
   if (wk == 2) return mt * nw <= 2 ? 3 : 2;
   if (mode != MODE_ZIPPER) return 0;
-  if (nw == 2 && mt == 1) return MOSAIC_CFG4_5CTA && tpi == 1 ? 5 : 4;
+  if (nw == 2 && mt == 1) return 4;
   if (nw == 2 && mt == 2) return 3;
-  if (nw == 1 && mt == 4) return MOSAIC_CFG2_5CTA ? 5 : 0;
   return 0;
 }
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
 // the split-K "last CTA" flag) lives in the dynamic allocation, so its size alone sets residency.
-template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI>
-__global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK, TPI)) w4a16_kernel(const Params p) {
+template <typename T, int MT, int NW, int MODE, int STAGES, int WK, int TPI, int MINB>
+__global__ void __launch_bounds__(THREADS * WK, MINB) w4a16_kernel(const Params p) {
   constexpr int NTHR = THREADS * WK;
   constexpr int KS_PER = 4 / WK;
   using Tr = Traits<T>;
@@ -694,11 +692,13 @@ __global__ void __launch_bounds__(THREADS * WK, min_ctas_per_sm(MT, NW, MODE, WK
 // ------------------------------------------------------------------ configs
 // cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
 //      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages;
-//      7 = cfg4 with 2 k-tiles per mainloop iteration; 8 / 9 = cfg6 / cfg5 with 8 warps (2 along K)
+//      7 = cfg4 with 2 k-tiles per mainloop iteration; 8 / 9 = cfg6 / cfg5 with 8 warps (2 along K);
+//      10 / 11 = cfg2 / cfg4 with 3 / 5 stages, zipper kernel bounded to 5 CTAs per SM
 //      (NW=2 configs: not for MODE_RESIDUAL)
-template <int MT_, int NW_, int STAGES_, int TPI_ = 1, int WK_ = 1>
+template <int MT_, int NW_, int STAGES_, int TPI_ = 1, int WK_ = 1, int ZMIN_ = 0>
 struct CfgT {
-  static constexpr int MT = MT_, NW = NW_, STAGES = STAGES_, WK = WK_, TPI = TPI_;
+  // ZMIN: the zipper kernel's minimum CTAs per SM for __launch_bounds__ (0: min_ctas_per_sm's rule)
+  static constexpr int MT = MT_, NW = NW_, STAGES = STAGES_, WK = WK_, TPI = TPI_, ZMIN = ZMIN_;
 };
 template <int CFG>
 struct Cfg;
@@ -722,37 +722,33 @@ template <> struct Cfg<7> : CfgT<1, 2, 6, 2> {};
 // and the HMMA-heavy loop is issue-latency bound (NOTES.md v17)
 template <> struct Cfg<8> : CfgT<4, 2, 4, 1, 2> {};
 template <> struct Cfg<9> : CfgT<2, 2, 5, 1, 2> {};
+// cfg 2 / cfg 4 tiles whose zipper kernel fits 5 CTAs per SM like their dense kernels (NOTES.md v20): a split-8 grid of
+// 8-CTA clusters is then resident at once (77 clusters on 132 SMs instead of 62), and with PDL two such grids.
+// cfg 10: 3 stages (~38 KB with a 3-slot ring), 96 registers; o / qkv at M = 33..64 (cfg 2 keeps 4 stages for
+// down's long splits). cfg 11: 5 stages (~42 KB with the 2-slot ring of residual lead 1), 92 registers; o at
+// M = 9..16 with lead 1 (ops.resident_lead). Their dense kernels are cfg 2 / 4 with fewer stages.
+template <> struct Cfg<10> : CfgT<4, 1, 3, 1, 1, 5> {};
+template <> struct Cfg<11> : CfgT<1, 2, 5, 1, 1, 5> {};
 // clang-format on
-
-// pipeline stages of a config's kernel in one mode: the config's, except NOTES.md v20's prepared 5-CTA zipper
-// variants (cfg 2: 3 stages, ~38 KB with a 3-slot ring; cfg 4: 5 stages, ~42 KB with a 2-slot ring)
-template <int CFG, int MODE>
-constexpr int stages_of() {
-  if constexpr (MODE == MODE_ZIPPER && MOSAIC_CFG2_5CTA && CFG == 2)
-    return 3;
-  else if constexpr (MODE == MODE_ZIPPER && MOSAIC_CFG4_5CTA && CFG == 4)
-    return 5;
-  else
-    return Cfg<CFG>::STAGES;
-}
 
 // the kernel instance of a config in one mode (the launcher, the occupancy query and kernel_regs must agree on it)
 template <typename T, int CFG, int MODE>
 constexpr auto kernel_of() {
   using C = Cfg<CFG>;
-  return w4a16_kernel<T, C::MT, C::NW, MODE, stages_of<CFG, MODE>(), C::WK, C::TPI>;
+  constexpr int MINB = MODE == MODE_ZIPPER && C::ZMIN ? C::ZMIN : min_ctas_per_sm(C::MT, C::NW, MODE, C::WK);
+  return w4a16_kernel<T, C::MT, C::NW, MODE, C::STAGES, C::WK, C::TPI, MINB>;
 }
 
 // dynamic shared memory without the zipper ring (the ring adds NW * rslots * RING_UNIT)
 template <int CFG, int MODE>
 constexpr int smem_bytes() {
   using L = Layout<Cfg<CFG>::MT, Cfg<CFG>::NW, MODE>;
-  return L::STAGE * stages_of<CFG, MODE>() + L::PRE_BYTES;
+  return L::STAGE * Cfg<CFG>::STAGES + L::PRE_BYTES;
 }
 template <int CFG, int MODE>
 constexpr int smem_max_bytes() {
   return smem_bytes<CFG, MODE>() +
-         (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * stages_of<CFG, MODE>() * Layout<1, 1, MODE>::RING_UNIT : 0);
+         (MODE == MODE_ZIPPER ? Cfg<CFG>::NW * Cfg<CFG>::STAGES * Layout<1, 1, MODE>::RING_UNIT : 0);
 }
 
 // The one list of tile configs that the launcher, config_info, max_active_clusters and kernel_regs dispatch
@@ -781,7 +777,7 @@ template <typename T, int CFG, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using C = Cfg<CFG>;
   constexpr int SMEM_MAX = smem_max_bytes<CFG, MODE>();
-  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > stages_of<CFG, MODE>())) return "rslots out of range [1, STAGES]";
+  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > Cfg<CFG>::STAGES)) return "rslots out of range [1, STAGES]";
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
   auto kern = kernel_of<T, CFG, MODE>();
@@ -842,7 +838,7 @@ int max_clusters_t(int splitk, int rslots) {
 template <typename T, int MODE>
 const char* launch_mode(const Params& p, int cfg, cudaStream_t stream) {
   if (MODE == MODE_RESIDUAL && cfg >= num_cfgs<MODE>() && cfg < NUM_CONFIGS)
-    return "configs 3-9 (BN=128) are not available for the residual kernel";
+    return "configs >= 3 are not available for the residual kernel (only the BN=64 configs 0-2)";
   return with_cfg<MODE>(cfg, "unknown kernel config",
                         [&](auto c) { return launch_t<T, decltype(c)::value, MODE>(p, stream); });
 }
@@ -881,7 +877,7 @@ ConfigInfo config_info(int cfg, int mode) {
       c.threads = THREADS * C::WK;
       c.bm = C::MT * 16;
       c.bn = C::NW * 64;
-      c.stages = stages_of<decltype(cc)::value, MODE>();
+      c.stages = Cfg<decltype(cc)::value>::STAGES;
       c.smem_bytes = smem_bytes<decltype(cc)::value, MODE>();
       c.ring_unit_bytes = MODE == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
       c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)

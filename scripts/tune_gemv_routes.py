@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Measure the mid-M route table (mosaic_exp/kernels/routes.py) on the GPU at hand.
 
-For every layer shape of the chosen families, both modes (dense, zipper at --budget) and each row bucket
+For every layer shape of the chosen families, both modes (dense, zipper at --budget; --modes picks) and each row bucket
 (mb 2: M = 9..16, mb 4: M = 17..32, mb 8: M = 33..64), time at the bucket's probe Ms with the benchmark's
 method (CUDA graph of back-to-back calls over weight copies rotated past L2, median):
   - the tiled kernel with the planner's own tile and split (the baseline, "tiled"),
   - every candidate gemv plan (ops.GEMV_TUNE_PLANS; mb 2 and 4),
-  - every candidate tiled plan (cfg, splitk) (ops.TILED_TUNE_PLANS; mb 4 and 8),
+  - every candidate tiled plan (cfg, splitk) (ops.TILED_TUNE_PLANS; the zipper-only configs for zipper only),
   - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 8, sm_90),
   - with --merge, the merged table's own route for that shape, mode and bucket (so a route of a family this run
     does not search, e.g. a gemv plan when the bucket is left out of --gemv-buckets, is kept unless beaten),
@@ -39,13 +39,14 @@ from mosaic_exp.kernels.packing import pack_quantized
 BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 
 
-def candidates(mb: int, sm90: bool, gemv_buckets=rt.GEMV_BLOCKS) -> list[tuple[str, dict, object]]:
-    """(label, ops.launch keywords, the table's plan) of every plan timed for row bucket mb, the baseline
-    ('tiled') first."""
+def candidates(mb: int, sm90: bool, gemv_buckets=rt.GEMV_BLOCKS, variant: str = "zipper") -> list[tuple[str, dict, object]]:
+    """(label, ops.launch keywords, the table's plan) of every plan timed for row bucket mb and variant ('dense' /
+    'zipper': the zipper-only tile configs are left out of dense), the baseline ('tiled') first."""
     runs = [("tiled", "tiled")]
     if mb in gemv_buckets:
         runs += [(f"{w},{kp},{sk}", [w, kp, sk]) for w, kp, sk in ops.GEMV_TUNE_PLANS]
-    runs += [(f"tiled:{c},{sk}", {"tiled": [c, sk]}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())]
+    runs += [(f"tiled:{c},{sk}", {"tiled": [c, sk]}) for c, sk in ops.TILED_TUNE_PLANS.get(mb, ())
+             if variant == "zipper" or c not in ops.ZIPPER_ONLY_TUNE_CFGS]
     if sm90:
         runs += [(f"wgmma:{bt},{wgs},{sk}", {"wgmma": [bt, wgs, sk]}) for bt, wgs, sk in ops.WGMMA_TUNE_PLANS.get(mb, ())]
     return [(label, plan_kwargs(plan), plan) for label, plan in runs]
@@ -91,14 +92,19 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--buckets", default="2,4,8", help="row buckets to tune (mb: 2 = M 9..16, 4 = 17..32, 8 = 33..64)")
     ap.add_argument("--gemv-buckets", default="2,4", help="buckets whose candidates include the gemv plans")
+    ap.add_argument("--modes", default="dense,zipper", help="variants to tune (the others keep the merged table's routes)")
     ap.add_argument("--merge", default=None,
                     help="a table whose entries (and timings) for the buckets not tuned here are kept")
     a = ap.parse_args()
     buckets = [int(b) for b in a.buckets.split(",")]
     gemv_buckets = tuple(int(b) for b in a.gemv_buckets.split(",") if b)
+    modes = [v for v in a.modes.split(",") if v]
     if not set(buckets) <= set(BUCKET_MS) or not set(gemv_buckets) <= set(rt.GEMV_BLOCKS):
         print(f"tune_gemv_routes: --buckets must be within {sorted(BUCKET_MS)} and --gemv-buckets within {list(rt.GEMV_BLOCKS)}, "
               f"got {a.buckets!r} / {a.gemv_buckets!r}", file=sys.stderr)
+        return 2
+    if not modes or not set(modes) <= set(rt.MODES):
+        print(f"tune_gemv_routes: --modes must be a non-empty subset of {list(rt.MODES)}, got {a.modes!r}", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         print("tune_gemv_routes: needs a CUDA device", file=sys.stderr)
@@ -129,9 +135,9 @@ def main() -> int:
         p0 = packs["dense"][0]
         for mb in buckets:
             ms = BUCKET_MS[mb]
-            for variant in ("dense", "zipper"):
+            for variant in modes:
                 res, plans = {}, {}
-                runs = with_incumbent(candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets),
+                runs = with_incumbent(candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets, variant),
                                       old_plans.get((p0.n_pad, p0.k_pad, variant, mb)))
                 for label, kw, plan in runs:
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]

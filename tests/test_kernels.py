@@ -108,12 +108,12 @@ def test_per_block_residual_scale():
 
 
 def test_resident_lead_rule():
-    """NOTES.md v20's prepared planner rule ($MOSAIC_ZIPPER_RESIDENT_LEAD=1): the shortest lead only when the
+    """NOTES.md v20's planner rule ($MOSAIC_ZIPPER_RESIDENT_LEAD, on by default): the shortest lead only when the
     chosen ring leaves clusters of the grid non-resident and the shorter ring lets all of them be resident."""
     from mosaic_exp.kernels import ops
 
-    resident = {4: 62, 2: 77, 1: 77}.get  # clusters resident with that many ring slots (o at M = 16, v16)
-    assert ops.resident_lead(64, 4, 2, resident)  # 64 clusters: 62 with the 4-slot ring, 77 with 2
+    resident = {4: 62, 2: 77, 1: 77}.get  # clusters resident with that many ring slots (o at M = 16, cfg 11)
+    assert ops.resident_lead(64, 4, 2, resident)  # two 32-cluster grids (PDL): 62 with the 4-slot ring, 77 with 2
     assert not ops.resident_lead(60, 4, 2, resident)  # already resident
     assert not ops.resident_lead(80, 4, 2, resident)  # resident with neither ring: keep the longer lead
     assert not ops.resident_lead(64, 2, 2, resident)  # no smaller ring to gain
@@ -306,12 +306,38 @@ def test_eight_warp_configs(cfg, m, dtype, sym, bs):
 
 @gpu
 @needs_native
-@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+@pytest.mark.parametrize("cfg,m,rlead", [(10, 64, None), (10, 41, None), (10, 33, 2), (11, 16, 1), (11, 9, None),
+                                         (11, 13, 3)])
+@pytest.mark.parametrize("dtype,sym,bs", [(torch.float16, True, (128, 128)), (torch.bfloat16, False, (64, 64))])
+def test_five_cta_zipper_configs(cfg, m, rlead, dtype, sym, bs):
+    """cfg 10 / 11 (the cfg 2 / 4 tiles, 3 / 5 stages, zipper bounded to 5 CTAs per SM) at the M they are meant
+    for, both dtypes and zero-point modes, the planner's split and lead or a forced lead, odd N / K, dense residual
+    maps (budget 0.5)."""
+    _run_case(m, 448, 64 * 37, 64, sym, 0.5, bs, dtype, cfg=cfg, rlead=rlead, path="tiled")
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg,dense_cfg,rslots", [(10, 2, 3), (11, 4, 2)])
+def test_five_cta_zipper_residency(cfg, dense_cfg, rslots):
+    """What cfg 10 / 11 are for: their zipper kernel's split-8 clusters are as resident as the dense kernel of the
+    same tile (cfg 2 / 4: 5 CTAs per SM), where the cfg 2 / 4 zipper's are fewer (4 per SM by registers)."""
+    from mosaic_exp.kernels import ops
+
+    dense = ops.max_active_clusters(dense_cfg, ops.MODE_DENSE, 8, 1)
+    assert ops.max_active_clusters(cfg, ops.MODE_ZIPPER, 8, rslots) == dense > 0
+    assert ops.max_active_clusters(dense_cfg, ops.MODE_ZIPPER, 8, rslots) < dense
+    assert ops._config(cfg, ops.MODE_ZIPPER)["regs"] <= 65536 // (5 * 128)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
 @pytest.mark.parametrize("splitk,fixup", [(1, None), (3, "cluster"), (7, "cluster"), (3, "global"), (7, "global")])
 def test_configs_splitk(cfg, splitk, fixup):
     """Every tile config with forced split-K factors (the planner only picks some combinations),
     both split-K fix-ups (thread-block cluster through DSMEM, global partials + counters); cfg 8 / 9 are the
-    8-warp ones (two warps along K, summed in shared memory before either fix-up)."""
+    8-warp ones (two warps along K, summed in shared memory before either fix-up), cfg 10 / 11 the 5-CTA zippers."""
     _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk, fixup=fixup)
 
 
@@ -345,7 +371,7 @@ def test_zipper_prologue_schemes(zprologue, cfg, splitk, budget, bs, fixup):
 @gpu
 @needs_native
 @pytest.mark.parametrize("rlead", [1, 2, 3, 4, None])
-@pytest.mark.parametrize("cfg,splitk,m", [(None, None, 1), (4, 3, 9), (0, 2, 5), (6, 1, 40), (3, 2, 70)])
+@pytest.mark.parametrize("cfg,splitk,m", [(None, None, 1), (4, 3, 9), (0, 2, 5), (6, 1, 40), (3, 2, 70), (11, 8, 16)])
 @pytest.mark.parametrize("budget,bs", [(0.1, (64, 64)), (0.5, (128, 128)), (1.0, (64, 64))])
 def test_zipper_residual_lead(rlead, cfg, splitk, m, budget, bs):
     """'first' prologue with a residual lead shorter than the pipeline (the ring then holds the
@@ -764,7 +790,7 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
-    for cfg, m in ((8, 40), (9, 20)):  # 8-warp tiles: both fix-ups, ragged N / K
+    for cfg, m in ((8, 40), (9, 20), (10, 40), (11, 12)):  # 8-warp and 5-CTA tiles: both fix-ups, ragged N / K
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, cfg=cfg, splitk=3, fixup="cluster")
         _run_case(m, 130, 104 * 4, -1, True, 1.0, (64, 64), torch.bfloat16, cfg=cfg, splitk=2, fixup="global")
     for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2)), (5, (4, 2, 3)), (17, (16, 2, 2)),

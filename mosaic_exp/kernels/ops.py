@@ -66,15 +66,24 @@ TPI2_CFGS = (7,)  # configs with two k-tiles per mainloop iteration
 # later residual copies cost more than the ring (measured, native/NOTES.md v9).
 RING_SLOTS_CAP = 4
 LEAD_MAX_KTPS_FULL = 16
-# NOTES.md v20 (prepared, off until measured): $MOSAIC_ZIPPER_RESIDENT_LEAD=1 takes the shortest residual lead
-# (the smallest ring) when the chosen lead's split-K clusters are not all resident at once and the shorter
-# lead's are (a second partial wave of clusters costs a whole pass; v16 / v18 measured it at o, M = 16 / 64)
+# Residency-aware lead (NOTES.md v20): take the shortest residual lead (the smallest ring) when the chosen lead leaves
+# some of a cluster split-K grid's clusters non-resident and the shortest lead's ring lets all be resident; with PDL
+# the next launch's clusters count too (two grids overlap: a second partial wave of clusters costs a whole pass).
+# Measured at o, M = 16 on cfg 11: 12.6 -> 11.1 us. $MOSAIC_ZIPPER_RESIDENT_LEAD=0 turns it off.
 RESIDENT_LEAD_ENV = "MOSAIC_ZIPPER_RESIDENT_LEAD"
 
 
+def _resident_lead_on() -> bool:
+    v = os.environ.get(RESIDENT_LEAD_ENV, "1")
+    if v not in ("0", "1"):
+        raise ValueError(f"${RESIDENT_LEAD_ENV} must be 0 or 1, got {v!r}")
+    return v == "1"
+
+
 def resident_lead(need: int, rslots: int, short_rslots: int, resident) -> bool:
-    """Whether to switch to the shortest lead: `need` clusters of the grid, the ring slots of the chosen lead and
-    of the shortest one, resident(rslots) = clusters the occupancy API lets be resident with that ring."""
+    """Whether to switch to the shortest lead: `need` clusters (of the grid, or of two grids under PDL), the ring
+    slots of the chosen lead and of the shortest one, resident(rslots) = clusters the occupancy API lets be resident
+    with that ring."""
     return short_rslots < rslots and resident(rslots) < need <= resident(short_rslots)
 
 # small-M path (native/gemv_kernels.cu): weights as the MMA's A operand, one warp per (n16 slice,
@@ -104,8 +113,12 @@ GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), 
 # cfg 8 / 9 (30-60 % slower than cfg 6 / 5 on every shape and bucket; still selectable by cfg=) and the
 # warp-specialized bt 32 wgmma tile at M = 17..32 (1.3-1.8x slower than the tiled kernel). wgmma split 8 is new
 # (session 12: o at M = 64 fell 34.8 -> 26.4 -> 22.9 us over splits 1 / 2 / 4)
-TILED_TUNE_PLANS = {4: ((5, 4), (5, 8), (5, 16), (6, 8)),
-                    8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16))}
+# cfg 10 / 11 (NOTES.md v20: the cfg 2 / cfg 4 tiles with their zipper kernel at 5 CTAs per SM) are zipper candidates
+# only: their dense kernels are cfg 2 / 4 with fewer stages.
+TILED_TUNE_PLANS = {2: ((11, 8), (11, 4)),
+                    4: ((5, 4), (5, 8), (5, 16), (6, 8)),
+                    8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16), (10, 4), (10, 6), (10, 8))}
+ZIPPER_ONLY_TUNE_CFGS = (10, 11)
 WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 2, 8), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
@@ -670,10 +683,12 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         pl_full, fx_full = mkplan(rs_full)
         if pl_full.splitk == pl.splitk and pl.kt_per_split <= LEAD_MAX_KTPS_FULL:
             rl, rslots, pl, fx_sel = rl_full, rs_full, pl_full, fx_full
+    pdl_mode = _env_pdl(pdl, where, m, pl.splitk)
     if (mode == MODE_ZIPPER and rlead is None and fx_sel == "cluster" and pl.splitk > 1
-            and os.environ.get(RESIDENT_LEAD_ENV, "0") == "1" and _has_short_lead(cfg_sel)):
+            and _resident_lead_on() and _has_short_lead(cfg_sel)):
         rl1, rs1 = zipper_ring(p, cfg_sel, zp, 1)
-        if resident_lead(pl.mtiles * pl.nctas, rslots, rs1,
+        grids = 1 if pdl_mode == "off" else 2
+        if resident_lead(grids * pl.mtiles * pl.nctas, rslots, rs1,
                          lambda rs: max_active_clusters(cfg_sel, mode, pl.splitk, rs)):
             rl, rslots = rl1, rs1
     fx = fx_sel
@@ -681,7 +696,6 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         fx = "global"  # no fix-up at all
     if fx == "cluster" and pl.splitk > 16:
         raise ValueError(f"cluster split-K fix-up needs splitk <= 16, got {pl.splitk} {where}")
-    pdl_mode = _env_pdl(pdl, where, m, pl.splitk)
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 and fx == "global" else 0,
                          pl.mtiles * pl.nctas)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
