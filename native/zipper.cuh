@@ -77,7 +77,7 @@ int max_active_clusters(int cfg, int mode, int splitk, int rslots);
 // registers per thread of a config's kernel (bf16 instantiation), -1 without a CUDA device
 int kernel_regs(int cfg, int mode);
 
-constexpr int NUM_CONFIGS = 12;
+constexpr int NUM_CONFIGS = 13;
 ConfigInfo config_info(int cfg, int mode);
 
 // Returns an empty string on success, else an error message.

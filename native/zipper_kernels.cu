@@ -96,7 +96,7 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // usual ring sizes: without it ptxas held the MT = 1 kernel at ~84 registers by recomputing the thread's
 // shared-memory addresses from the thread index on every tile (~20 of ~300 instructions per tile, NOTES.md
 // v16); with it they use 111 / 145 registers and keep them. Everything else: no bound (0).
-// A config's ZMIN (cfg 10 / 11, NOTES.md v20) overrides the zipper kernel's bound; kernel_of passes the result as
+// A config's ZMIN (cfg 10-12, NOTES.md v20 / v21) overrides the zipper kernel's bound; kernel_of passes the result as
 // the kernel's MINB.
 constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
   if (wk == 2) return mt * nw <= 2 ? 3 : 2;
@@ -693,7 +693,8 @@ __global__ void __launch_bounds__(THREADS * WK, MINB) w4a16_kernel(const Params 
 // cfg: 0 = BM16 BN64 8 stages; 1 = BM32 BN64 6 stages; 2 = BM64 BN64 4 stages; 3 = BM128 BN128 4 stages
 //      4 = BM16 BN128 6 stages; 5 = BM32 BN128 5 stages; 6 = BM64 BN128 4 stages;
 //      7 = cfg4 with 2 k-tiles per mainloop iteration; 8 / 9 = cfg6 / cfg5 with 8 warps (2 along K);
-//      10 / 11 = cfg2 / cfg4 with 3 / 5 stages, zipper kernel bounded to 5 CTAs per SM
+//      10 / 11 = cfg2 / cfg4 with 3 / 5 stages, zipper kernel bounded to 5 CTAs per SM; 12 = cfg5 with 4 stages,
+//      zipper kernel bounded to 4 CTAs per SM
 //      (NW=2 configs: not for MODE_RESIDUAL)
 template <int MT_, int NW_, int STAGES_, int TPI_ = 1, int WK_ = 1, int ZMIN_ = 0>
 struct CfgT {
@@ -729,6 +730,10 @@ template <> struct Cfg<9> : CfgT<2, 2, 5, 1, 2> {};
 // M = 9..16 with lead 1 (ops.resident_lead). Their dense kernels are cfg 2 / 4 with fewer stages.
 template <> struct Cfg<10> : CfgT<4, 1, 3, 1, 1, 5> {};
 template <> struct Cfg<11> : CfgT<1, 2, 5, 1, 1, 5> {};
+// cfg 12 (NOTES.md v21): the cfg 5 tile (M = 17..32) with 4 stages and its zipper kernel at 4 CTAs per SM (cfg 5's
+// holds 145 registers: 3 per SM, where its dense kernel fits 5), so that wide layers keep the dense kernel's K split
+// in one wave (gate_up: split 2; down: 16-CTA clusters).
+template <> struct Cfg<12> : CfgT<2, 2, 4, 1, 1, 4> {};
 // clang-format on
 
 // the kernel instance of a config in one mode (the launcher, the occupancy query and kernel_regs must agree on it)

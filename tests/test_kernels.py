@@ -307,12 +307,12 @@ def test_eight_warp_configs(cfg, m, dtype, sym, bs):
 @gpu
 @needs_native
 @pytest.mark.parametrize("cfg,m,rlead", [(10, 64, None), (10, 41, None), (10, 33, 2), (11, 16, 1), (11, 9, None),
-                                         (11, 13, 3)])
+                                         (11, 13, 3), (12, 32, None), (12, 17, 3), (12, 27, None)])
 @pytest.mark.parametrize("dtype,sym,bs", [(torch.float16, True, (128, 128)), (torch.bfloat16, False, (64, 64))])
-def test_five_cta_zipper_configs(cfg, m, rlead, dtype, sym, bs):
-    """cfg 10 / 11 (the cfg 2 / 4 tiles, 3 / 5 stages, zipper bounded to 5 CTAs per SM) at the M they are meant
-    for, both dtypes and zero-point modes, the planner's split and lead or a forced lead, odd N / K, dense residual
-    maps (budget 0.5)."""
+def test_bounded_zipper_configs(cfg, m, rlead, dtype, sym, bs):
+    """cfg 10 / 11 / 12 (the cfg 2 / 4 / 5 tiles, 3 / 5 / 4 stages, zipper bounded to 5 / 5 / 4 CTAs per SM) at the M
+    they are meant for, both dtypes and zero-point modes, the planner's split and lead or a forced lead, odd N / K,
+    dense residual maps (budget 0.5)."""
     _run_case(m, 448, 64 * 37, 64, sym, 0.5, bs, dtype, cfg=cfg, rlead=rlead, path="tiled")
 
 
@@ -332,12 +332,24 @@ def test_five_cta_zipper_residency(cfg, dense_cfg, rslots):
 
 @gpu
 @needs_native
-@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+def test_cfg12_zipper_residency():
+    """cfg 12 (NOTES.md v21): the cfg 5 tile's zipper at 4 CTAs per SM with the full 4-slot ring, where cfg 5's fits 3
+    (shared memory): more resident split-K clusters of every size the planner uses."""
+    from mosaic_exp.kernels import ops
+
+    assert ops._config(12, ops.MODE_ZIPPER)["regs"] <= 65536 // (4 * 128)
+    for splitk in (2, 4, 8, 16):
+        assert ops.max_active_clusters(12, ops.MODE_ZIPPER, splitk, 4) > ops.max_active_clusters(5, ops.MODE_ZIPPER, splitk, 4)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
 @pytest.mark.parametrize("splitk,fixup", [(1, None), (3, "cluster"), (7, "cluster"), (3, "global"), (7, "global")])
 def test_configs_splitk(cfg, splitk, fixup):
     """Every tile config with forced split-K factors (the planner only picks some combinations),
     both split-K fix-ups (thread-block cluster through DSMEM, global partials + counters); cfg 8 / 9 are the
-    8-warp ones (two warps along K, summed in shared memory before either fix-up), cfg 10 / 11 the 5-CTA zippers."""
+    8-warp ones (two warps along K, summed in shared memory before either fix-up), cfg 10 / 11 / 12 the bounded zippers."""
     _run_case(70, 640, 1408, 128, False, 0.2, (64, 64), torch.bfloat16, cfg=cfg, splitk=splitk, fixup=fixup)
 
 
@@ -790,7 +802,7 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
-    for cfg, m in ((8, 40), (9, 20), (10, 40), (11, 12)):  # 8-warp and 5-CTA tiles: both fix-ups, ragged N / K
+    for cfg, m in ((8, 40), (9, 20), (10, 40), (11, 12), (12, 20)):  # 8-warp and bounded tiles: both fix-ups, ragged N / K
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, cfg=cfg, splitk=3, fixup="cluster")
         _run_case(m, 130, 104 * 4, -1, True, 1.0, (64, 64), torch.bfloat16, cfg=cfg, splitk=2, fixup="global")
     for m, plan in ((1, (8, 8, 1)), (9, (16, 4, 3)), (16, (8, 1, 2)), (5, (4, 2, 3)), (17, (16, 2, 2)),

@@ -44,7 +44,7 @@ def test_lookup_by_device_shape_mode_and_block(tmp_path, monkeypatch):
     ({"mb": 1}, "mb must be one of"),
     ({"n_pad": 100}, "multiples of 64, got 100"),
     ({"mb": 8}, "gemv plan needs mb in"),
-    ({"plan": {"tiled": [12, 8]}}, "cfg=12 splitk=8"),
+    ({"plan": {"tiled": [13, 8]}}, "cfg=13 splitk=8"),
     ({"plan": {"tiled": [8, 17]}}, "cfg=8 splitk=17"),
     ({"plan": {"tiled": [8]}}, "tiled plan must be 2 integers"),
     ({"plan": {"wgmma": [48, 2, 1]}}, "bt=48 wgs=2 splitk=1"),

@@ -51,8 +51,9 @@ def test_every_committed_route_becomes_a_candidate_of_its_bucket():
 
 
 def test_zipper_only_configs_are_not_timed_for_dense():
-    """cfg 10 / 11 (NOTES.md v20) differ from cfg 2 / 4 only in the zipper kernel: dense runs leave them out."""
-    for mb in (2, 8):
+    """cfg 10 / 11 / 12 (NOTES.md v20 / v21) differ from cfg 2 / 4 / 5 only in the zipper kernel: dense runs leave
+    them out."""
+    for mb in (2, 4, 8):
         cfgs = {v: {kw.get("cfg") for _, kw, _ in tune.candidates(mb, sm90=True, gemv_buckets=(), variant=v)}
                 for v in ("dense", "zipper")}
         assert cfgs["zipper"] & set(tune.ops.ZIPPER_ONLY_TUNE_CFGS), mb

@@ -113,12 +113,12 @@ GEMV_TUNE_PLANS = ((16, 16, 1), (16, 8, 1), (16, 8, 2), (16, 4, 1), (16, 4, 2), 
 # cfg 8 / 9 (30-60 % slower than cfg 6 / 5 on every shape and bucket; still selectable by cfg=) and the
 # warp-specialized bt 32 wgmma tile at M = 17..32 (1.3-1.8x slower than the tiled kernel). wgmma split 8 is new
 # (session 12: o at M = 64 fell 34.8 -> 26.4 -> 22.9 us over splits 1 / 2 / 4)
-# cfg 10 / 11 (NOTES.md v20: the cfg 2 / cfg 4 tiles with their zipper kernel at 5 CTAs per SM) are zipper candidates
-# only: their dense kernels are cfg 2 / 4 with fewer stages.
+# cfg 10 / 11 / 12 (NOTES.md v20 / v21: the cfg 2 / 4 / 5 tiles with their zipper kernel at 5 / 5 / 4 CTAs per SM)
+# are zipper candidates only: their dense kernels are cfg 2 / 4 / 5 with fewer stages.
 TILED_TUNE_PLANS = {2: ((11, 8), (11, 4)),
-                    4: ((5, 4), (5, 8), (5, 16), (6, 8)),
+                    4: ((5, 4), (5, 8), (5, 16), (6, 8), (12, 2), (12, 4), (12, 8), (12, 16)),
                     8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16), (10, 4), (10, 6), (10, 8))}
-ZIPPER_ONLY_TUNE_CFGS = (10, 11)
+ZIPPER_ONLY_TUNE_CFGS = (10, 11, 12)
 WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 2, 8), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}

@@ -42,7 +42,7 @@ ROUTES_DIR = Path(__file__).resolve().parent / "routes"
 MODES = ("dense", "zipper")
 ROW_BLOCKS = (2, 4, 8)  # M 9..16, 17..32, 33..64; M <= 8 (one block) keeps the one-wave heuristic
 GEMV_BLOCKS = (2, 4)  # the gemv kernel's multi-block row sizes (16 and 32 rows per CTA)
-TILED_CFGS = tuple(range(12))  # native/zipper_kernels.cu Cfg<0..11>
+TILED_CFGS = tuple(range(13))  # native/zipper_kernels.cu Cfg<0..12>
 
 
 def row_block(m: int) -> int | None:
