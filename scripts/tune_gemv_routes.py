@@ -10,8 +10,9 @@ method (CUDA graph of back-to-back calls over weight copies rotated past L2, med
   - every candidate wgmma tile (bt, wgs, splitk) (ops.WGMMA_TUNE_PLANS; mb 8, sm_90),
   - with --merge, the merged table's own route for that shape, mode and bucket (so a route of a family this run
     does not search, e.g. a gemv plan when the bucket is left out of --gemv-buckets, is kept unless beaten),
-and keep the candidate with the least summed time if it beats the baseline by more than --margin, else
-'tiled'. Writes the table (and every timing) as JSON:
+and keep the candidate with the least summed time if it beats the incumbent (the merged table's route, else the
+baseline 'tiled') by more than --margin, else the incumbent (pick_route). --repick re-picks a run's stored timings
+without a GPU. Writes the table (and every timing) as JSON:
 
     python3 scripts/tune_gemv_routes.py --out mosaic_exp/kernels/routes/nvidia_h100_80gb_hbm3.json
 """
@@ -71,6 +72,46 @@ def with_incumbent(runs: list, plan) -> list:
     return runs + [(f"table:{json.dumps(plan, separators=(',', ':'))}", plan_kwargs(plan), plan)]
 
 
+def pick_route(us: dict[str, list[float]], plans: dict[str, object], incumbent, margin: float):
+    """The route for one shape, mode and bucket from its timings (label -> us at the bucket's Ms): the incumbent
+    (the merged table's route; the planner's 'tiled' plan without one, or where it failed to run) stays unless
+    another plan's summed time beats it by more than `margin`. The hysteresis keeps a measured route from
+    flipping on run-to-run noise (session 16: qwen3 gate_up at M = 33..64 went wgmma -> tiled on a 2 % tie and
+    ran 7.5 % slower at M = 64)."""
+    sums = {lbl: sum(v) for lbl, v in us.items()}
+    inc = next((lbl for lbl, p in plans.items() if p == incumbent and lbl in sums), "tiled")
+    best = min(sums, key=sums.get)
+    return plans[best] if sums[best] < sums[inc] * (1 - margin) else plans[inc]
+
+
+def plan_of_label(label: str):
+    """The table plan a timing label stands for (the labels `candidates` and `with_incumbent` write)."""
+    if label == "tiled":
+        return "tiled"
+    if label.startswith("table:"):
+        return json.loads(label[len("table:"):])
+    kind, _, v = label.rpartition(":")
+    nums = [int(x) for x in v.split(",")]
+    return {kind: nums} if kind else nums
+
+
+def repick(table: dict, old: dict | None, buckets, modes, margin: float) -> dict:
+    """`table` (a tuning run's output, with its timings) with the routes of `buckets` x `modes` re-picked by
+    pick_route against `old`'s routes as incumbents: no GPU needed."""
+    old_plans = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]): r["plan"] for r in (old or {}).get("routes", ())}
+    routes, changed = [], []
+    for r in table["routes"]:
+        t = table["timings"].get(f"{r['n_pad']}x{r['k_pad']}:{r['mode']}:mb{r['mb']}")
+        if r["mb"] in buckets and r["mode"] in modes and t is not None:
+            plans = {lbl: plan_of_label(lbl) for lbl in t["us"]}
+            plan = pick_route(t["us"], plans, old_plans.get((r["n_pad"], r["k_pad"], r["mode"], r["mb"])), margin)
+            if plan != r["plan"]:
+                changed.append({**{k: r[k] for k in ("n_pad", "k_pad", "mode", "mb")}, "from": r["plan"], "to": plan})
+            r = {**r, "plan": plan}
+        routes.append(r)
+    return {**table, "routes": routes, "repicked": {"margin": margin, "changed": changed}}
+
+
 def time_run(packs, m: int, k: int, n: int, variant: str, kw: dict) -> float | None:
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -93,6 +134,9 @@ def main() -> int:
     ap.add_argument("--buckets", default="2,4,8", help="row buckets to tune (mb: 2 = M 9..16, 4 = 17..32, 8 = 33..64)")
     ap.add_argument("--gemv-buckets", default="2,4", help="buckets whose candidates include the gemv plans")
     ap.add_argument("--modes", default="dense,zipper", help="variants to tune (the others keep the merged table's routes)")
+    ap.add_argument("--repick", default=None, metavar="TABLE",
+                    help="no timing: re-pick TABLE's routes of --buckets x --modes from its stored timings, the --merge "
+                         "table's routes as incumbents, and write --out (tables tuned before the hysteresis)")
     ap.add_argument("--merge", default=None,
                     help="a table whose entries (and timings) for the buckets not tuned here are kept")
     a = ap.parse_args()
@@ -106,6 +150,20 @@ def main() -> int:
     if not modes or not set(modes) <= set(rt.MODES):
         print(f"tune_gemv_routes: --modes must be a non-empty subset of {list(rt.MODES)}, got {a.modes!r}", file=sys.stderr)
         return 2
+    if a.repick:
+        try:
+            rt.load_table(a.repick)
+            if a.merge:
+                rt.load_table(a.merge)
+        except rt.RouteTableError as e:
+            print(f"tune_gemv_routes: {e}", file=sys.stderr)
+            return 2
+        table = repick(json.loads(Path(a.repick).read_text()), json.loads(Path(a.merge).read_text()) if a.merge else None,
+                       buckets, modes, a.margin)
+        table["repicked"].update(file=a.repick, command="python3 " + " ".join(sys.argv))
+        Path(a.out).write_text(json.dumps(table, indent=1) + "\n")
+        print(f"wrote {a.out}: {len(table['repicked']['changed'])} routes changed {table['repicked']['changed']}")
+        return 0
     if not torch.cuda.is_available():
         print("tune_gemv_routes: needs a CUDA device", file=sys.stderr)
         return 2
@@ -143,12 +201,9 @@ def main() -> int:
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
                         res[label], plans[label] = [round(t * 1e6, 2) for t in ts], plan
-                tiled = sum(res["tiled"])
                 other = {lbl: sum(v) for lbl, v in res.items() if lbl != "tiled"}
                 best = min(other, key=other.get) if other else None
-                pick = "tiled"
-                if best is not None and other[best] < tiled * (1 - a.margin):
-                    pick = plans[best]
+                pick = pick_route(res, plans, old_plans.get((p0.n_pad, p0.k_pad, variant, mb)), a.margin)
                 routes.append({"n_pad": p0.n_pad, "k_pad": p0.k_pad, "mode": variant, "mb": mb, "plan": pick})
                 timings[f"{n}x{k}:{variant}:mb{mb}"] = {"ms": list(ms), "us": res}
                 bl = f"{best} {res[best]}" if best else "-"

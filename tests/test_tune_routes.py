@@ -58,3 +58,31 @@ def test_zipper_only_configs_are_not_timed_for_dense():
                 for v in ("dense", "zipper")}
         assert cfgs["zipper"] & set(tune.ops.ZIPPER_ONLY_TUNE_CFGS), mb
         assert not cfgs["dense"] & set(tune.ops.ZIPPER_ONLY_TUNE_CFGS), mb
+
+
+def test_pick_route_keeps_the_incumbent_within_the_margin():
+    us = {"tiled": [55.7, 57.9], "wgmma:64,3,1": [56.1, 55.4], "tiled:6,2": [56.5, 59.5]}
+    plans = {lbl: tune.plan_of_label(lbl) for lbl in us}
+    assert tune.pick_route(us, plans, {"wgmma": [64, 3, 1]}, 0.03) == {"wgmma": [64, 3, 1]}  # a 2 % tie: kept
+    assert tune.pick_route(us, plans, None, 0.03) == "tiled"  # no incumbent: the baseline, as before
+    assert tune.pick_route(us, plans, {"tiled": [9, 9]}, 0.03) == "tiled"  # an incumbent that did not run
+    us["tiled:6,2"] = [40.0, 40.0]  # > 3 % faster than the incumbent: it wins
+    assert tune.pick_route(us, plans, {"wgmma": [64, 3, 1]}, 0.03) == {"tiled": [6, 2]}
+
+
+def test_plan_of_label_inverts_the_candidate_labels():
+    for mb in (2, 4, 8):
+        for label, _, plan in tune.with_incumbent(tune.candidates(mb, sm90=True), {"tiled": [99, 1]}):
+            assert tune.plan_of_label(label) == plan, label
+
+
+def test_repick_rewrites_only_the_chosen_buckets_and_modes():
+    timing = {"ms": [48, 64], "us": {"tiled": [10.0, 10.0], "wgmma:64,3,1": [9.9, 9.9]}}
+    new = {"routes": [{"n_pad": 256, "k_pad": 128, "mode": "zipper", "mb": 8, "plan": "tiled"},
+                      {"n_pad": 256, "k_pad": 128, "mode": "dense", "mb": 8, "plan": "tiled"}],
+           "timings": {"256x128:zipper:mb8": timing, "256x128:dense:mb8": timing}}
+    old = {"routes": [{**r, "plan": {"wgmma": [64, 3, 1]}} for r in new["routes"]]}
+    out = tune.repick(new, old, buckets=[8], modes=["zipper"], margin=0.03)
+    assert [r["plan"] for r in out["routes"]] == [{"wgmma": [64, 3, 1]}, "tiled"]
+    assert out["repicked"]["changed"] == [{"n_pad": 256, "k_pad": 128, "mode": "zipper", "mb": 8, "from": "tiled",
+                                           "to": {"wgmma": [64, 3, 1]}}]
