@@ -97,7 +97,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
           std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t csr_ptr, std::uintptr_t csr_kt, std::uintptr_t csr_id,
           std::uintptr_t y, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t res_base, long rslots, long M, long N, long K, long Np, long Kp,
           long gs_tiles, long splitk, long kt_per_split, int dtype, int mode, int cfg, std::uintptr_t stream,
-          int zflags, int fixup, int pdl, int rlead) {
+          int zflags, int fixup, int pdl, int rlead, std::uintptr_t split_bounds) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode < 0 || mode > 2) fail(M, N, K, "mode must be 0 (dense), 1 (zipper) or 2 (residual)");
   if (cfg < 0 || cfg >= zipper::NUM_CONFIGS || (mode == zipper::MODE_RESIDUAL && cfg >= 3))
@@ -152,6 +152,14 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   set_tiles(p, Np, KT, gs_tiles);
   p.splitk = mode == zipper::MODE_RESIDUAL ? 1 : (int)splitk;
   p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
+  if (split_bounds != 0) {  // the host checked the table's values (ops.balanced_split_bounds); here: its use
+    if (!zipper::tiled_balanced_splitk())
+      fail(M, N, K, "split_bounds given, but zipper_kernels.cu was built without -DMOSAIC_BALANCED_SPLITK=1");
+    if (mode == zipper::MODE_RESIDUAL || splitk < 2)
+      fail(M, N, K, "split_bounds needs the dense or zipper kernel with splitk >= 2, got splitk=" + std::to_string(splitk));
+    check_ptr(M, N, K, split_bounds, "split_bounds", true, 4);
+    p.split_bounds = reinterpret_cast<const int*>(split_bounds);
+  }
   p.mpad = (int)(mtiles * ci.bm);
   const char* err = zipper::launch(p, dtype, mode, cfg, reinterpret_cast<void*>(stream));
   if (err && err[0]) throw std::runtime_error("zipper gemm " + shape_str(M, N, K) + ": launch failed: " + err);
@@ -236,7 +244,8 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("csr_kt"), py::arg("csr_id"), py::arg("y"), py::arg("ws"), py::arg("counters"), py::arg("res_base"), py::arg("rslots"), py::arg("M"),
         py::arg("N"), py::arg("K"), py::arg("Np"), py::arg("Kp"), py::arg("gs_tiles"), py::arg("splitk"),
         py::arg("kt_per_split"), py::arg("dtype"), py::arg("mode"), py::arg("cfg"), py::arg("stream"),
-        py::arg("zflags") = 0, py::arg("fixup") = 0, py::arg("pdl") = 0, py::arg("rlead") = 0);
+        py::arg("zflags") = 0, py::arg("fixup") = 0, py::arg("pdl") = 0, py::arg("rlead") = 0,
+        py::arg("split_bounds") = 0);
   m.def("config", &config, py::arg("cfg"), py::arg("mode"));
   m.def("max_active_clusters", &zipper::max_active_clusters,
         "resident 1 x splitk x 1 clusters of a config's kernel (0: none / no CUDA device)", py::arg("cfg"),
@@ -270,5 +279,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
   // the v18 switch (MOSAIC_COMPACT_CLUSTER_FIXUP, 1 by default) as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());
-  m.attr("ABI_VERSION") = 7;
+  // the v22 switch (MOSAIC_BALANCED_SPLITK, 0 by default): 1 = the tiled kernel reads balanced split-K cuts
+  m.attr("BALANCED_SPLITK") = zipper::tiled_balanced_splitk();
+  m.attr("ABI_VERSION") = 8;
 }

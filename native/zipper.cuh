@@ -51,6 +51,10 @@ struct Params {
   int gs_shift;      // log2(gs_tiles) when a power of two (31 for per-channel), else -1
   int splitk;        // number of K splits (1 = none)
   int kt_per_split;  // k-tiles per split
+  // tiled kernel, dense / zipper: null = split s takes k-tiles [s * kt_per_split, min(KT, (s+1) * kt_per_split));
+  // else [b[s], b[s+1]) with b = split_bounds + ncta * (splitk + 1), ncta the CTA's n index (NOTES.md v22: the
+  // zipper's k ranges balanced by work, residual tiles counted; every range non-empty, b[0] = 0, b[splitk] = KT)
+  const int* split_bounds;
   int mpad;          // m_tiles * BM (workspace rows)
   // small-M path (gemv_kernels.cu): warps along K per n16 slice (in one CTA) and k-tiles per warp
   int kparts;
@@ -116,5 +120,7 @@ int wgmma_ws_stage_ktiles(int bt);
 // so that the launcher can name the variant that ran
 int tiled_compact_cluster_fixup();
 int wgmma_compact_cluster_fixup();
+// MOSAIC_BALANCED_SPLITK as zipper_kernels.cu was compiled (NOTES.md v22): whether Params::split_bounds is read
+int tiled_balanced_splitk();
 
 }  // namespace zipper

@@ -140,8 +140,14 @@ __global__ void __launch_bounds__(THREADS * WK, MINB) w4a16_kernel(const Params 
     t_end = p.csr_ptr[nt0 + 1];
     if (t_end <= t_begin) return;
   } else {
-    t_begin = split * p.kt_per_split;
-    t_end = min(p.KT, t_begin + p.kt_per_split);
+    if (MOSAIC_BALANCED_SPLITK && p.split_bounds != nullptr) {
+      const int* b = p.split_bounds + ncta * (p.splitk + 1) + split;
+      t_begin = __ldg(b);
+      t_end = __ldg(b + 1);
+    } else {
+      t_begin = split * p.kt_per_split;
+      t_end = min(p.KT, t_begin + p.kt_per_split);
+    }
   }
   const int ntiles = t_end - t_begin;
   const T* __restrict__ X = static_cast<const T*>(p.x);
@@ -871,6 +877,7 @@ int regs_of() {
 }
 
 int tiled_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+int tiled_balanced_splitk() { return MOSAIC_BALANCED_SPLITK; }
 
 ConfigInfo config_info(int cfg, int mode) {
   const ConfigInfo none{0, 0, 0, 0, 0};

@@ -54,7 +54,7 @@ SEPARATE_TARGET = (0.1, 1.3, 16)  # zipper@0.1 at least 1.3x faster than separat
 # environment overrides of the kernel choices (mosaic_exp/kernels/ops.py): recorded with the results
 KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK",
               "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_GEMV_ROUTES", "MOSAIC_WGMMA_MIN_M",
-              "MOSAIC_ZIPPER_RESIDENT_LEAD")
+              "MOSAIC_ZIPPER_RESIDENT_LEAD", "MOSAIC_ZIPPER_BALANCED_SPLITK")
 
 
 def git_commit() -> str:

@@ -232,7 +232,7 @@ def _base_only(qw):
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
               cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None,
-              wgmma=None):
+              wgmma=None, balance=None):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
@@ -249,7 +249,7 @@ def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate"
         out = torch.full((m, n), float("nan"), dtype=dtype, device=dev)
         y = ops.launch(x, p, v, out=out, cfg=cfg, splitk=splitk, zprologue=zprologue if v == "zipper" else None,
                        fixup=fixup, pdl=pdl, rlead=rlead if v == "zipper" else None, path=path, gemv=gemv,
-                       wgmma=wgmma)
+                       wgmma=wgmma, balance=balance)
         torch.cuda.synchronize()
         assert y.data_ptr() == out.data_ptr()
         _check(y, ref, dtype, f"{v} m={m} n={n} k={k} gs={gs} sym={sym} budget={budget} bs={bs} {dtype} "
@@ -398,6 +398,25 @@ def test_zipper_residual_lead(rlead, cfg, splitk, m, budget, bs):
               splitk=splitk, zprologue="first", rlead=rlead, path="tiled")
     if rlead is not None and rlead < pro:
         assert f"lead{rlead}]" in ops.LAST_LAUNCH["kernels"][0]
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("cfg,m", [(4, 16), (11, 9), (12, 32), (10, 64), (6, 40), (7, 5)])
+@pytest.mark.parametrize("splitk,fixup", [(5, "cluster"), (8, "global"), (3, "cluster")])
+@pytest.mark.parametrize("budget,bs", [(0.1, (128, 128)), (0.3, (64, 64))])
+def test_balanced_splitk(cfg, m, splitk, fixup, budget, bs):
+    """NOTES.md v22: the zipper's split-K ranges balanced by work (Params::split_bounds, every range non-empty,
+    uneven per n column) against the reference, both fix-ups, odd N / K (ragged last k-tile and n-tile)."""
+    from mosaic_exp.kernels import ops
+
+    if not ops.balanced_splitk_built():
+        pytest.skip("native module built without -DMOSAIC_BALANCED_SPLITK=1 (NOTES.md v22's prepared switch)")
+    # seed 0: a residual map where every case has a column to rebalance (~2 % of random maps have none: the
+    # launch then keeps the uniform cuts and says so)
+    _run_case(m, 448, 64 * 40 + 24, 64, False, budget, bs, torch.bfloat16 if m % 2 else torch.float16,
+              variants=("zipper",), cfg=cfg, splitk=splitk, fixup=fixup, balance=True, path="tiled", seed=0)
+    assert ",balanced" in ops.LAST_LAUNCH["kernels"][0], ops.LAST_LAUNCH["kernels"]
 
 
 def test_zipper_ring_choice():
@@ -792,6 +811,8 @@ def test_dense_refuses_residual_and_bad_inputs():
 @needs_native
 def test_sanitizer_subset():
     """Small cases of every variant/config for compute-sanitizer memcheck (scripts/device_kernels.sh)."""
+    from mosaic_exp.kernels import ops
+
     for m in (1, 33, 130):
         for (n, k, bs) in ((130, 104, (64, 64)), (576, 576, (128, 128))):
             _run_case(m, n, k, 64, False, 0.5, bs, torch.float16)
@@ -802,6 +823,9 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
+    if ops.balanced_splitk_built():  # balanced split-K ranges (NOTES.md v22's prepared switch)
+        _run_case(9, 448, 64 * 40 + 24, 64, False, 0.1, (128, 128), torch.float16, variants=("zipper",), cfg=4,
+                  splitk=5, fixup="global", balance=True, path="tiled", seed=0)
     for cfg, m in ((8, 40), (9, 20), (10, 40), (11, 12), (12, 20)):  # 8-warp and bounded tiles: both fix-ups, ragged N / K
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, cfg=cfg, splitk=3, fixup="cluster")
         _run_case(m, 130, 104 * 4, -1, True, 1.0, (64, 64), torch.bfloat16, cfg=cfg, splitk=2, fixup="global")

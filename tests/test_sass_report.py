@@ -120,7 +120,17 @@ def test_bounded_zipper_configs_within_their_bounds():
         pytest.skip("nvcc not found")
     if sass_report.find_nvdisasm() is None:
         pytest.skip("nvdisasm not found (pip install -e '.[sass]')")
-    sass, ptxas = sass_report.compile_and_disassemble(ROOT / "native" / "zipper_kernels.cu")
+    # the default build, and NOTES.md v22's prepared switch (balanced split-K ranges) that must keep the bounds too
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        builds = list(ex.map(lambda d: sass_report.compile_and_disassemble(ROOT / "native" / "zipper_kernels.cu",
+                                                                         defines=d), ((), ("MOSAIC_BALANCED_SPLITK=1",))))
+    for sass, ptxas in builds:
+        _check_bounded_zippers(sass, ptxas)
+
+
+def _check_bounded_zippers(sass, ptxas):
     # <T, MT, NW, MODE = 1 (zipper), STAGES, WK = 1, TPI = 1, MINB>
     # (kernel, CTAs per SM it must fit by registers, whether it does)
     for pat, ctas, fits in ((r"w4a16_kernelI13__nv_bfloat16Li4ELi1ELi1ELi3ELi1ELi1ELi5EE", 5, True),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mosaic_exp.kernels import routes
+from mosaic_exp.kernels import routes, splitk_balance
 from mosaic_exp.kernels.native import load_native
 from mosaic_exp.kernels.packing import TILE, PackedW4
 
@@ -71,6 +71,34 @@ LEAD_MAX_KTPS_FULL = 16
 # the next launch's clusters count too (two grids overlap: a second partial wave of clusters costs a whole pass).
 # Measured at o, M = 16 on cfg 11: 12.6 -> 11.1 us. $MOSAIC_ZIPPER_RESIDENT_LEAD=0 turns it off.
 RESIDENT_LEAD_ENV = "MOSAIC_ZIPPER_RESIDENT_LEAD"
+
+
+# NOTES.md v22 (prepared, off until measured): the zipper's split-K ranges balanced by work per n column
+# (splitk_balance.py: residual tiles weighted), $MOSAIC_ZIPPER_BALANCED_SPLITK=1 or launch(balance=True)
+BALANCED_SPLITK_ENV = "MOSAIC_ZIPPER_BALANCED_SPLITK"
+
+
+def _balance_on(balance: bool | None, where: str) -> bool:
+    v = os.environ.get(BALANCED_SPLITK_ENV, "0")
+    if balance is None and v not in ("0", "1"):
+        raise ValueError(f"${BALANCED_SPLITK_ENV} must be 0 or 1, got {v!r} {where}")
+    on = bool(balance) if balance is not None else v == "1"
+    if on and not balanced_splitk_built():  # no silent fallback to the uniform cuts
+        raise RuntimeError(f"balanced split-K requested {where}, but the native module was built without "
+                           "-DMOSAIC_BALANCED_SPLITK=1 (python scripts/build_native.py -D MOSAIC_BALANCED_SPLITK=1)")
+    return on
+
+
+def _split_bounds(p: PackedW4, pl: Plan) -> torch.Tensor | None:
+    """The balanced split-K cuts of `p` for plan `pl` on p's device (cached on p), or None where they would not
+    lower any column's most expensive split."""
+    cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, 0.1)
+    # res_lut's address in the key: dataclasses.replace copies share the cache dict, not always the residual map
+    key = ("split_bounds", pl.bn // 64, pl.splitk, pl.kt_per_split, cost, str(p.qweight.device), p.res_lut.data_ptr())
+    if key not in p.cache:
+        b = splitk_balance.balanced_split_bounds(p.res_lut, pl.bn // 64, pl.kt_per_split, cost)
+        p.cache[key] = None if b is None else b.to(p.qweight.device)
+    return p.cache[key]
 
 
 def _resident_lead_on() -> bool:
@@ -581,7 +609,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
            cfg: int | None = None, splitk: int | None = None, zprologue: str | None = None,
            fixup: str | None = None, pdl: bool | str | None = None, rlead: int | None = None,
            path: str | None = None, gemv: tuple[int, int, int] | None = None,
-           wgmma: tuple[int, ...] | None = None) -> torch.Tensor:
+           wgmma: tuple[int, ...] | None = None, balance: bool | None = None) -> torch.Tensor:
     """Run ``variant`` in {'dense', 'zipper', 'separate'} on x [..., K] -> [..., N].
 
     ``out`` (optional, [M, N] contiguous, x's dtype) lets tests poison the output first.
@@ -595,7 +623,9 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     None: gemv for M <= gemv_max_m() where ``gemv_default_plan`` has a plan, at M = 9..64 the tiled or wgmma
     plan of the device's route table (``mid_m_route``) where it has one, wgmma where ``wgmma_routes`` says
     so on an sm_90 device, tiled otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
-    small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split."""
+    small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split.
+    ``balance`` (default $MOSAIC_ZIPPER_BALANCED_SPLITK, off): the tiled zipper's split-K ranges balanced by work
+    per n column (NOTES.md v22; the kernel name then says 'balanced')."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -699,15 +729,19 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         raise ValueError(f"cluster split-K fix-up needs splitk <= 16, got {pl.splitk} {where}")
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 and fx == "global" else 0,
                          pl.mtiles * pl.nctas)
+    bounds = (_split_bounds(p, pl) if mode == MODE_ZIPPER and pl.splitk > 1 and _balance_on(balance, where)
+              else None)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
              p.res_bits.data_ptr() if mode == MODE_ZIPPER else 0, p.res_csr_ptr.data_ptr(), 0, 0,
              y.data_ptr(), ws.data_ptr(), cnt.data_ptr(),
              p.res_base.data_ptr() if mode == MODE_ZIPPER else 0, rslots,
              m, n, kk, p.n_pad, p.k_pad, p.gs_tiles, pl.splitk, pl.kt_per_split, dt, mode, pl.cfg, stream,
-             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode], rl)
+             ZIPPER_PROLOGUE[zp] if mode == MODE_ZIPPER else 0, SPLITK_FIXUP[fx], PDL_MODES[pdl_mode], rl,
+             0 if bounds is None else bounds.data_ptr())
     fx_name = fx + ("-compact" if fx == "cluster" and _compact_fixup()[0] else "")  # NOTES.md v18 variant builds
-    tags = (f",{fx_name}" if pl.splitk > 1 else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
+    tags = ((f",{fx_name}" if pl.splitk > 1 else "") + (",balanced" if bounds is not None else "")
+            + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
     kernels = [f"{'zipper' if mode == MODE_ZIPPER else 'dense'}[cfg{pl.cfg},splitk{pl.splitk}{tags}"
                + (f",rslots{rslots},{zp}" + (f",lead{rl}]" if rl else "]") if mode == MODE_ZIPPER else "]")]
     if variant == "separate" and p.has_residual:
@@ -733,10 +767,19 @@ def _compact_fixup() -> tuple[int, int]:
     return tuple(getattr(load_native(), "COMPACT_CLUSTER_FIXUP", (0, 0)))
 
 
+@functools.cache
+def balanced_splitk_built() -> bool:
+    """Whether the linked tiled kernels read balanced split-K cuts (-DMOSAIC_BALANCED_SPLITK=1, NOTES.md v22)."""
+    return bool(getattr(load_native(), "BALANCED_SPLITK", 0))
+
+
 def native_build_flags() -> dict:
     """Compile-time variants of the linked kernel objects, for result files (a benchmark says which build ran)."""
     tiled, wgmma = _compact_fixup()
-    return {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
+    flags = {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
+    if balanced_splitk_built():
+        flags["balanced_splitk"] = 1
+    return flags
 
 
 @functools.cache

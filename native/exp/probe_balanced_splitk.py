@@ -1,0 +1,63 @@
+"""A/B probe (device): NOTES.md v22's work-balanced split-K ranges for the tiled zipper kernel.
+
+Hypothesis: at M = 9..32 a k-tile with residual units costs the zipper about one more tile body, and one wave of
+split-K CTAs ends with its slowest CTA, so the few CTAs that hold a residual block set the time (o at M = 16:
+residual-free zipper 9.3 us, with its 3 % residual 11.1, where the residual's bytes are ~3 %). Balancing each n
+column's k ranges by work (splitk_balance.py) should bring the zipper @3 % at M = 16 from +20 % over dense to
+~+8-10 %. Per LLaMA-3 shape, M and budget: dense, the zipper with the kernel's uniform ranges, with the balanced
+ones (needs a build with -DMOSAIC_BALANCED_SPLITK=1; otherwise 'n/a'), and the residual-free zipper (uniform), all
+on the default routes' tiled plans where the route is tiled (a gemv / wgmma route is left out: no split-K ranges):
+  python3 native/exp/probe_balanced_splitk.py --shapes qkv,o,gate_up,down --ms 16,32,64
+"""
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
+from probe_tiled_zipper import SHAPES, probe_header, weights
+
+from mosaic_exp.kernels import ops
+from scripts.bench_kernels import time_graph
+
+
+def timed(x, y, packs, variant, **kw):
+    """(us, kernel name) of ops.launch over rotated copies, or (None, reason)."""
+    try:
+        t = time_graph([lambda q=q: ops.launch(x, q, variant, out=y, **kw) for q in packs])
+    except (RuntimeError, ValueError) as e:
+        return None, f"{type(e).__name__}: {str(e)[:80]}"
+    return t * 1e6, ops.LAST_LAUNCH["kernels"][0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="qkv,o,gate_up,down")
+    ap.add_argument("--ms", default="16,32,64")
+    a = ap.parse_args()
+    probe_header("probe_balanced_splitk")
+    built = ops.balanced_splitk_built()
+    for shape in a.shapes.split(","):
+        k, n = SHAPES[shape]
+        P0, P3, P3z, P10 = weights(k, n)
+        for m in map(int, a.ms.split(",")):
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+            dense, _ = timed(x, y, P0, "dense")
+            for tag, packs in (("z3", P3), ("z10", P10)):
+                uni, kern = timed(x, y, packs, "zipper", balance=False)
+                if not kern.startswith("zipper["):
+                    print(f"{shape} M={m} {tag}: route {kern} (not the tiled kernel): skipped", flush=True)
+                    continue
+                bal, kb = timed(x, y, packs, "zipper", balance=True) if built else (None, "n/a (build without the switch)")
+                nob, _ = timed(x, y, P3z, "zipper", balance=False) if tag == "z3" else (None, "")
+                ratio = f"{bal / uni:.3f}" if bal and uni else "-"
+                print(f"{shape} M={m} {tag}: dense={dense:.1f} uniform={uni:.1f} balanced="
+                      f"{'-' if bal is None else f'{bal:.1f}'} (x{ratio})"
+                      + (f" nobits={nob:.1f}" if nob else "") + f"  [{kern}] [{kb}]", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""mosaic_exp/kernels/splitk_balance.py (CPU): the balanced split-K cuts are optimal, well formed, and never
+worse than the kernel's uniform cuts."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from mosaic_exp.kernels import splitk_balance as sb
+
+
+def _brute_force(work: list[float], parts: int) -> float:
+    n = len(work)
+    best = float("inf")
+    for inner in itertools.combinations(range(1, n), parts - 1):
+        best = min(best, sb.max_part(work, [0, *inner, n]))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_min_max_partition_is_optimal_and_well_formed(seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 12)
+    parts = rng.randint(1, n)
+    cost = rng.choice([0.0, 0.2, 1.0, 2.5])
+    work = [1.0 + cost * (rng.random() < 0.3) for _ in range(n)]
+    cuts = sb.min_max_partition(work, parts)
+    assert cuts[0] == 0 and cuts[-1] == n and len(cuts) == parts + 1
+    assert all(a < b for a, b in itertools.pairwise(cuts)), cuts  # every split non-empty
+    assert sb.max_part(work, cuts) == pytest.approx(_brute_force(work, parts), abs=1e-9)
+
+
+def test_min_max_partition_rejects_more_splits_than_tiles():
+    with pytest.raises(ValueError, match="3 k-tiles into 4"):
+        sb.min_max_partition([1.0, 1.0, 1.0], 4)
+
+
+def test_uniform_bounds_are_the_kernels_default():
+    assert sb.uniform_bounds(64, 8) == [0, 8, 16, 24, 32, 40, 48, 56, 64]
+    assert sb.uniform_bounds(37, 5) == [0, 5, 10, 15, 20, 25, 30, 35, 37]  # the last split is short
+
+
+def test_balanced_bounds_move_tiles_away_from_the_residual_split():
+    """o at M = 16 in miniature: 64 k-tiles in 8 splits, one 128 x 128 residual block (2 k-tiles of both units of a
+    128-wide CTA) in split 2 of CTA column 1: uniform = 8 + 2 tile-times there, balanced = 9."""
+    lut = torch.full((4, 64), -1, dtype=torch.int32)
+    lut[2:4, 18:20] = torch.arange(4, dtype=torch.int32).view(2, 2)
+    b = sb.balanced_split_bounds(lut, nw=2, kt_per_split=8, cost=1.0)
+    assert b is not None and b.shape == (2, 9) and b.dtype == torch.int32
+    assert b[0].tolist() == sb.uniform_bounds(64, 8)  # no residual: the kernel's cuts
+    row = b[1].tolist()
+    work = [2.0 if 18 <= t < 20 else 1.0 for t in range(64)]
+    assert row[0] == 0 and row[-1] == 64 and all(x < y for x, y in itertools.pairwise(row))
+    assert sb.max_part(work, row) == 9.0 < sb.max_part(work, sb.uniform_bounds(64, 8)) == 10.0
+
+
+def test_balanced_bounds_none_where_nothing_improves():
+    none = torch.full((4, 64), -1, dtype=torch.int32)
+    assert sb.balanced_split_bounds(none, nw=2, kt_per_split=8, cost=1.0) is None
+    every = torch.zeros((4, 64), dtype=torch.int32)  # a residual on every tile: uniform is already balanced
+    assert sb.balanced_split_bounds(every, nw=2, kt_per_split=8, cost=1.0) is None
+    lut = none.clone()
+    lut[0, 3] = 0
+    assert sb.balanced_split_bounds(lut, nw=1, kt_per_split=64, cost=1.0) is None  # one split: nothing to move
+
+
+def test_balanced_bounds_reject_bad_input():
+    lut = torch.full((3, 8), -1, dtype=torch.int32)
+    with pytest.raises(ValueError, match="3 units do not split into CTAs of 2"):
+        sb.balanced_split_bounds(lut, nw=2, kt_per_split=4, cost=1.0)
+    with pytest.raises(ValueError, match="cost must be >= 0"):
+        sb.balanced_split_bounds(lut, nw=1, kt_per_split=4, cost=-1.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_balanced_bounds_never_worse_than_uniform(seed):
+    g = torch.Generator().manual_seed(seed)
+    nt, kt, ktps = 8, 37, 5
+    lut = torch.where(torch.rand(nt, kt, generator=g) < 0.1, 0, -1).to(torch.int32)
+    b = sb.balanced_split_bounds(lut, nw=2, kt_per_split=ktps, cost=1.0)
+    uni = sb.uniform_bounds(kt, ktps)
+    has = (lut >= 0).view(nt // 2, 2, kt).any(dim=1)
+    rows = b.tolist() if b is not None else [uni] * (nt // 2)
+    for row, h in zip(rows, has.tolist()):
+        work = [2.0 if x else 1.0 for x in h]
+        assert len(row) == len(uni) and row[0] == 0 and row[-1] == kt
+        assert sb.max_part(work, row) <= sb.max_part(work, uni) + 1e-9
