@@ -46,9 +46,9 @@ def test_uniform_bounds_are_the_kernels_default():
 def test_balanced_bounds_move_tiles_away_from_the_residual_split():
     """o at M = 16 in miniature: 64 k-tiles in 8 splits, one 128 x 128 residual block (2 k-tiles of both units of a
     128-wide CTA) in split 2 of CTA column 1: uniform = 8 + 2 tile-times there, balanced = 9."""
-    lut = torch.full((4, 64), -1, dtype=torch.int32)
-    lut[2:4, 18:20] = torch.arange(4, dtype=torch.int32).view(2, 2)
-    b = sb.balanced_split_bounds(lut, nw=2, kt_per_split=8, cost=1.0)
+    has = torch.zeros((4, 64), dtype=torch.bool)
+    has[2:4, 18:20] = True
+    b = sb.balanced_split_bounds(has, nw=2, kt_per_split=8, cost=1.0)
     assert b is not None and b.shape == (2, 9) and b.dtype == torch.int32
     assert b[0].tolist() == sb.uniform_bounds(64, 8)  # no residual: the kernel's cuts
     row = b[1].tolist()
@@ -58,33 +58,45 @@ def test_balanced_bounds_move_tiles_away_from_the_residual_split():
 
 
 def test_balanced_bounds_none_where_nothing_improves():
-    none = torch.full((4, 64), -1, dtype=torch.int32)
+    none = torch.zeros((4, 64), dtype=torch.bool)
     assert sb.balanced_split_bounds(none, nw=2, kt_per_split=8, cost=1.0) is None
-    every = torch.zeros((4, 64), dtype=torch.int32)  # a residual on every tile: uniform is already balanced
+    every = torch.ones((4, 64), dtype=torch.bool)  # a residual on every tile: uniform is already balanced
     assert sb.balanced_split_bounds(every, nw=2, kt_per_split=8, cost=1.0) is None
-    lut = none.clone()
-    lut[0, 3] = 0
-    assert sb.balanced_split_bounds(lut, nw=1, kt_per_split=64, cost=1.0) is None  # one split: nothing to move
+    one = none.clone()
+    one[0, 3] = True
+    assert sb.balanced_split_bounds(one, nw=1, kt_per_split=64, cost=1.0) is None  # one split: nothing to move
 
 
 def test_balanced_bounds_reject_bad_input():
-    lut = torch.full((3, 8), -1, dtype=torch.int32)
+    has = torch.zeros((3, 8), dtype=torch.bool)
     with pytest.raises(ValueError, match="3 units do not split into CTAs of 2"):
-        sb.balanced_split_bounds(lut, nw=2, kt_per_split=4, cost=1.0)
+        sb.balanced_split_bounds(has, nw=2, kt_per_split=4, cost=1.0)
     with pytest.raises(ValueError, match="cost must be >= 0"):
-        sb.balanced_split_bounds(lut, nw=1, kt_per_split=4, cost=-1.0)
+        sb.balanced_split_bounds(has, nw=1, kt_per_split=4, cost=-1.0)
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_balanced_bounds_never_worse_than_uniform(seed):
     g = torch.Generator().manual_seed(seed)
     nt, kt, ktps = 8, 37, 5
-    lut = torch.where(torch.rand(nt, kt, generator=g) < 0.1, 0, -1).to(torch.int32)
-    b = sb.balanced_split_bounds(lut, nw=2, kt_per_split=ktps, cost=1.0)
+    res = torch.rand(nt, kt, generator=g) < 0.1
+    b = sb.balanced_split_bounds(res, nw=2, kt_per_split=ktps, cost=1.0)
     uni = sb.uniform_bounds(kt, ktps)
-    has = (lut >= 0).view(nt // 2, 2, kt).any(dim=1)
+    has = res.view(nt // 2, 2, kt).any(dim=1)
     rows = b.tolist() if b is not None else [uni] * (nt // 2)
     for row, h in zip(rows, has.tolist()):
         work = [2.0 if x else 1.0 for x in h]
         assert len(row) == len(uni) and row[0] == 0 and row[-1] == kt
         assert sb.max_part(work, row) <= sb.max_part(work, uni) + 1e-9
+
+
+@pytest.mark.parametrize("k", [64 * 40 + 24, 64 * 33, 64 * 70])
+def test_residual_tiles_from_bit_words_match_the_lut(k):
+    """The bit words the kernels (and the custom ops) carry give the same residual map as the packing's LUT,
+    across word boundaries (33 and 70 k-tiles) and a ragged K."""
+    from mosaic_exp.kernels.packing import pack_quantized
+    from mosaic_exp.kernels.testing import random_quantized
+
+    p = pack_quantized(random_quantized(448, k, 64, False, 0.2, (64, 64)), torch.float16)
+    kt = p.k_pad // 64
+    assert torch.equal(sb.residual_tiles(p.res_bits, kt), p.res_lut >= 0)

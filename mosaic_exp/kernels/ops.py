@@ -89,16 +89,24 @@ def _balance_on(balance: bool | None, where: str) -> bool:
     return on
 
 
+_SPLIT_BOUNDS: dict = {}  # (residual map's address and shape, device, plan, cost) -> device table or None
+_SPLIT_BOUNDS_MAX = 4096
+
+
 def _split_bounds(p: PackedW4, pl: Plan) -> torch.Tensor | None:
-    """The balanced split-K cuts of `p` for plan `pl` on p's device (cached on p), or None where they would not
-    lower any column's most expensive split."""
+    """The balanced split-K cuts of `p` for plan `pl` on p's device, or None where they would not lower any
+    column's most expensive split. Cached by the residual bit words' address (the custom ops build a PackedW4 per
+    call around the module's tensors); a reused address can only give valid but unbalanced cuts, never wrong sums."""
     cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, 0.1)
-    # res_lut's address in the key: dataclasses.replace copies share the cache dict, not always the residual map
-    key = ("split_bounds", pl.bn // 64, pl.splitk, pl.kt_per_split, cost, str(p.qweight.device), p.res_lut.data_ptr())
-    if key not in p.cache:
-        b = splitk_balance.balanced_split_bounds(p.res_lut, pl.bn // 64, pl.kt_per_split, cost)
-        p.cache[key] = None if b is None else b.to(p.qweight.device)
-    return p.cache[key]
+    rb = p.res_bits
+    key = (rb.data_ptr(), tuple(rb.shape), str(rb.device), pl.bn // 64, pl.splitk, pl.kt_per_split, cost)
+    if key not in _SPLIT_BOUNDS:
+        if len(_SPLIT_BOUNDS) >= _SPLIT_BOUNDS_MAX:
+            _SPLIT_BOUNDS.clear()
+        b = splitk_balance.balanced_split_bounds(splitk_balance.residual_tiles(rb, p.k_pad // TILE), pl.bn // 64,
+                                                 pl.kt_per_split, cost)
+        _SPLIT_BOUNDS[key] = None if b is None else b.to(rb.device)
+    return _SPLIT_BOUNDS[key]
 
 
 def _resident_lead_on() -> bool:

@@ -21,7 +21,7 @@ Kernel layout (see native/zipper.cuh):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -119,8 +119,6 @@ class PackedW4:
     res_base: torch.Tensor | None = None    # [NT, KW] int32: id of the first residual unit at/after (nt, 32w)
     res_window_max: int = 1                  # most residual units of one row in 8 consecutive k-tiles
     res_windows: tuple = ()                  # most residual units of one row in w consecutive k-tiles, w = 1..8
-    # launch-time tables derived from the tensors above (ops: balanced split-K cuts), keyed by plan and device
-    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_res_units(self) -> int:
@@ -134,7 +132,7 @@ class PackedW4:
         return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
 
     def to(self, device) -> PackedW4:
-        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cache"}
+        kw = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in kw.items():
             if isinstance(v, torch.Tensor):
                 kw[k] = v.to(device)

@@ -58,19 +58,28 @@ def min_max_partition(work: list[float], parts: int) -> list[int]:
     return cuts
 
 
-def balanced_split_bounds(res_lut: torch.Tensor, nw: int, kt_per_split: int, cost: float) -> torch.Tensor | None:
+def residual_tiles(res_bits: torch.Tensor, kt: int) -> torch.Tensor:
+    """[NT, kt] bool on the CPU: whether (64-wide unit, k-tile) has a residual unit, from the zipper kernel's bit
+    words (PackedW4.res_bits [NT, ceil(kt / 32)] int32: bit kt % 32 of word kt // 32), which every launch path
+    has (the custom ops pass no LUT)."""
+    words = res_bits.detach().to("cpu", torch.int64) & 0xFFFFFFFF
+    t = torch.arange(kt)
+    return ((words[:, t // 32] >> (t % 32)) & 1).bool()
+
+
+def balanced_split_bounds(has_res: torch.Tensor, nw: int, kt_per_split: int, cost: float) -> torch.Tensor | None:
     """[n CTAs, splitk + 1] int32 cuts (CPU) for a tile config `nw` 64-wide units wide, or None where no column
     gets a cheaper most-expensive split than the uniform cuts (the kernel then keeps them).
 
-    res_lut: [NT, KT] residual unit id per (64-wide unit, k-tile), -1 for none (PackedW4.res_lut). A k-tile of a
+    has_res: [NT, KT] bool, whether a (64-wide unit, k-tile) has a residual unit (residual_tiles). A k-tile of a
     CTA weighs 1 + cost if any of its nw units has a residual (its warps wait for the slowest at the tile's
     barrier)."""
     if cost < 0:
         raise ValueError(f"residual tile cost must be >= 0, got {cost}")
-    nt, kt = res_lut.shape
+    nt, kt = has_res.shape
     if nt % nw:
         raise ValueError(f"{nt} units do not split into CTAs of {nw}")
-    has = (res_lut.detach().to("cpu") >= 0).view(nt // nw, nw, kt).any(dim=1).tolist()
+    has = has_res.to("cpu", torch.bool).view(nt // nw, nw, kt).any(dim=1).tolist()
     uni = uniform_bounds(kt, kt_per_split)
     splitk = len(uni) - 1
     rows, better = [], False
