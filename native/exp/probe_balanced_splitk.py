@@ -8,6 +8,8 @@ column's k ranges by work (splitk_balance.py) should bring the zipper @3 % at M 
 ones (needs a build with -DMOSAIC_BALANCED_SPLITK=1; otherwise 'n/a'), and the residual-free zipper (uniform), all
 on the default routes' tiled plans where the route is tiled (a gemv / wgmma route is left out: no split-K ranges):
   python3 native/exp/probe_balanced_splitk.py --shapes qkv,o,gate_up,down --ms 16,32,64
+--costs times the balanced ranges for each residual tile cost c (splitk_balance.RESIDUAL_TILE_COST, the same c at
+every tile height for that run): the c that minimizes the time, per M, is the measured cost to commit.
 """
 import argparse
 import os
@@ -19,7 +21,7 @@ sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
 from probe_tiled_zipper import SHAPES, probe_header, weights
 
-from mosaic_exp.kernels import ops
+from mosaic_exp.kernels import ops, splitk_balance
 from scripts.bench_kernels import time_graph
 
 
@@ -36,7 +38,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="qkv,o,gate_up,down")
     ap.add_argument("--ms", default="16,32,64")
+    ap.add_argument("--costs", default="", help="residual tile costs to time (default: RESIDUAL_TILE_COST's own)")
     a = ap.parse_args()
+    costs = [float(c) for c in a.costs.split(",") if c]
     probe_header("probe_balanced_splitk")
     built = ops.balanced_splitk_built()
     for shape in a.shapes.split(","):
@@ -54,9 +58,21 @@ def main():
                 bal, kb = timed(x, y, packs, "zipper", balance=True) if built else (None, "n/a (build without the switch)")
                 nob, _ = timed(x, y, P3z, "zipper", balance=False) if tag == "z3" else (None, "")
                 ratio = f"{bal / uni:.3f}" if bal and uni else "-"
+                sweep = ""
+                if built and costs:
+                    default = dict(splitk_balance.RESIDUAL_TILE_COST)
+                    try:
+                        for c in costs:
+                            splitk_balance.RESIDUAL_TILE_COST.update(dict.fromkeys(default, c))
+                            ops._SPLIT_BOUNDS.clear()
+                            tc, kc = timed(x, y, packs, "zipper", balance=True)
+                            sweep += f" c{c:g}={'-' if tc is None else f'{tc:.1f}'}{'' if ',balanced' in kc else '(uniform)'}"
+                    finally:
+                        splitk_balance.RESIDUAL_TILE_COST.update(default)
+                        ops._SPLIT_BOUNDS.clear()
                 print(f"{shape} M={m} {tag}: dense={dense:.1f} uniform={uni:.1f} balanced="
                       f"{'-' if bal is None else f'{bal:.1f}'} (x{ratio})"
-                      + (f" nobits={nob:.1f}" if nob else "") + f"  [{kern}] [{kb}]", flush=True)
+                      + (f" nobits={nob:.1f}" if nob else "") + sweep + f"  [{kern}] [{kb}]", flush=True)
 
 
 if __name__ == "__main__":
