@@ -15,11 +15,10 @@ import argparse
 import os
 import sys
 
-import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, probe_header, weights
+from probe_tiled_zipper import cases, probe_header
 
 from mosaic_exp.kernels import ops, splitk_balance
 from scripts.bench_kernels import time_graph
@@ -43,36 +42,31 @@ def main():
     costs = [float(c) for c in a.costs.split(",") if c]
     probe_header("probe_balanced_splitk")
     built = ops.balanced_splitk_built()
-    for shape in a.shapes.split(","):
-        k, n = SHAPES[shape]
-        P0, P3, P3z, P10 = weights(k, n)
-        for m in map(int, a.ms.split(",")):
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-            dense, _ = timed(x, y, P0, "dense")
-            for tag, packs in (("z3", P3), ("z10", P10)):
-                uni, kern = timed(x, y, packs, "zipper", balance=False)
-                if not kern.startswith("zipper["):
-                    print(f"{shape} M={m} {tag}: route {kern} (not the tiled kernel): skipped", flush=True)
-                    continue
-                bal, kb = timed(x, y, packs, "zipper", balance=True) if built else (None, "n/a (build without the switch)")
-                nob, _ = timed(x, y, P3z, "zipper", balance=False) if tag == "z3" else (None, "")
-                ratio = f"{bal / uni:.3f}" if bal and uni else "-"
-                sweep = ""
-                if built and costs:
-                    default = dict(splitk_balance.RESIDUAL_TILE_COST)
-                    try:
-                        for c in costs:
-                            splitk_balance.RESIDUAL_TILE_COST.update(dict.fromkeys(default, c))
-                            ops._SPLIT_BOUNDS.clear()
-                            tc, kc = timed(x, y, packs, "zipper", balance=True)
-                            sweep += f" c{c:g}={'-' if tc is None else f'{tc:.1f}'}{'' if ',balanced' in kc else '(uniform)'}"
-                    finally:
-                        splitk_balance.RESIDUAL_TILE_COST.update(default)
+    for shape, m, x, y, (P0, P3, P3z, P10) in cases(a.shapes, a.ms):
+        dense, _ = timed(x, y, P0, "dense")
+        for tag, packs in (("z3", P3), ("z10", P10)):
+            uni, kern = timed(x, y, packs, "zipper", balance=False)
+            if not kern.startswith("zipper["):
+                print(f"{shape} M={m} {tag}: route {kern} (not the tiled kernel): skipped", flush=True)
+                continue
+            bal, kb = timed(x, y, packs, "zipper", balance=True) if built else (None, "n/a (build without the switch)")
+            nob, _ = timed(x, y, P3z, "zipper", balance=False) if tag == "z3" else (None, "")
+            ratio = f"{bal / uni:.3f}" if bal and uni else "-"
+            sweep = ""
+            if built and costs:
+                default = dict(splitk_balance.RESIDUAL_TILE_COST)
+                try:
+                    for c in costs:
+                        splitk_balance.RESIDUAL_TILE_COST.update(dict.fromkeys(default, c))
                         ops._SPLIT_BOUNDS.clear()
-                print(f"{shape} M={m} {tag}: dense={dense:.1f} uniform={uni:.1f} balanced="
-                      f"{'-' if bal is None else f'{bal:.1f}'} (x{ratio})"
-                      + (f" nobits={nob:.1f}" if nob else "") + sweep + f"  [{kern}] [{kb}]", flush=True)
+                        tc, kc = timed(x, y, packs, "zipper", balance=True)
+                        sweep += f" c{c:g}={'-' if tc is None else f'{tc:.1f}'}{'' if ',balanced' in kc else '(uniform)'}"
+                finally:
+                    splitk_balance.RESIDUAL_TILE_COST.update(default)
+                    ops._SPLIT_BOUNDS.clear()
+            print(f"{shape} M={m} {tag}: dense={dense:.1f} uniform={uni:.1f} balanced="
+                  f"{'-' if bal is None else f'{bal:.1f}'} (x{ratio})"
+                  + (f" nobits={nob:.1f}" if nob else "") + sweep + f"  [{kern}] [{kb}]", flush=True)
 
 
 if __name__ == "__main__":

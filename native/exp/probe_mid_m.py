@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, launch_once, probe_header, weights
+from probe_tiled_zipper import SHAPES, cases, launch_once, probe_header, weights
 
 from mosaic_exp.kernels import ops
 from scripts.bench_kernels import time_graph
@@ -40,30 +40,25 @@ def main():
         x = torch.randn(int(m), k, device="cuda", dtype=torch.bfloat16)
         launch_once(x, [(v, PP[0], v, {"cfg": int(cfg), "splitk": int(sk)}) for PP, v in ((P0, "dense"), (P3, "zipper"))])
         return
-    for name in a.shapes.split(","):
-        k, n = SHAPES[name]
-        P0, P3, _, _ = weights(k, n)
-        for m in map(int, a.ms.split(",")):
-            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-            y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-            for PP, v in ((P0, "dense"), (P3, "zipper")):
-                plans = [("route", {})]
-                plans += [(f"cfg{c}/s{s}", {"cfg": int(c), "splitk": int(s)})
-                          for c in a.cfgs.split(",") for s in a.splits.split(",")]
-                plans += [(f"wgmma{w}", {"path": "wgmma", "wgmma": tuple(map(int, w.split(":")))})
-                          for w in a.wgmma.split(",") if w and int(w.split(":")[0]) >= m]
-                res = []
-                for tag, kw in plans:
-                    try:
-                        t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
-                    except (RuntimeError, ValueError) as e:  # plans a kernel rejects (e.g. cluster limits)
-                        print(f"  {name} M={m} {v} {tag}: rejected ({str(e).splitlines()[0][:100]})", flush=True)
-                        continue
-                    res.append((t * 1e6, tag, ops.LAST_LAUNCH["kernels"][0]))
-                route = next(r for r in res if r[1] == "route")
-                best = sorted(res)[: a.top]
-                print(f"{name} M={m} {v}: route {route[0]:.1f} us [{route[2]}]; best: "
-                      + "; ".join(f"{t:.1f} {kern}" for t, _, kern in best), flush=True)
+    for name, m, x, y, (P0, P3, _, _) in cases(a.shapes, a.ms):
+        for PP, v in ((P0, "dense"), (P3, "zipper")):
+            plans = [("route", {})]
+            plans += [(f"cfg{c}/s{s}", {"cfg": int(c), "splitk": int(s)})
+                      for c in a.cfgs.split(",") for s in a.splits.split(",")]
+            plans += [(f"wgmma{w}", {"path": "wgmma", "wgmma": tuple(map(int, w.split(":")))})
+                      for w in a.wgmma.split(",") if w and int(w.split(":")[0]) >= m]
+            res = []
+            for tag, kw in plans:
+                try:
+                    t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
+                except (RuntimeError, ValueError) as e:  # plans a kernel rejects (e.g. cluster limits)
+                    print(f"  {name} M={m} {v} {tag}: rejected ({str(e).splitlines()[0][:100]})", flush=True)
+                    continue
+                res.append((t * 1e6, tag, ops.LAST_LAUNCH["kernels"][0]))
+            route = next(r for r in res if r[1] == "route")
+            best = sorted(res)[: a.top]
+            print(f"{name} M={m} {v}: route {route[0]:.1f} us [{route[2]}]; best: "
+                  + "; ".join(f"{t:.1f} {kern}" for t, _, kern in best), flush=True)
 
 
 if __name__ == "__main__":

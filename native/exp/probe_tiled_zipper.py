@@ -41,6 +41,17 @@ def weights(k, n, rotate=True):
     return P0, P3, P3z, P10
 
 
+def cases(shapes: str, ms: str):
+    """(shape, m, x, y, (P0, P3, P3z, P10)) for each of the comma-separated shapes and Ms: the rotated weights
+    (`weights`) once per shape, a random bf16 x [m, k] and an output y [m, n] per M."""
+    for shape in shapes.split(","):
+        k, n = SHAPES[shape]
+        packs = weights(k, n)
+        for m in map(int, ms.split(",")):
+            yield (shape, m, torch.randn(m, k, device="cuda", dtype=torch.bfloat16),
+                   torch.empty(m, n, device="cuda", dtype=torch.bfloat16), packs)
+
+
 def probe_header(tool: str) -> None:
     """The first line of a probe's log: its arguments, the commit ($MOSAIC_COMMIT), the device and the date."""
     print(f"{tool} {' '.join(sys.argv[1:])} commit={os.environ.get('MOSAIC_COMMIT', '?')} "
