@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 
-
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
 from probe_tiled_zipper import cases, probe_header
