@@ -51,10 +51,6 @@ struct Params {
   int gs_shift;      // log2(gs_tiles) when a power of two (31 for per-channel), else -1
   int splitk;        // number of K splits (1 = none)
   int kt_per_split;  // k-tiles per split
-  // tiled kernel, dense / zipper: null = split s takes k-tiles [s * kt_per_split, min(KT, (s+1) * kt_per_split));
-  // else [b[s], b[s+1]) with b = split_bounds + ncta * (splitk + 1), ncta the CTA's n index (NOTES.md v22: the
-  // zipper's k ranges balanced by work, residual tiles counted; every range non-empty, b[0] = 0, b[splitk] = KT)
-  const int* split_bounds;
   int mpad;          // m_tiles * BM (workspace rows)
   // small-M path (gemv_kernels.cu): warps along K per n16 slice (in one CTA) and k-tiles per warp
   int kparts;
@@ -63,6 +59,11 @@ struct Params {
   // read as a 3-D tensor (one TMA per stage; needs K % 64 == 0)
   int ws_stages;
   int ws_x3d;
+  // last, so that adding it moved no other field (the gemv kernels' register allocation followed the offsets):
+  // tiled kernel, dense / zipper: null = split s takes k-tiles [s * kt_per_split, min(KT, (s+1) * kt_per_split));
+  // else [b[s], b[s+1]) with b = split_bounds + ncta * (splitk + 1), ncta the CTA's n index (NOTES.md v22: the
+  // zipper's k ranges balanced by work, residual tiles counted; every range non-empty, b[0] = 0, b[splitk] = KT)
+  const int* split_bounds;
 };
 
 enum Mode { MODE_DENSE = 0, MODE_ZIPPER = 1, MODE_RESIDUAL = 2 };
