@@ -152,7 +152,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   set_tiles(p, Np, KT, gs_tiles);
   p.splitk = mode == zipper::MODE_RESIDUAL ? 1 : (int)splitk;
   p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
-  if (split_bounds != 0) {  // the host checked the table's values (ops.balanced_split_bounds); here: its use
+  if (split_bounds != 0) {  // the table's values come from splitk_balance.balanced_split_bounds; here: its use
     if (!zipper::tiled_balanced_splitk())
       fail(M, N, K, "split_bounds given, but zipper_kernels.cu was built without -DMOSAIC_BALANCED_SPLITK=1");
     if (mode == zipper::MODE_RESIDUAL || splitk < 2)

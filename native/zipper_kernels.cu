@@ -99,11 +99,7 @@ __device__ __forceinline__ void cp_async_wait_dyn(int n) {
 // A config's ZMIN (cfg 10-12, NOTES.md v20 / v21) overrides the zipper kernel's bound; kernel_of passes the result as
 // the kernel's MINB.
 constexpr int min_ctas_per_sm(int mt, int nw, int mode, int wk) {
-  if (wk == 2) return mt * nw <= 2 ? 3 : 2;
-  if (mode != MODE_ZIPPER) return 0;
-  if (nw == 2 && mt == 1) return 4;
-  if (nw == 2 && mt == 2) return 3;
-  return 0;
+  return wk == 2 ? (mt * nw <= 2 ? 3 : 2) : (mode == MODE_ZIPPER && nw == 2 && mt <= 2 ? 5 - mt : 0);
 }
 //
 // No static shared memory: everything (pipeline stages, zipper ring, residual-only CSR prefetch,
@@ -788,7 +784,7 @@ template <typename T, int CFG, int MODE>
 const char* launch_t(const Params& p, cudaStream_t stream) {
   using C = Cfg<CFG>;
   constexpr int SMEM_MAX = smem_max_bytes<CFG, MODE>();
-  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > Cfg<CFG>::STAGES)) return "rslots out of range [1, STAGES]";
+  if (MODE == MODE_ZIPPER && (p.rslots < 1 || p.rslots > C::STAGES)) return "rslots out of range [1, STAGES]";
   const int SMEM = smem_bytes<CFG, MODE>() +
                    (MODE == MODE_ZIPPER ? C::NW * p.rslots * Layout<1, 1, MODE>::RING_UNIT : 0);
   auto kern = kernel_of<T, CFG, MODE>();
@@ -889,7 +885,7 @@ ConfigInfo config_info(int cfg, int mode) {
       c.threads = THREADS * C::WK;
       c.bm = C::MT * 16;
       c.bn = C::NW * 64;
-      c.stages = Cfg<decltype(cc)::value>::STAGES;
+      c.stages = C::STAGES;
       c.smem_bytes = smem_bytes<decltype(cc)::value, MODE>();
       c.ring_unit_bytes = MODE == MODE_ZIPPER ? Layout<1, 1, MODE_ZIPPER>::RING_UNIT : 0;
       c.static_smem = 0;  // no static shared memory in any mode (see w4a16_kernel)
