@@ -72,6 +72,16 @@ def with_incumbent(runs: list, plan) -> list:
     return runs + [(f"table:{json.dumps(plan, separators=(',', ':'))}", plan_kwargs(plan), plan)]
 
 
+def route_plans(table: dict | None) -> dict:
+    """(n_pad, k_pad, mode, mb) -> plan of a route table (empty without one): the incumbents of a re-tune."""
+    return {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]): r["plan"] for r in (table or {}).get("routes", ())}
+
+
+def timing_key(n_pad: int, k_pad: int, mode: str, mb: int) -> str:
+    """The key of one shape, mode and bucket in a table's "timings" (written by a run, read by --repick)."""
+    return f"{n_pad}x{k_pad}:{mode}:mb{mb}"
+
+
 def pick_route(us: dict[str, list[float]], plans: dict[str, object], incumbent, margin: float):
     """The route for one shape, mode and bucket from its timings (label -> us at the bucket's Ms): the incumbent
     (the merged table's route; the planner's 'tiled' plan without one, or where it failed to run) stays unless
@@ -98,13 +108,14 @@ def plan_of_label(label: str):
 def repick(table: dict, old: dict | None, buckets, modes, margin: float) -> dict:
     """`table` (a tuning run's output, with its timings) with the routes of `buckets` x `modes` re-picked by
     pick_route against `old`'s routes as incumbents: no GPU needed."""
-    old_plans = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]): r["plan"] for r in (old or {}).get("routes", ())}
+    old_plans = route_plans(old)
     routes, changed = [], []
     for r in table["routes"]:
-        t = table["timings"].get(f"{r['n_pad']}x{r['k_pad']}:{r['mode']}:mb{r['mb']}")
+        where = (r["n_pad"], r["k_pad"], r["mode"], r["mb"])
+        t = table["timings"].get(timing_key(*where))
         if r["mb"] in buckets and r["mode"] in modes and t is not None:
             plans = {lbl: plan_of_label(lbl) for lbl in t["us"]}
-            plan = pick_route(t["us"], plans, old_plans.get((r["n_pad"], r["k_pad"], r["mode"], r["mb"])), margin)
+            plan = pick_route(t["us"], plans, old_plans.get(where), margin)
             if plan != r["plan"]:
                 changed.append({**{k: r[k] for k in ("n_pad", "k_pad", "mode", "mb")}, "from": r["plan"], "to": plan})
             r = {**r, "plan": plan}
@@ -179,7 +190,7 @@ def main() -> int:
                   f"{torch.cuda.get_device_name()!r}", file=sys.stderr)
             return 2
         old = json.loads(Path(a.merge).read_text())
-    old_plans = {(r["n_pad"], r["k_pad"], r["mode"], r["mb"]): r["plan"] for r in (old or {}).get("routes", ())}
+    old_plans = route_plans(old)
     shapes = []
     for fam in a.shapes.split(","):
         for name, k, n in bk.SHAPES[fam]:
@@ -195,17 +206,20 @@ def main() -> int:
             ms = BUCKET_MS[mb]
             for variant in modes:
                 res, plans = {}, {}
+                incumbent = old_plans.get((p0.n_pad, p0.k_pad, variant, mb))
                 runs = with_incumbent(candidates(mb, torch.cuda.get_device_capability()[0] == 9, gemv_buckets, variant),
-                                      old_plans.get((p0.n_pad, p0.k_pad, variant, mb)))
+                                      incumbent)
                 for label, kw, plan in runs:
                     ts = [time_run(packs[variant], m, k, n, variant, kw) for m in ms]
                     if all(t is not None for t in ts):
                         res[label], plans[label] = [round(t * 1e6, 2) for t in ts], plan
                 other = {lbl: sum(v) for lbl, v in res.items() if lbl != "tiled"}
                 best = min(other, key=other.get) if other else None
-                pick = pick_route(res, plans, old_plans.get((p0.n_pad, p0.k_pad, variant, mb)), a.margin)
+                pick = pick_route(res, plans, incumbent, a.margin)
                 routes.append({"n_pad": p0.n_pad, "k_pad": p0.k_pad, "mode": variant, "mb": mb, "plan": pick})
-                timings[f"{n}x{k}:{variant}:mb{mb}"] = {"ms": list(ms), "us": res}
+                # keyed by the padded shape, as the routes are (the tuned families' shapes are multiples of 128,
+                # so the committed tables' keys read the same)
+                timings[timing_key(p0.n_pad, p0.k_pad, variant, mb)] = {"ms": list(ms), "us": res}
                 bl = f"{best} {res[best]}" if best else "-"
                 print(f"  mb{mb} {variant:6s} tiled {res['tiled']} us | best other {bl} -> {pick}", flush=True)
         del packs

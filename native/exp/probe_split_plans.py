@@ -18,11 +18,9 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "native", "exp"))
-from probe_tiled_zipper import SHAPES, probe_header, weights
+from probe_tiled_zipper import cases, probe_header
 
 from mosaic_exp.kernels import ops
 from scripts.bench_kernels import time_graph
@@ -38,38 +36,33 @@ def main():
     ap.add_argument("--plans", default="8:cluster,8:global,7:cluster,6:cluster,4:cluster")
     a = ap.parse_args()
     probe_header("probe_split_plans")
-    for shape in a.shapes.split(","):
-        probe_shape(a, shape)
+    for shape, m, x, y, (P0, P3, P3z, _) in cases(a.shapes, a.ms):
+        probe_m(a, shape, m, x, y, P0, P3, P3z)
 
 
-def probe_shape(a, shape: str) -> None:
-    k, n = SHAPES[shape]
-    P0, P3, P3z, _ = weights(k, n)
-    for m in map(int, a.ms.split(",")):
-        cfg = ops.default_cfg(m) if a.cfg is None else a.cfg
-        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-        for spec in a.plans.split(","):
-            sk, fx = spec.split(":")
-            out = []
-            for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper"), ("z3nobits", P3z, "zipper")):
-                for pdl in (("auto", "off") if tag != "z3nobits" else ("auto",)):
-                    kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled",
-                          "cfg": cfg, **({"rlead": a.rlead} if v == "zipper" and a.rlead else {})}
-                    name = f"{tag}{'' if pdl == 'auto' else '_nopdl'}"
-                    try:
-                        t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
-                    except (RuntimeError, ValueError) as e:  # a plan the launcher refuses (lead, cluster limits)
-                        out.append(f"{name}=rejected({str(e).splitlines()[0][:60]})")
-                        continue
-                    out.append(f"{name}={t * 1e6:.1f}")
-            kern = ops.LAST_LAUNCH["kernels"][0]  # the last zipper run's: its ring (rslots) and lead
-            rslots = int(kern.split("rslots")[1].split(",")[0].rstrip("]")) if "rslots" in kern else 1
-            clusters = (ops.max_active_clusters(cfg, ops.MODE_DENSE, int(sk), 1),
-                        ops.max_active_clusters(cfg, ops.MODE_ZIPPER, int(sk), rslots))
-            print(f"{shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{kern}]"
-                  f" resident {sk}-CTA clusters (cfg{cfg}, dense / zipper with rslots {rslots}): "
-                  f"{clusters[0]}/{clusters[1]}", flush=True)
+def probe_m(a, shape: str, m: int, x, y, P0, P3, P3z) -> None:
+    cfg = ops.default_cfg(m) if a.cfg is None else a.cfg
+    for spec in a.plans.split(","):
+        sk, fx = spec.split(":")
+        out = []
+        for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper"), ("z3nobits", P3z, "zipper")):
+            for pdl in (("auto", "off") if tag != "z3nobits" else ("auto",)):
+                kw = {"splitk": int(sk), "fixup": fx, "pdl": None if pdl == "auto" else "off", "path": "tiled",
+                      "cfg": cfg, **({"rlead": a.rlead} if v == "zipper" and a.rlead else {})}
+                name = f"{tag}{'' if pdl == 'auto' else '_nopdl'}"
+                try:
+                    t = time_graph([lambda q=q, v=v, kw=kw, x=x, y=y: ops.launch(x, q, v, out=y, **kw) for q in PP])
+                except (RuntimeError, ValueError) as e:  # a plan the launcher refuses (lead, cluster limits)
+                    out.append(f"{name}=rejected({str(e).splitlines()[0][:60]})")
+                    continue
+                out.append(f"{name}={t * 1e6:.1f}")
+        kern = ops.LAST_LAUNCH["kernels"][0]  # the last zipper run's: its ring (rslots) and lead
+        rslots = int(kern.split("rslots")[1].split(",")[0].rstrip("]")) if "rslots" in kern else 1
+        clusters = (ops.max_active_clusters(cfg, ops.MODE_DENSE, int(sk), 1),
+                    ops.max_active_clusters(cfg, ops.MODE_ZIPPER, int(sk), rslots))
+        print(f"{shape} M={m} splitk={sk} {fx}: " + "  ".join(out) + f"  [{kern}]"
+              f" resident {sk}-CTA clusters (cfg{cfg}, dense / zipper with rslots {rslots}): "
+              f"{clusters[0]}/{clusters[1]}", flush=True)
 
 
 if __name__ == "__main__":
