@@ -154,7 +154,7 @@ void gemm(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
   p.kt_per_split = mode == zipper::MODE_RESIDUAL ? (int)KT : (int)kt_per_split;
   if (split_bounds != 0) {  // the table's values come from splitk_balance.balanced_split_bounds; here: its use
     if (!zipper::tiled_balanced_splitk())
-      fail(M, N, K, "split_bounds given, but zipper_kernels.cu was built without -DMOSAIC_BALANCED_SPLITK=1");
+      fail(M, N, K, "split_bounds given, but zipper_kernels.cu was built with -DMOSAIC_BALANCED_SPLITK=0");
     if (mode == zipper::MODE_RESIDUAL || splitk < 2)
       fail(M, N, K, "split_bounds needs the dense or zipper kernel with splitk >= 2, got splitk=" + std::to_string(splitk));
     check_ptr(M, N, K, split_bounds, "split_bounds", true, 4);
@@ -279,7 +279,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
   // the v18 switch (MOSAIC_COMPACT_CLUSTER_FIXUP, 1 by default) as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());
-  // the v22 switch (MOSAIC_BALANCED_SPLITK, 0 by default): 1 = the tiled kernel reads balanced split-K cuts
+  // the v22 switch (MOSAIC_BALANCED_SPLITK, 1 by default): 1 = the tiled kernel reads balanced split-K cuts
   m.attr("BALANCED_SPLITK") = zipper::tiled_balanced_splitk();
   m.attr("ABI_VERSION") = 8;
 }

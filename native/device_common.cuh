@@ -17,11 +17,11 @@
 #ifndef MOSAIC_COMPACT_CLUSTER_FIXUP
 #define MOSAIC_COMPACT_CLUSTER_FIXUP 1
 #endif
-// Compile-time switch (NOTES.md v22, prepared, 0 until measured): 1 = the tiled kernel takes its split-K k ranges
+// Compile-time switch (NOTES.md v22, 1 by default since measured): 1 = the tiled kernel takes its split-K k ranges
 // from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts); 0 = the code is not
-// compiled in (reading the pointer alone moved the registers of several kernels) and the binding refuses a table.
+// compiled in (the pre-v22 build, kept for A/B: -DMOSAIC_BALANCED_SPLITK=0) and the binding refuses a table.
 #ifndef MOSAIC_BALANCED_SPLITK
-#define MOSAIC_BALANCED_SPLITK 0
+#define MOSAIC_BALANCED_SPLITK 1
 #endif
 namespace zipper {
 namespace dev {

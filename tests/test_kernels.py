@@ -405,18 +405,60 @@ def test_zipper_residual_lead(rlead, cfg, splitk, m, budget, bs):
 @pytest.mark.parametrize("cfg,m", [(4, 16), (11, 9), (12, 32), (10, 64), (6, 40), (7, 5)])
 @pytest.mark.parametrize("splitk,fixup", [(5, "cluster"), (8, "global"), (3, "cluster")])
 @pytest.mark.parametrize("budget,bs", [(0.1, (128, 128)), (0.3, (64, 64))])
-def test_balanced_splitk(cfg, m, splitk, fixup, budget, bs):
+@pytest.mark.parametrize("balance", [True, False])
+def test_balanced_splitk(cfg, m, splitk, fixup, budget, bs, balance):
     """NOTES.md v22: the zipper's split-K ranges balanced by work (Params::split_bounds, every range non-empty,
-    uneven per n column) against the reference, both fix-ups, odd N / K (ragged last k-tile and n-tile)."""
+    uneven per n column; the default) and the kernel's uniform ranges (balance=False, $MOSAIC_ZIPPER_BALANCED_SPLITK=0)
+    against the reference, both fix-ups, odd N / K (ragged last k-tile and n-tile)."""
     from mosaic_exp.kernels import ops
 
-    if not ops.balanced_splitk_built():
-        pytest.skip("native module built without -DMOSAIC_BALANCED_SPLITK=1 (NOTES.md v22's prepared switch)")
+    if balance and not ops.balanced_splitk_built():
+        pytest.skip("native module built with -DMOSAIC_BALANCED_SPLITK=0 (the pre-v22 build)")
     # seed 0: a residual map where every case has a column to rebalance (~2 % of random maps have none: the
     # launch then keeps the uniform cuts and says so)
     _run_case(m, 448, 64 * 40 + 24, 64, False, budget, bs, torch.bfloat16 if m % 2 else torch.float16,
-              variants=("zipper",), cfg=cfg, splitk=splitk, fixup=fixup, balance=True, path="tiled", seed=0)
+              variants=("zipper",), cfg=cfg, splitk=splitk, fixup=fixup, balance=balance, path="tiled", seed=0)
+    assert (",balanced" in ops.LAST_LAUNCH["kernels"][0]) == balance, ops.LAST_LAUNCH["kernels"]
+
+
+@gpu
+@needs_native
+def test_balanced_splitk_under_graph_capture():
+    """The balanced cuts are computed on the CPU at a (weight, plan)'s first launch: under CUDA graph capture that
+    launch is a clear error naming the way out (not a broken capture); after one eager launch the capture uses the
+    cached table and replays to the reference."""
+    from mosaic_exp.kernels import ops
+
+    if not ops.balanced_splitk_built():
+        pytest.skip("native module built with -DMOSAIC_BALANCED_SPLITK=0 (the pre-v22 build)")
+    dev, dtype = torch.device("cuda"), torch.float16
+    k = 64 * 40 + 24
+    qw = random_quantized(448, k, 64, False, 0.1, (128, 128), seed=0)
+    p = pack_quantized(qw, dtype, dev)
+    x = torch.randn(16, k, device=dev).to(dtype)
+    y = torch.empty(16, 448, dtype=dtype, device=dev)
+    kw = dict(out=y, cfg=4, splitk=5, fixup="global", path="tiled")
+    ops._SPLIT_BOUNDS.clear()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        ops.launch(x, p, "zipper", balance=False, **kw)  # workspace allocations outside the capture
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    with (pytest.raises(RuntimeError, match="under CUDA graph capture.*MOSAIC_ZIPPER_BALANCED_SPLITK=0"),
+          torch.cuda.graph(torch.cuda.CUDAGraph())):
+        ops.launch(x, p, "zipper", balance=True, **kw)
+    torch.cuda.synchronize()
+    ops.launch(x, p, "zipper", balance=True, **kw)
     assert ",balanced" in ops.LAST_LAUNCH["kernels"][0], ops.LAST_LAUNCH["kernels"]
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        ops.launch(x, p, "zipper", balance=True, **kw)
+    y.fill_(float("nan"))
+    g.replay()
+    torch.cuda.synchronize()
+    ref = x.double() @ dequantize_like_kernel(qw, dtype).to(dev).double().t()
+    _check(y, ref, dtype, f"captured balanced zipper {ops.LAST_LAUNCH['kernels']}")
 
 
 def test_zipper_ring_choice():
@@ -823,9 +865,11 @@ def test_sanitizer_subset():
     for zp in ("first",):
         _run_case(5, 256, 64 * 70, 128, False, 0.5, (64, 64), torch.bfloat16, variants=("zipper",), splitk=2,
                   zprologue=zp)
-    if ops.balanced_splitk_built():  # balanced split-K ranges (NOTES.md v22's prepared switch)
+    if ops.balanced_splitk_built():  # balanced split-K ranges (NOTES.md v22, the default) under memcheck
         _run_case(9, 448, 64 * 40 + 24, 64, False, 0.1, (128, 128), torch.float16, variants=("zipper",), cfg=4,
                   splitk=5, fixup="global", balance=True, path="tiled", seed=0)
+    _run_case(9, 448, 64 * 40 + 24, 64, False, 0.1, (128, 128), torch.float16, variants=("zipper",), cfg=4,
+              splitk=5, fixup="cluster", balance=False, path="tiled", seed=0)  # the uniform ranges
     for cfg, m in ((8, 40), (9, 20), (10, 40), (11, 12), (12, 20)):  # 8-warp and bounded tiles: both fix-ups, ragged N / K
         _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, cfg=cfg, splitk=3, fixup="cluster")
         _run_case(m, 130, 104 * 4, -1, True, 1.0, (64, 64), torch.bfloat16, cfg=cfg, splitk=2, fixup="global")

@@ -120,12 +120,12 @@ def test_bounded_zipper_configs_within_their_bounds():
         pytest.skip("nvcc not found")
     if sass_report.find_nvdisasm() is None:
         pytest.skip("nvdisasm not found (pip install -e '.[sass]')")
-    # the default build, and NOTES.md v22's prepared switch (balanced split-K ranges) that must keep the bounds too
+    # the default build (balanced split-K ranges, NOTES.md v22) and the pre-v22 one: both must keep the bounds
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as ex:
         builds = list(ex.map(lambda d: sass_report.compile_and_disassemble(ROOT / "native" / "zipper_kernels.cu",
-                                                                         defines=d), ((), ("MOSAIC_BALANCED_SPLITK=1",))))
+                                                                         defines=d), ((), ("MOSAIC_BALANCED_SPLITK=0",))))
     for sass, ptxas in builds:
         _check_bounded_zippers(sass, ptxas)
 

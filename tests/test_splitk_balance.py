@@ -103,20 +103,23 @@ def test_residual_tiles_from_bit_words_match_the_lut(k):
 
 
 def test_balance_request_names_the_missing_switch(monkeypatch):
-    """No silent fallback: asking for balanced ranges on a build without -DMOSAIC_BALANCED_SPLITK=1 is an error that
-    says how to build it; a bad $MOSAIC_ZIPPER_BALANCED_SPLITK value is named (both checked before any launch)."""
+    """Unset $MOSAIC_ZIPPER_BALANCED_SPLITK = balanced where the module has the switch (the default build); no
+    silent fallback: an explicit request on a build with -DMOSAIC_BALANCED_SPLITK=0 is an error that says how to
+    build it; a bad value is named (both checked before any launch)."""
     from mosaic_exp.kernels import ops
     from mosaic_exp.kernels.native import native_status
 
     if not native_status()[0]:
         pytest.skip("native module not built")
     monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "yes")
-    with pytest.raises(ValueError, match="MOSAIC_ZIPPER_BALANCED_SPLITK must be 0 or 1, got 'yes'"):
+    with pytest.raises(ValueError, match="MOSAIC_ZIPPER_BALANCED_SPLITK must be 0 or 1 \\(or unset\\), got 'yes'"):
         ops._balance_on(None, "(m=16, n=4096, k=4096)")
     monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "0")
     assert ops._balance_on(None, "") is False and ops._balance_on(False, "") is False
+    monkeypatch.delenv(ops.BALANCED_SPLITK_ENV)
+    assert ops._balance_on(None, "") is ops.balanced_splitk_built()
     if ops.balanced_splitk_built():
         assert ops._balance_on(True, "") is True
     else:
-        with pytest.raises(RuntimeError, match=r"\(m=16, n=4096, k=4096\).*-DMOSAIC_BALANCED_SPLITK=1"):
+        with pytest.raises(RuntimeError, match=r"\(m=16, n=4096, k=4096\).*-DMOSAIC_BALANCED_SPLITK=0"):
             ops._balance_on(True, "(m=16, n=4096, k=4096)")

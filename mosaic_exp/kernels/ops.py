@@ -73,19 +73,23 @@ LEAD_MAX_KTPS_FULL = 16
 RESIDENT_LEAD_ENV = "MOSAIC_ZIPPER_RESIDENT_LEAD"
 
 
-# NOTES.md v22 (prepared, off until measured): the zipper's split-K ranges balanced by work per n column
-# (splitk_balance.py: residual tiles weighted), $MOSAIC_ZIPPER_BALANCED_SPLITK=1 or launch(balance=True)
+# NOTES.md v22 (on by default since measured): the zipper's split-K ranges balanced by work per n column
+# (splitk_balance.py: residual tiles weighted). $MOSAIC_ZIPPER_BALANCED_SPLITK: unset = on where the module was
+# built with the switch (the default build), 1 = on (an error on a build without it), 0 = the uniform ranges;
+# launch(balance=...) overrides it. The kernel name says ',balanced' where a table was passed.
 BALANCED_SPLITK_ENV = "MOSAIC_ZIPPER_BALANCED_SPLITK"
 
 
 def _balance_on(balance: bool | None, where: str) -> bool:
-    v = os.environ.get(BALANCED_SPLITK_ENV, "0")
-    if balance is None and v not in ("0", "1"):
-        raise ValueError(f"${BALANCED_SPLITK_ENV} must be 0 or 1, got {v!r} {where}")
+    v = os.environ.get(BALANCED_SPLITK_ENV)
+    if balance is None and v not in (None, "0", "1"):
+        raise ValueError(f"${BALANCED_SPLITK_ENV} must be 0 or 1 (or unset), got {v!r} {where}")
+    if balance is None and v is None:
+        return balanced_splitk_built()
     on = bool(balance) if balance is not None else v == "1"
-    if on and not balanced_splitk_built():  # no silent fallback to the uniform cuts
-        raise RuntimeError(f"balanced split-K requested {where}, but the native module was built without "
-                           "-DMOSAIC_BALANCED_SPLITK=1 (python scripts/build_native.py -D MOSAIC_BALANCED_SPLITK=1)")
+    if on and not balanced_splitk_built():  # an explicit request: no silent fallback to the uniform cuts
+        raise RuntimeError(f"balanced split-K requested {where}, but the native module was built with "
+                           "-DMOSAIC_BALANCED_SPLITK=0 (python scripts/build_native.py without that define)")
     return on
 
 
@@ -93,14 +97,20 @@ _SPLIT_BOUNDS: dict = {}  # (residual map's address and shape, device, plan, cos
 _SPLIT_BOUNDS_MAX = 4096
 
 
-def _split_bounds(p: PackedW4, pl: Plan) -> torch.Tensor | None:
+def _split_bounds(p: PackedW4, pl: Plan, where: str) -> torch.Tensor | None:
     """The balanced split-K cuts of `p` for plan `pl` on p's device, or None where they would not lower any
     column's most expensive split. Cached by the residual bit words' address (the custom ops build a PackedW4 per
-    call around the module's tensors); a reused address can only give valid but unbalanced cuts, never wrong sums."""
-    cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, 0.1)
+    call around the module's tensors); a reused address can only give valid but unbalanced cuts, never wrong sums.
+    The cuts are computed on the CPU from the bit words, so the first launch of a (weight, plan) must not be inside
+    a CUDA graph capture (a device-to-host copy there would invalidate the capture): warm up before capturing."""
+    cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, min(splitk_balance.RESIDUAL_TILE_COST.values()))
     rb = p.res_bits
     key = (rb.data_ptr(), tuple(rb.shape), str(rb.device), pl.bn // 64, pl.splitk, pl.kt_per_split, cost)
     if key not in _SPLIT_BOUNDS:
+        if rb.is_cuda and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(f"balanced split-K cuts for this weight and plan (splitk={pl.splitk}, cfg {pl.cfg}) "
+                               f"are not cached and cannot be computed under CUDA graph capture {where}: run the "
+                               f"layer once at this M before capturing, or set ${BALANCED_SPLITK_ENV}=0")
         if len(_SPLIT_BOUNDS) >= _SPLIT_BOUNDS_MAX:
             _SPLIT_BOUNDS.clear()
         b = splitk_balance.balanced_split_bounds(splitk_balance.residual_tiles(rb, p.k_pad // TILE), pl.bn // 64,
@@ -632,8 +642,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     plan of the device's route table (``mid_m_route``) where it has one, wgmma where ``wgmma_routes`` says
     so on an sm_90 device, tiled otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
     small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split.
-    ``balance`` (default $MOSAIC_ZIPPER_BALANCED_SPLITK, off): the tiled zipper's split-K ranges balanced by work
-    per n column (NOTES.md v22; the kernel name then says 'balanced')."""
+    ``balance`` (default $MOSAIC_ZIPPER_BALANCED_SPLITK, else on where built): the tiled zipper's split-K ranges
+    balanced by work per n column (NOTES.md v22; the kernel name then says 'balanced')."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -737,7 +747,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
         raise ValueError(f"cluster split-K fix-up needs splitk <= 16, got {pl.splitk} {where}")
     ws, cnt = _workspace(x.device, pl.splitk * pl.mtiles * pl.bm * p.n_pad if pl.splitk > 1 and fx == "global" else 0,
                          pl.mtiles * pl.nctas)
-    bounds = (_split_bounds(p, pl) if mode == MODE_ZIPPER and pl.splitk > 1 and _balance_on(balance, where)
+    bounds = (_split_bounds(p, pl, where) if mode == MODE_ZIPPER and pl.splitk > 1 and _balance_on(balance, where)
               else None)
     nat.gemm(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
              _ptr(p.res_qweight) if p.has_residual else 0, _ptr(p.res_scales) if p.has_residual else 0,
@@ -777,7 +787,7 @@ def _compact_fixup() -> tuple[int, int]:
 
 @functools.cache
 def balanced_splitk_built() -> bool:
-    """Whether the linked tiled kernels read balanced split-K cuts (-DMOSAIC_BALANCED_SPLITK=1, NOTES.md v22)."""
+    """Whether the linked tiled kernels read balanced split-K cuts (MOSAIC_BALANCED_SPLITK, 1 by default; NOTES.md v22)."""
     return bool(getattr(load_native(), "BALANCED_SPLITK", 0))
 
 

@@ -14,9 +14,11 @@ import itertools
 
 import torch
 
-# extra cost of a k-tile with residual units, in base k-tiles, by the tile's rows (BM): a prior from the two
-# measurements above (v20's probe: o at M = 16 on cfg 11, ~1.1; at M = 64 on cfg 10, ~0.2), to be tuned
-RESIDUAL_TILE_COST = {16: 1.0, 32: 0.5, 64: 0.2, 128: 0.1}
+# extra cost of a k-tile with residual units, in base k-tiles, by the tile's rows (BM). Measured (H100, LLaMA-3-8B
+# shapes at 3 % / 10 %, costs 0.25 / 0.5 / 1 / 2 swept; bench/results/ab_v22_balanced_splitk_20261207T0928Z.log):
+# BM 16 (M = 9..16) and 32 (M = 17..32) time best at 1, BM 64 (M = 33..64) at 0.5; BM 128 is not measured (its
+# routes rarely split K) and keeps the prior's smaller weight
+RESIDUAL_TILE_COST = {16: 1.0, 32: 1.0, 64: 0.5, 128: 0.25}
 
 
 def uniform_bounds(kt: int, kt_per_split: int) -> list[int]:
