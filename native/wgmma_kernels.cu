@@ -425,14 +425,15 @@ struct WsBigLayout {
   static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
   static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
   static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
-  static constexpr int OFF_RF = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);  // 2 ints: residual present
-  static constexpr int END = OFF_RF + (MODE == MODE_ZIPPER ? 16 : 0);
+  static constexpr int END = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
-  static constexpr int STAGES = ((227 * 1024 - 1024 - 128) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128) / STAGE;
+  static constexpr int ZRING = MODE == MODE_ZIPPER ? 16 : 0;  // zipper: 2 blocks x 2 units of residual bit words
+  static constexpr int STAGES = ((227 * 1024 - 1024 - 128 - ZRING) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128 - ZRING) / STAGE;
   static constexpr int BARS = STAGES * STAGE;           // full[s], empty[s]: 8 B each
-  static constexpr int SMEM = BARS + 16 * STAGES + 1024;  // + base alignment slack
+  static constexpr int OFF_ZRING = BARS + 16 * STAGES;
+  static constexpr int SMEM = OFF_ZRING + ZRING + 1024;  // + base alignment slack
   static constexpr int Y_PITCH = WS_Y_PITCH;
-  static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS, "stages");
+  static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS && SMEM <= 227 * 1024, "stages");
 };
 
 template <typename T, int BT, int MODE>
@@ -485,13 +486,16 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
               const size_t row = (size_t)(nt0 + u) * p.KW + zw;
               zword[u] = __ldg(p.res_bits + row);
               zid0[u] = __ldg(p.res_base + row);
+              // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
+              // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
+              // released tile 32 (zw + 2) - STAGES > 32 zw
+              reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
             }
           }
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
             const uint32_t w = zword[u];
             if ((w >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
-            reinterpret_cast<int*>(smem + slot * L::STAGE + L::OFF_RF)[u] = rid[u] >= 0;
             if (rid[u] >= 0) bytes += 2048 + 128;
           }
         }
@@ -518,9 +522,12 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     float acc[NACC];
 #pragma unroll
     for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
-    auto dequant = [&](int slot, uint32_t (&a)[4][4]) {
+    // whether tile t has a residual unit: from the unit's bit word of the tile's 32-tile block, read from the
+    // producer's ring once per block, not from a flag per stage, so that the dequantization's branch waits on a
+    // shared load after the full barrier once per 32 tiles, not every tile (NOTES.md v23)
+    uint32_t zcur = 0u;
+    auto dequant = [&](int slot, bool wr, uint32_t (&a)[4][4]) {
       const uint8_t* st = smem + slot * L::STAGE;
-      const bool wr = MODE == MODE_ZIPPER && reinterpret_cast<const int*>(st + L::OFF_RF)[wg];
       dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
                        p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
                        st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
@@ -547,7 +554,10 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     for (int t = 0; t < KT; ++t) {
       const int slot = t % STAGES;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      dequant(slot, a);
+      if (MODE == MODE_ZIPPER && (t & 31) == 0)
+        zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((t >> 5) & 1) * 2 + wg];
+      const bool wr = MODE == MODE_ZIPPER && ((zcur >> (t & 31)) & 1u);
+      dequant(slot, wr, a);
       mma_tile(slot, a);
       wg_wait<0>();
       if (lane == 0) mbar_arrive(empty_bar(slot));
