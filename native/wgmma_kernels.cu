@@ -456,7 +456,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full_bar(s), 2);  // the two producer lanes' arrive.expect_tx
+      mbar_init(full_bar(s), 1);
       mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -464,21 +464,10 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   __syncthreads();
 
   if (wg == 2) {
-    // ---- producer warpgroup (registers handed to the consumers): lane 0 of warp 8 issues the weight-side
-    // copies (codes, scales, zeros, residual units), lane 0 of warp 9 the X tile's TMA load, so that the two
-    // issue streams overlap (NOTES.md v23: at bt 128 one lane issuing everything bounds the k-tile rate)
+    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (tid == 288) {
+    if (tid == 256) {
       griddep_wait();  // X may be written by the previous kernel in the stream
-      for (int kt = 0; kt < KT; ++kt) {
-        const int slot = kt % STAGES;
-        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
-        const uint32_t fb = full_bar(slot);
-        mbar_expect_tx(fb, BT * 128);
-        tma_load_2d(sbase + slot * L::STAGE + L::OFF_X, &tmx, kt * 64, m0, fb);
-      }
-    } else if (tid == 256) {
-      griddep_wait();
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
       int zw = -1;
       uint32_t zword[2] = {0u, 0u};
@@ -487,7 +476,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         const int slot = kt % STAGES;
         if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0));
+        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
         int rid[2] = {-1, -1};
         if constexpr (MODE == MODE_ZIPPER) {
           if ((kt >> 5) != zw) {  // both rows' bit words and first ids, reloaded once per 32 k-tiles
@@ -524,6 +513,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
               bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
             }
         }
+        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
       }
     }
   } else {
