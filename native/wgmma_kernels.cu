@@ -547,20 +547,43 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
 #pragma unroll
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
     };
-    // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a warpgroup
-    // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
-    // tensor cores busy meanwhile (ping-pong without an explicit order)
-    uint32_t a[4][4];
-    for (int t = 0; t < KT; ++t) {
+    // wait for tile t's stage and dequantize it into a
+    auto prep = [&](int t, uint32_t (&a)[4][4]) {
       const int slot = t % STAGES;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
       if (MODE == MODE_ZIPPER && (t & 31) == 0)
         zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((t >> 5) & 1) * 2 + wg];
-      const bool wr = MODE == MODE_ZIPPER && ((zcur >> (t & 31)) & 1u);
-      dequant(slot, wr, a);
-      mma_tile(slot, a);
+      dequant(slot, MODE == MODE_ZIPPER && ((zcur >> (t & 31)) & 1u), a);
+    };
+    auto retire = [&](int t) {
       wg_wait<0>();
-      if (lane == 0) mbar_arrive(empty_bar(slot));
+      if (lane == 0) mbar_arrive(empty_bar(t % STAGES));
+    };
+    if constexpr (BT == 128) {
+      // two A register buffers (NOTES.md v24): tile t + 1 is dequantized while tile t's wgmmas run, so the
+      // dequantization leaves the warpgroup's critical path (ptxas compiles the kernel for 168 registers:
+      // 64 accumulators + 2 x 16 fit at bt 128, not the 128 accumulators of bt 256)
+      uint32_t a0[4][4], a1[4][4];
+      prep(0, a0);
+      for (int t = 0; t < KT; t += 2) {
+        mma_tile(t % STAGES, a0);
+        if (t + 1 < KT) prep(t + 1, a1);
+        retire(t);
+        if (t + 1 >= KT) break;
+        mma_tile((t + 1) % STAGES, a1);
+        if (t + 2 < KT) prep(t + 2, a0);
+        retire(t + 1);
+      }
+    } else {
+      // one register buffer (168 registers at launch: 128 accumulators leave no room for two): a warpgroup
+      // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
+      // tensor cores busy meanwhile (ping-pong without an explicit order)
+      uint32_t a[4][4];
+      for (int t = 0; t < KT; ++t) {
+        prep(t, a);
+        mma_tile(t % STAGES, a);
+        retire(t);
+      }
     }
     // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
     // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
