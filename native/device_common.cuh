@@ -20,6 +20,11 @@
 // Compile-time switch (NOTES.md v22, 1 by default since measured): 1 = the tiled kernel takes its split-K k ranges
 // from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts); 0 = the code is not
 // compiled in (the pre-v22 build, kept for A/B: -DMOSAIC_BALANCED_SPLITK=0) and the binding refuses a table.
+// Experiment switch (NOTES.md v24, 0 = off, the default): 1 = the large-tile wgmma dense kernel's pipeline stages
+// padded to the zipper's stage size (a probe build, never a product build).
+#ifndef MOSAIC_WS_BIG_DENSE_PAD
+#define MOSAIC_WS_BIG_DENSE_PAD 0
+#endif
 #ifndef MOSAIC_BALANCED_SPLITK
 #define MOSAIC_BALANCED_SPLITK 1
 #endif
