@@ -58,5 +58,11 @@ for st in $STAGES; do
       ;;
   esac
 done
+# the device tool returns at most 8 files from $OUT: past that, the logs (*.log, *.txt) go into one archive
+# (results and route tables stay as files); read them with `tar xzf logs.tar.gz -C /tmp/logs`
+if [ "$(find "$OUT" -maxdepth 1 -type f | wc -l)" -gt 8 ]; then
+  (cd "$OUT" && tar czf logs.tar.gz --remove-files $(ls *.log *.txt 2>/dev/null)) \
+    && echo "more than 8 files in \$OUT: logs packed into logs.tar.gz"
+fi
 echo "device_kernels.sh done rc=$rc"
 exit $rc
