@@ -5,7 +5,7 @@ split-K CTAs ends with its slowest CTA, so the few CTAs that hold a residual blo
 residual-free zipper 9.3 us, with its 3 % residual 11.1, where the residual's bytes are ~3 %). Balancing each n
 column's k ranges by work (splitk_balance.py) should bring the zipper @3 % at M = 16 from +20 % over dense to
 ~+8-10 %. Per LLaMA-3 shape, M and budget: dense, the zipper with the kernel's uniform ranges, with the balanced
-ones (needs a build with -DMOSAIC_BALANCED_SPLITK=1; otherwise 'n/a'), and the residual-free zipper (uniform), all
+ones (the default build; one with -DMOSAIC_BALANCED_SPLITK=0 prints 'n/a'), and the residual-free zipper (uniform), all
 on the default routes' tiled plans where the route is tiled (a gemv / wgmma route is left out: no split-K ranges):
   python3 native/exp/probe_balanced_splitk.py --shapes qkv,o,gate_up,down --ms 16,32,64
 --costs times the balanced ranges for each residual tile cost c (splitk_balance.RESIDUAL_TILE_COST, the same c at
