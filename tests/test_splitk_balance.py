@@ -102,24 +102,31 @@ def test_residual_tiles_from_bit_words_match_the_lut(k):
     assert torch.equal(sb.residual_tiles(p.res_bits, kt), p.res_lut >= 0)
 
 
-def test_balance_request_names_the_missing_switch(monkeypatch):
+@pytest.mark.parametrize("built", [True, False])
+def test_balance_request_names_the_missing_switch(monkeypatch, built):
     """Unset $MOSAIC_ZIPPER_BALANCED_SPLITK = balanced where the module has the switch (the default build); no
     silent fallback: an explicit request on a build with -DMOSAIC_BALANCED_SPLITK=0 is an error that says how to
-    build it; a bad value is named (both checked before any launch)."""
+    build it; a bad value is named (both checked before any launch). The build's answer is stubbed: the rule,
+    not the module, is under test (test_kernels.py launches both kinds on the GPU)."""
     from mosaic_exp.kernels import ops
-    from mosaic_exp.kernels.native import native_status
 
-    if not native_status()[0]:
-        pytest.skip("native module not built")
+    monkeypatch.setattr(ops, "balanced_splitk_built", lambda: built)
     monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "yes")
     with pytest.raises(ValueError, match="MOSAIC_ZIPPER_BALANCED_SPLITK must be 0 or 1 \\(or unset\\), got 'yes'"):
         ops._balance_on(None, "(m=16, n=4096, k=4096)")
+    assert ops._balance_on(False, "") is False  # an explicit argument does not read the variable
     monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "0")
     assert ops._balance_on(None, "") is False and ops._balance_on(False, "") is False
     monkeypatch.delenv(ops.BALANCED_SPLITK_ENV)
-    assert ops._balance_on(None, "") is ops.balanced_splitk_built()
-    if ops.balanced_splitk_built():
+    assert ops._balance_on(None, "") is built
+    assert ops._balance_on(False, "") is False
+    if built:
         assert ops._balance_on(True, "") is True
+        monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "1")
+        assert ops._balance_on(None, "") is True
     else:
         with pytest.raises(RuntimeError, match=r"\(m=16, n=4096, k=4096\).*-DMOSAIC_BALANCED_SPLITK=0"):
             ops._balance_on(True, "(m=16, n=4096, k=4096)")
+        monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "1")
+        with pytest.raises(RuntimeError, match="-DMOSAIC_BALANCED_SPLITK=0"):
+            ops._balance_on(None, "")
