@@ -423,12 +423,12 @@ struct WsBigLayout {
   static constexpr int OFF_W = BT * 128;         // 2 units x 2048 B
   static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
   static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
-  static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
-  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
-  // experiment switch (NOTES.md v24, 0 by default): 1 = the dense kernel's stages padded to the zipper's size, to
-  // tell whether the residual-free zipper's +14 % at bt 128 comes from the larger stage (shared memory footprint)
-  static constexpr int END = OFF_RS + (MODE == MODE_ZIPPER || MOSAIC_WS_BIG_DENSE_PAD ? 256 : 0)
-                             + (MODE != MODE_ZIPPER && MOSAIC_WS_BIG_DENSE_PAD ? 4096 : 0);
+  // the residual slice of a stage: the zipper's, or (experiment switch, NOTES.md v24, 0 by default) an unused one
+  // in the dense kernel, to tell whether the residual-free zipper's +14 % at bt 128 comes from the larger stage
+  static constexpr bool RES_SLICE = MODE == MODE_ZIPPER || MOSAIC_WS_BIG_DENSE_PAD;
+  static constexpr int OFF_R = OFF_Z + 256;         // 2 x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (RES_SLICE ? 4096 : 0);
+  static constexpr int END = OFF_RS + (RES_SLICE ? 256 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
   static constexpr int ZRING = MODE == MODE_ZIPPER ? 16 : 0;  // zipper: 2 blocks x 2 units of residual bit words
   static constexpr int STAGES = ((227 * 1024 - 1024 - 128 - ZRING) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128 - ZRING) / STAGE;
