@@ -423,12 +423,9 @@ struct WsBigLayout {
   static constexpr int OFF_W = BT * 128;         // 2 units x 2048 B
   static constexpr int OFF_S = OFF_W + 4096;        // 2 x 64 scales
   static constexpr int OFF_Z = OFF_S + 256;         // 2 x 64 zeros
-  // the residual slice of a stage: the zipper's, or (experiment switch, NOTES.md v24, 0 by default) an unused one
-  // in the dense kernel, to tell whether the residual-free zipper's +14 % at bt 128 comes from the larger stage
-  static constexpr bool RES_SLICE = MODE == MODE_ZIPPER || MOSAIC_WS_BIG_DENSE_PAD;
-  static constexpr int OFF_R = OFF_Z + 256;         // 2 x 2048 B residual codes
-  static constexpr int OFF_RS = OFF_R + (RES_SLICE ? 4096 : 0);
-  static constexpr int END = OFF_RS + (RES_SLICE ? 256 : 0);
+  static constexpr int OFF_R = OFF_Z + 256;         // zipper: 2 x 2048 B residual codes
+  static constexpr int OFF_RS = OFF_R + (MODE == MODE_ZIPPER ? 4096 : 0);
+  static constexpr int END = OFF_RS + (MODE == MODE_ZIPPER ? 256 : 0);
   static constexpr int STAGE = (END + 1023) / 1024 * 1024;
   static constexpr int ZRING = MODE == MODE_ZIPPER ? 16 : 0;  // zipper: 2 blocks x 2 units of residual bit words
   static constexpr int STAGES = ((227 * 1024 - 1024 - 128 - ZRING) / STAGE) > 8 ? 8 : (227 * 1024 - 1024 - 128 - ZRING) / STAGE;
@@ -470,11 +467,25 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (tid == 256) {
+      constexpr bool ZLOAD = MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE < 2;
+      // both rows' residual bit words and first unit ids of 32-tile block b (zero past the last block)
+      auto zload = [&](int b, uint32_t (&w)[2], int (&id)[2]) {
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const size_t row = (size_t)(nt0 + u) * p.KW + b;
+          w[u] = b < p.KW ? __ldg(p.res_bits + row) : 0u;
+          id[u] = b < p.KW ? __ldg(p.res_base + row) : 0;
+        }
+      };
+      uint32_t zword[2] = {0u, 0u}, znext[2] = {0u, 0u};
+      int zid0[2] = {0, 0}, znid[2] = {0, 0};
+      if constexpr (ZLOAD && MOSAIC_WS_BIG_ZPREFETCH) {
+        // the weights' metadata is not written by the previous kernel: blocks 0 and 1 before the PDL wait
+        zload(0, zword, zid0);
+        zload(1, znext, znid);
+      }
       griddep_wait();  // X may be written by the previous kernel in the stream
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
-      int zw = -1;
-      uint32_t zword[2] = {0u, 0u};
-      int zid0[2] = {0, 0};
       for (int kt = 0; kt < KT; ++kt) {
         const int slot = kt % STAGES;
         if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
@@ -482,18 +493,22 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
         int rid[2] = {-1, -1};
         if constexpr (MODE == MODE_ZIPPER) {
-          if ((kt >> 5) != zw) {  // both rows' bit words and first ids, reloaded once per 32 k-tiles
-            zw = kt >> 5;
+          if ((kt & 31) == 0) {  // a new 32-tile block
+            const int zw = kt >> 5;
+            if constexpr (ZLOAD && MOSAIC_WS_BIG_ZPREFETCH) {
+              if (zw > 0) {  // block zw was loaded a block ago; block zw + 1's words load during this block
 #pragma unroll
-            for (int u = 0; u < 2; ++u) {
-              const size_t row = (size_t)(nt0 + u) * p.KW + zw;
-              zword[u] = __ldg(p.res_bits + row);
-              zid0[u] = __ldg(p.res_base + row);
-              // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
-              // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
-              // released tile 32 (zw + 2) - STAGES > 32 zw
-              reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
+                for (int u = 0; u < 2; ++u) zword[u] = znext[u], zid0[u] = znid[u];
+                zload(zw + 1, znext, znid);
+              }
+            } else if constexpr (ZLOAD) {
+              zload(zw, zword, zid0);
             }
+            // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
+            // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
+            // released tile 32 (zw + 2) - STAGES > 32 zw
+#pragma unroll
+            for (int u = 0; u < 2; ++u) reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
           }
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
@@ -554,9 +569,9 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     auto prep = [&](int t, uint32_t (&a)[4][4]) {
       const int slot = t % STAGES;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      if (MODE == MODE_ZIPPER && (t & 31) == 0)
+      if (MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && (t & 31) == 0)
         zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((t >> 5) & 1) * 2 + wg];
-      dequant(slot, MODE == MODE_ZIPPER && ((zcur >> (t & 31)) & 1u), a);
+      dequant(slot, MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((zcur >> (t & 31)) & 1u), a);
     };
     auto retire = [&](int t) {
       wg_wait<0>();
