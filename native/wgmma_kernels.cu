@@ -477,7 +477,8 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
           id[u] = b < p.KW ? __ldg(p.res_base + row) : 0;
         }
       };
-      uint32_t zword[2] = {0u, 0u}, znext[2] = {0u, 0u};
+      const int dense_bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
+      uint32_t zword[2] = {0u, 0u}, znext[2] = {0u, 0u}, zany = 0u;
       int zid0[2] = {0, 0}, znid[2] = {0, 0};
       if constexpr (ZLOAD && MOSAIC_WS_BIG_ZPREFETCH) {
         // the weights' metadata is not written by the previous kernel: blocks 0 and 1 before the PDL wait
@@ -490,8 +491,9 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         const int slot = kt % STAGES;
         if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
+        int bytes = dense_bytes;
         int rid[2] = {-1, -1};
+        bool res_tile = false;  // whether either unit has a residual unit at this k-tile
         if constexpr (MODE == MODE_ZIPPER) {
           if ((kt & 31) == 0) {  // a new 32-tile block
             const int zw = kt >> 5;
@@ -509,12 +511,20 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
             // released tile 32 (zw + 2) - STAGES > 32 zw
 #pragma unroll
             for (int u = 0; u < 2; ++u) reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
+            zany = zword[0] | zword[1];
           }
+          // one test on the common path (no residual at this tile: the dense kernel's copies and byte count);
+          // the ids and bytes of the residual units only on the budget's share of tiles (NOTES.md v25)
+          res_tile = (zany >> (kt & 31)) & 1u;
+          if (res_tile) {
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const uint32_t w = zword[u];
-            if ((w >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
-            if (rid[u] >= 0) bytes += 2048 + 128;
+            for (int u = 0; u < 2; ++u) {
+              const uint32_t w = zword[u];
+              if ((w >> (kt & 31)) & 1u) {
+                rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
+                bytes += 2048 + 128;
+              }
+            }
           }
         }
         mbar_expect_tx(fb, bytes);
@@ -523,7 +533,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
         bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
         if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
-        if constexpr (MODE == MODE_ZIPPER) {
+        if (MODE == MODE_ZIPPER && res_tile) {
 #pragma unroll
           for (int u = 0; u < 2; ++u)
             if (rid[u] >= 0) {
