@@ -1176,6 +1176,8 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
   return ws_plan<BT>(p, mode, 1, &why);
 }
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
+int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {
   switch (bt) {
