@@ -477,13 +477,8 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
           id[u] = b < p.KW ? __ldg(p.res_base + row) : 0;
         }
       };
-      uint32_t zword[2] = {0u, 0u}, znext[2] = {0u, 0u};
-      int zid0[2] = {0, 0}, znid[2] = {0, 0};
-      if constexpr (ZLOAD && MOSAIC_WS_BIG_ZPREFETCH) {
-        // the weights' metadata is not written by the previous kernel: blocks 0 and 1 before the PDL wait
-        zload(0, zword, zid0);
-        zload(1, znext, znid);
-      }
+      uint32_t zword[2] = {0u, 0u};
+      int zid0[2] = {0, 0};
       griddep_wait();  // X may be written by the previous kernel in the stream
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
       for (int kt = 0; kt < KT; ++kt) {
@@ -495,15 +490,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
         if constexpr (MODE == MODE_ZIPPER) {
           if ((kt & 31) == 0) {  // a new 32-tile block
             const int zw = kt >> 5;
-            if constexpr (ZLOAD && MOSAIC_WS_BIG_ZPREFETCH) {
-              if (zw > 0) {  // block zw was loaded a block ago; block zw + 1's words load during this block
-#pragma unroll
-                for (int u = 0; u < 2; ++u) zword[u] = znext[u], zid0[u] = znid[u];
-                zload(zw + 1, znext, znid);
-              }
-            } else if constexpr (ZLOAD) {
-              zload(zw, zword, zid0);
-            }
+            if constexpr (ZLOAD) zload(zw, zword, zid0);
             // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
             // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
             // released tile 32 (zw + 2) - STAGES > 32 zw
