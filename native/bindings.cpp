@@ -281,7 +281,8 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());
   // the v22 switch (MOSAIC_BALANCED_SPLITK, 1 by default): 1 = the tiled kernel reads balanced split-K cuts
   m.attr("BALANCED_SPLITK") = zipper::tiled_balanced_splitk();
-  // the v25 probe switch of the large-tile wgmma zipper (MOSAIC_WS_BIG_ZPROBE: a probe build, wrong zipper outputs)
+  // the v25 switches of the large-tile wgmma kernels: two producer lanes; the probe build (wrong zipper outputs)
+  m.attr("WS_BIG_SPLIT_PRODUCER") = zipper::wgmma_split_producer();
   m.attr("WS_BIG_ZPROBE") = zipper::wgmma_zprobe();
   m.attr("ABI_VERSION") = 8;
 }

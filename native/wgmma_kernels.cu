@@ -456,7 +456,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full_bar(s), 1);
+      mbar_init(full_bar(s), MOSAIC_WS_BIG_SPLIT_PRODUCER ? 2 : 1);  // one arrive.expect_tx per producer lane
       mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -464,53 +464,70 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   __syncthreads();
 
   if (wg == 2) {
-    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
+    // ---- producer warpgroup (registers handed to the consumers). A lane of one warp issues every copy of a k-tile,
+    // or (MOSAIC_WS_BIG_SPLIT_PRODUCER, NOTES.md v25) lanes of two warps share them: warp 8 the weight units and
+    // the residual, warp 9 the scales, zeros and X, each with its own arrive.expect_tx on the stage's full barrier
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (tid == 256) {
-      constexpr bool ZLOAD = MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE < 2;
-      // both rows' residual bit words and first unit ids of 32-tile block b (zero past the last block)
-      auto zload = [&](int b, uint32_t (&w)[2], int (&id)[2]) {
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          const size_t row = (size_t)(nt0 + u) * p.KW + b;
-          w[u] = b < p.KW ? __ldg(p.res_bits + row) : 0u;
-          id[u] = b < p.KW ? __ldg(p.res_base + row) : 0;
-        }
-      };
-      uint32_t zword[2] = {0u, 0u};
-      int zid0[2] = {0, 0};
-      griddep_wait();  // X may be written by the previous kernel in the stream
+    auto produce = [&](auto weights_role, auto x_role) {
+      constexpr bool WROLE = decltype(weights_role)::value, XROLE = decltype(x_role)::value;
+      constexpr bool ZLOAD = WROLE && MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE < 2;
+      // X may be written by the previous kernel in the stream; the weights are not (they are requested before)
+      if constexpr (XROLE) griddep_wait();
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
+      const int own_bytes = (WROLE ? 2 * 2048 : 0) + (XROLE ? 256 + (p.zeros != nullptr ? 256 : 0) + BT * 128 : 0);
+      uint32_t zword[2] = {0u, 0u}, zany = 0u;
+      int zid0[2] = {0, 0};
       for (int kt = 0; kt < KT; ++kt) {
         const int slot = kt % STAGES;
         if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
+        int bytes = own_bytes;
         int rid[2] = {-1, -1};
-        if constexpr (MODE == MODE_ZIPPER) {
-          if ((kt & 31) == 0) {  // a new 32-tile block
+        bool res_tile = false;  // whether either unit has a residual unit at this k-tile
+        if constexpr (WROLE && MODE == MODE_ZIPPER) {
+          if ((kt & 31) == 0) {  // a new 32-tile block: both rows' bit words and first unit ids
             const int zw = kt >> 5;
-            if constexpr (ZLOAD) zload(zw, zword, zid0);
+            if constexpr (ZLOAD) {
+#pragma unroll
+              for (int u = 0; u < 2; ++u) {
+                const size_t row = (size_t)(nt0 + u) * p.KW + zw;
+                zword[u] = __ldg(p.res_bits + row);
+                zid0[u] = __ldg(p.res_base + row);
+              }
+            }
             // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
             // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
             // released tile 32 (zw + 2) - STAGES > 32 zw
 #pragma unroll
             for (int u = 0; u < 2; ++u) reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
+            zany = zword[0] | zword[1];
           }
+          // one test on the common path (no residual at this tile: the dense kernel's copies and byte count);
+          // the ids and bytes of the residual units only on the budget's share of tiles (NOTES.md v25)
+          res_tile = (zany >> (kt & 31)) & 1u;
+          if (res_tile) {
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const uint32_t w = zword[u];
-            if ((w >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
-            if (rid[u] >= 0) bytes += 2048 + 128;
+            for (int u = 0; u < 2; ++u) {
+              const uint32_t w = zword[u];
+              if ((w >> (kt & 31)) & 1u) {
+                rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
+                bytes += 2048 + 128;
+              }
+            }
           }
         }
         mbar_expect_tx(fb, bytes);
+        if constexpr (WROLE) {
 #pragma unroll
-        for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
-        const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
-        bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
-        if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
-        if constexpr (MODE == MODE_ZIPPER) {
+          for (int u = 0; u < 2; ++u)
+            bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
+        }
+        if constexpr (XROLE) {
+          const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
+          bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
+          if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
+        }
+        if (WROLE && MODE == MODE_ZIPPER && res_tile) {
 #pragma unroll
           for (int u = 0; u < 2; ++u)
             if (rid[u] >= 0) {
@@ -518,8 +535,14 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
               bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
             }
         }
-        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
+        if constexpr (XROLE) tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
       }
+    };
+    if constexpr (MOSAIC_WS_BIG_SPLIT_PRODUCER) {
+      if (tid == 256) produce(std::true_type{}, std::false_type{});
+      if (tid == 288) produce(std::false_type{}, std::true_type{});
+    } else {
+      if (tid == 256) produce(std::true_type{}, std::true_type{});
     }
   } else {
     // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
@@ -1153,6 +1176,7 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
   return ws_plan<BT>(p, mode, 1, &why);
 }
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
 int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {

@@ -797,9 +797,10 @@ def native_build_flags() -> dict:
     flags = {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
     if balanced_splitk_built():
         flags["balanced_splitk"] = 1
-    zprobe = int(getattr(load_native(), "WS_BIG_ZPROBE", 0))
-    if zprobe:  # a probe build (NOTES.md v25): its large-tile zipper outputs are wrong
-        flags["ws_big_zprobe"] = zprobe
+    native = load_native()
+    for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE")):
+        if getattr(native, attr, 0):
+            flags[key] = int(getattr(native, attr))
     return flags
 
 
