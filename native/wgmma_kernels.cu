@@ -452,9 +452,13 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
   const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
+  // split-K (NOTES.md v26): CTA (tile, blockIdx.y) runs k-tiles [kt0, kt0 + nkt); loops count tiles i = kt - kt0
+  const int split = blockIdx.y, kt0 = split * p.kt_per_split, nkt = min(KT, kt0 + p.kt_per_split) - kt0;
+  __shared__ int s_store;  // whether this CTA stores the output tile (split-K: the last split to finish)
   auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
+    s_store = p.splitk == 1;
     for (int s = 0; s < STAGES; ++s) {
       mbar_init(full_bar(s), MOSAIC_WS_BIG_SPLIT_PRODUCER ? 2 : 1);  // one arrive.expect_tx per producer lane
       mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
@@ -477,15 +481,15 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       const int own_bytes = (WROLE ? 2 * 2048 : 0) + (XROLE ? 256 + (p.zeros != nullptr ? 256 : 0) + BT * 128 : 0);
       uint32_t zword[2] = {0u, 0u}, zany = 0u;
       int zid0[2] = {0, 0};
-      for (int kt = 0; kt < KT; ++kt) {
-        const int slot = kt % STAGES;
-        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
+      for (int i = 0; i < nkt; ++i) {
+        const int kt = kt0 + i, slot = i % STAGES;
+        if (i >= STAGES) mbar_wait(empty_bar(slot), (i / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
         int bytes = own_bytes;
         int rid[2] = {-1, -1};
         bool res_tile = false;  // whether either unit has a residual unit at this k-tile
         if constexpr (WROLE && MODE == MODE_ZIPPER) {
-          if ((kt & 31) == 0) {  // a new 32-tile block: both rows' bit words and first unit ids
+          if ((kt & 31) == 0 || i == 0) {  // a new 32-tile block (or the split's first): bit words and first unit ids
             const int zw = kt >> 5;
             if constexpr (ZLOAD) {
 #pragma unroll
@@ -495,9 +499,9 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
                 zid0[u] = __ldg(p.res_base + row);
               }
             }
-            // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
-            // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
-            // released tile 32 (zw + 2) - STAGES > 32 zw
+            // the consumers read block zw's word after the full barrier of its first tile in the split (this
+            // thread's arrive on it releases the store); the slot is rewritten for block zw + 2 only after both
+            // consumer warpgroups released tile 32 (zw + 2) - STAGES, past that first tile
 #pragma unroll
             for (int u = 0; u < 2; ++u) reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
             zany = zword[0] | zword[1];
@@ -576,12 +580,12 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
     };
     // wait for tile t's stage and dequantize it into a
-    auto prep = [&](int t, uint32_t (&a)[4][4]) {
-      const int slot = t % STAGES;
+    auto prep = [&](int t, uint32_t (&a)[4][4]) {  // t: the split's t-th tile, k-tile kt0 + t
+      const int slot = t % STAGES, kt = kt0 + t;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      if (MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && (t & 31) == 0)
-        zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((t >> 5) & 1) * 2 + wg];
-      dequant(slot, MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((zcur >> (t & 31)) & 1u), a);
+      if (MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((kt & 31) == 0 || t == 0))
+        zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((kt >> 5) & 1) * 2 + wg];
+      dequant(slot, MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((zcur >> (kt & 31)) & 1u), a);
     };
     auto retire = [&](int t) {
       wg_wait<0>();
@@ -593,13 +597,13 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       // 64 accumulators + 2 x 16 fit at bt 128, not the 128 accumulators of bt 256)
       uint32_t a0[4][4], a1[4][4];
       prep(0, a0);
-      for (int t = 0; t < KT; t += 2) {
+      for (int t = 0; t < nkt; t += 2) {
         mma_tile(t % STAGES, a0);
-        if (t + 1 < KT) prep(t + 1, a1);
+        if (t + 1 < nkt) prep(t + 1, a1);
         retire(t);
-        if (t + 1 >= KT) break;
+        if (t + 1 >= nkt) break;
         mma_tile((t + 1) % STAGES, a1);
-        if (t + 2 < KT) prep(t + 2, a0);
+        if (t + 2 < nkt) prep(t + 2, a0);
         retire(t + 1);
       }
     } else {
@@ -607,7 +611,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
       // tensor cores busy meanwhile (ping-pong without an explicit order)
       uint32_t a[4][4];
-      for (int t = 0; t < KT; ++t) {
+      for (int t = 0; t < nkt; ++t) {
         prep(t, a);
         mma_tile(t % STAGES, a);
         retire(t);
@@ -616,16 +620,45 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
     // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
-    T* const Ys = reinterpret_cast<T*>(smem);
+    if (p.splitk > 1) {
+      // split-K fix-up through global memory: every split writes its fp32 partial tile (thread-fragment order,
+      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane); the last split of the tile
+      // to arrive (one counter per tile, self-resetting) sums all planes in split order, so the result does not
+      // depend on which split is last (deterministic), and stores the tile
+      float* const planes = p.ws + (size_t)blockIdx.x * p.splitk * NACC * 256 + tid;
 #pragma unroll
-    for (int j = 0; j < NACC; ++j) {
-      const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
-      const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-      Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      for (int j = 0; j < NACC; ++j) __stcg(planes + ((size_t)split * NACC + j) * 256, acc[j]);
+      __threadfence();
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (tid == 0) {
+        int* const counter = p.counters + blockIdx.x;
+        const bool last = atomicAdd(counter, 1) == p.splitk - 1;
+        if (last) *counter = 0;  // every split has arrived: reset for the next launch
+        s_store = last;
+      }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (s_store) {
+        __threadfence();
+#pragma unroll
+        for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
+        for (int s = 0; s < p.splitk; ++s)
+#pragma unroll
+          for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
+      }
+    }
+    if (s_store) {
+      T* const Ys = reinterpret_cast<T*>(smem);
+#pragma unroll
+      for (int j = 0; j < NACC; ++j) {
+        const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+        const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+        Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      }
     }
   }
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();
+  if (!s_store) return;  // split-K: another split of this tile stores it
   const T* const Ys = reinterpret_cast<const T*>(smem);
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
@@ -693,11 +726,14 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
+  if (p.splitk > 1 && (p.ws == nullptr || p.counters == nullptr))
+    return "split-K of the warp-specialized large tiles needs a workspace and counters";
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
-  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT)), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl, 1, p, map);
+  // grid y = the K splits of a tile (no cluster: the splits meet in global memory)
+  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl,
+                   1, p, map);
 }
 
 // ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
