@@ -662,6 +662,39 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-") and tag in ops.LAST_LAUNCH["kernels"][0]
 
 
+def test_ws_big_split_rule(monkeypatch):
+    """The large warp-specialized tile's K split (a pure function of the SM count, no GPU): a grid of fewer CTAs
+    than SMs is split until one wave is full, >= 8 k-tiles per split, no empty split; $MOSAIC_WS_BIG_SPLITK fixes
+    the count (1 = never split) and is validated (NOTES.md v26)."""
+    from mosaic_exp.kernels import ops
+
+    monkeypatch.delenv("MOSAIC_WS_BIG_SPLITK", raising=False)
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 2)       # 64 CTAs x 2
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 4)       # 32 CTAs x 4
+    assert ops.wgmma_tile(128, 6144, 4096, 132) == (128, 3, 2)       # 48 x 2 (x 3 = 144 > 132)
+    assert ops.wgmma_tile(128, 4096, 14336, 132) == (128, 3, 4)      # 32 CTAs, long K
+    assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 2)      # 64 CTAs
+    assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 3, 1)       # 128 CTAs: one wave already
+    assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 3, 1)      # 224 CTAs
+    assert ops.wgmma_tile(65, 4096, 512, 132) == (128, 3, 1)         # 8 k-tiles: no split below 8 per split
+    assert ops.wgmma_tile(65, 4096, 64 * 20, 132) == (128, 3, 2)     # 20 k-tiles: 2 splits of 10
+    assert ops.wgmma_tile(65, 4096, 64 * 20, 16) == (128, 3, 1)      # 16 SMs: 32 CTAs fill them
+    assert ops.ws_big_splitk(4, 9, 132) == 1                         # 9 k-tiles: one split of >= 8
+    assert ops.ws_big_splitk(4, 17, 132) == 2                        # 2 splits of 9 and 8
+    assert ops.ws_big_splitk(1, 71, 132) == 8                        # capped at 8: splits of 9, the last 8
+    assert ops.ws_big_splitk(1, 64 * 7 + 1, 132) == 8
+    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "1")
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)
+    assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # unsplit: 32 CTAs, long K -> tiled split-K
+    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "3")
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 3)
+    assert ops.ws_big_splitk(1, 2, 132) == 2                         # a fixed count, capped by the k-tiles
+    for bad in ("9", "0", "x"):
+        monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", bad)
+        with pytest.raises(ValueError, match="MOSAIC_WS_BIG_SPLITK"):
+            ops.wgmma_tile(128, 4096, 4096, 132)
+
+
 @gpu
 @needs_native
 @needs_sm90
@@ -679,23 +712,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 3, 1)      # 128 CTAs
     assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 3, 1)       # 64 CTAs of bt 256: too few
     assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 3, 1)      # bt 256 from M > 128 only
-    # fewer CTAs than SMs: K split until one wave is full (NOTES.md v26), >= 8 k-tiles per split
-    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 2)       # 64 CTAs x 2
-    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 4)       # 32 CTAs x 4
-    assert ops.wgmma_tile(128, 6144, 4096, 132) == (128, 3, 2)       # 48 x 2 (x 3 = 144 > 132)
-    assert ops.wgmma_tile(128, 4096, 14336, 132) == (128, 3, 4)      # 32 CTAs, long K
-    assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 2)      # 64 CTAs
-    assert ops.wgmma_tile(65, 4096, 512, 132) == (128, 3, 1)         # 8 k-tiles: no split below 8 per split
-    assert ops.wgmma_tile(65, 4096, 64 * 20, 132) == (128, 3, 2)     # 20 k-tiles: 2 splits of 10
-    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "1")
-    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)
-    assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # unsplit: 32 CTAs, long K -> tiled split-K
-    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "3")
-    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 3)
-    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "9")
-    with pytest.raises(ValueError, match="MOSAIC_WS_BIG_SPLITK"):
-        ops.wgmma_tile(128, 4096, 4096, 132)
-    monkeypatch.delenv("MOSAIC_WS_BIG_SPLITK")
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 2)       # 64 CTAs x 2 K splits (test_ws_big_split_rule)
     assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)        # small warp-specialized tiles off by default
     assert ops.wgmma_tile(63, 28672, 4096, 132) is None               # below 64: the tiled kernel
     # opted in ($MOSAIC_WS_SMALL_MAX_M): the small warp-specialized tiles, K split until the grid fills 0.6 x
