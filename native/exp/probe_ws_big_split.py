@@ -28,12 +28,11 @@ def main():
     a = ap.parse_args()
     probe_header("probe_ws_big_split")
     splits = [int(s) for s in a.splits.split(",")]
-    for shape, m, x, y, packs in cases(a.shapes, a.ms):
-        P0, P3 = packs[0], packs[1]
+    for shape, m, x, y, (P0, P3, _, _) in cases(a.shapes, a.ms):
+        kt = P0[0].k_pad // 64
         for tag, PP, v in (("dense", P0, "dense"), ("z3", P3, "zipper")):
             t = time_graph([lambda q=q, v=v, x=x, y=y: ops.launch(x, q, v, out=y) for q in PP])
             out = [f"route={t * 1e6:.1f}[{ops.LAST_LAUNCH['kernels'][0]}]"]
-            kt = P0[0].k_pad // 64
             for s in splits:
                 if s > kt:
                     continue
