@@ -197,25 +197,29 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
            std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M, long N,
            long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk,
-           int rslots) {
+           int rslots, std::uintptr_t ws, std::uintptr_t counters) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
   if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
     fail(M, N, K, "token tile bt must be 8, 16, 32, 64, 128 or 256, got " + std::to_string(bt));
-  if (wgs == 3 && bt >= 128 && splitk != 1)
-    fail(M, N, K, "the warp-specialized bt " + std::to_string(bt) + " tile (wgs 3) has no split-K, got splitk " + std::to_string(splitk));
+  if (wgs == 3 && bt >= 128 && splitk > 1) {  // the large warp-specialized tiles' splits meet in global memory
+    check_ptr(M, N, K, ws, "workspace", true, 16);
+    check_ptr(M, N, K, counters, "counters", true, 4);
+  }
   if (wgs != 3 && bt != 64 && bt != 128)
     fail(M, N, K, "bt " + std::to_string(bt) + " is a warp-specialized tile: wgs must be 3, got " + std::to_string(wgs));
   if (wgs < 2 || wgs > 4) fail(M, N, K, "warpgroups per CTA wgs must be 2, 3 (warp-specialized) or 4, got " + std::to_string(wgs));
   const long KT = Kp / 64;
   if (splitk < 1 || splitk > 8 || splitk > KT)
-    fail(M, N, K, "wgmma splitk (one cluster) must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
+    fail(M, N, K, "wgmma splitk must be in [1, min(8, k-tiles)], got " + std::to_string(splitk));
   if (gs_tiles < 0) fail(M, N, K, "group size must be a multiple of 64 or per-channel");
   check_pdl(M, N, K, pdl);
   check_dense_zipper_ptrs(M, N, K, x, w, scales, zeros, rw, rs, res_bits, res_base, y, mode == zipper::MODE_ZIPPER);
   zipper::Params p = weight_params(x, w, scales, zeros, rw, rs, res_bits, res_base, y);
   p.pdl = pdl;
   p.rslots = rslots;  // warp-specialized tiles: residual slots per pipeline stage (zipper)
+  p.ws = reinterpret_cast<float*>(ws);  // the large warp-specialized tiles' split-K partials and per-tile counters
+  p.counters = reinterpret_cast<int*>(counters);
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   set_tiles(p, Np, Kp / 64, gs_tiles);
   p.kt_per_split = (int)((KT + splitk - 1) / splitk);
@@ -268,7 +272,8 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("x"), py::arg("w"), py::arg("scales"), py::arg("zeros"), py::arg("rw"), py::arg("rs"),
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("bt"), py::arg("dtype"), py::arg("mode"), py::arg("stream"),
-        py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1, py::arg("rslots") = 2);
+        py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1, py::arg("rslots") = 2, py::arg("ws") = 0,
+        py::arg("counters") = 0);
   m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.def("wgmma_ws_stage_ktiles", &zipper::wgmma_ws_stage_ktiles,
@@ -281,7 +286,8 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());
   // the v22 switch (MOSAIC_BALANCED_SPLITK, 1 by default): 1 = the tiled kernel reads balanced split-K cuts
   m.attr("BALANCED_SPLITK") = zipper::tiled_balanced_splitk();
-  // the v25 probe switch of the large-tile wgmma zipper (MOSAIC_WS_BIG_ZPROBE: a probe build, wrong zipper outputs)
+  // the v25 switches of the large-tile wgmma kernels: two producer lanes; the probe build (wrong zipper outputs)
+  m.attr("WS_BIG_SPLIT_PRODUCER") = zipper::wgmma_split_producer();
   m.attr("WS_BIG_ZPROBE") = zipper::wgmma_zprobe();
-  m.attr("ABI_VERSION") = 8;
+  m.attr("ABI_VERSION") = 9;
 }

@@ -20,6 +20,11 @@
 // Compile-time switch (NOTES.md v22, 1 by default since measured): 1 = the tiled kernel takes its split-K k ranges
 // from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts); 0 = the code is not
 // compiled in (the pre-v22 build, kept for A/B: -DMOSAIC_BALANCED_SPLITK=0) and the binding refuses a table.
+// Compile-time switch (NOTES.md v25): 1 = the large-tile wgmma kernels' copies are issued by lanes of two producer
+// warps (weights and residual / scales, zeros and X), 0 = by one lane (the v24 form, kept for A/B).
+#ifndef MOSAIC_WS_BIG_SPLIT_PRODUCER
+#define MOSAIC_WS_BIG_SPLIT_PRODUCER 0
+#endif
 // Experiment switch (NOTES.md v25, 0 = off, the default; probe builds only, their zipper outputs are wrong):
 // 1 = the large-tile zipper's consumers never add the residual (the dense consumer); 2 = as 1, and the producer
 // loads no bit words either (no residual copies). Tells the zipper's fixed cost at bt 128 apart by side.

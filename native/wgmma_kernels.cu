@@ -436,7 +436,10 @@ struct WsBigLayout {
   static_assert(STAGES >= 3 && BT * Y_PITCH * 2 <= BARS && SMEM <= 227 * 1024, "stages");
 };
 
-template <typename T, int BT, int MODE>
+// SPLIT: K split over grid y (p.splitk > 1). A template parameter so that the unsplit kernel keeps its mainloop: the
+// split's tile range costs the bt 128 consumers a register, and at their 168 they then re-read the thread index
+// in the loop (SASS, NOTES.md v26)
+template <typename T, int BT, int MODE, bool SPLIT>
 __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(const Params p, const __grid_constant__ CUtensorMap tmx) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Tr = Traits<T>;
@@ -452,11 +455,16 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
   const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
+  // split-K (NOTES.md v26): CTA (tile, blockIdx.y) runs k-tiles [kt0, kt0 + nkt); loops count tiles i = kt - kt0
+  const int split = SPLIT ? blockIdx.y : 0, kt0 = SPLIT ? split * p.kt_per_split : 0;
+  const int nkt = SPLIT ? min(KT, kt0 + p.kt_per_split) - kt0 : KT;
+  __shared__ int s_store;  // split-K: whether this CTA stores the output tile (the last split to finish)
   auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
   if (tid == 0) {
+    s_store = 0;
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full_bar(s), 1);
+      mbar_init(full_bar(s), MOSAIC_WS_BIG_SPLIT_PRODUCER ? 2 : 1);  // one arrive.expect_tx per producer lane
       mbar_init(empty_bar(s), 8);  // the 8 consumer warps release a stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -464,53 +472,70 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   __syncthreads();
 
   if (wg == 2) {
-    // ---- producer warpgroup (registers handed to the consumers): one lane issues every copy
+    // ---- producer warpgroup (registers handed to the consumers). A lane of one warp issues every copy of a k-tile,
+    // or (MOSAIC_WS_BIG_SPLIT_PRODUCER, NOTES.md v25) lanes of two warps share them: warp 8 the weight units and
+    // the residual, warp 9 the scales, zeros and X, each with its own arrive.expect_tx on the stage's full barrier
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (tid == 256) {
-      constexpr bool ZLOAD = MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE < 2;
-      // both rows' residual bit words and first unit ids of 32-tile block b (zero past the last block)
-      auto zload = [&](int b, uint32_t (&w)[2], int (&id)[2]) {
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          const size_t row = (size_t)(nt0 + u) * p.KW + b;
-          w[u] = b < p.KW ? __ldg(p.res_bits + row) : 0u;
-          id[u] = b < p.KW ? __ldg(p.res_base + row) : 0;
-        }
-      };
-      uint32_t zword[2] = {0u, 0u};
-      int zid0[2] = {0, 0};
-      griddep_wait();  // X may be written by the previous kernel in the stream
+    auto produce = [&](auto weights_role, auto x_role) {
+      constexpr bool WROLE = decltype(weights_role)::value, XROLE = decltype(x_role)::value;
+      constexpr bool ZLOAD = WROLE && MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE < 2;
+      // X may be written by the previous kernel in the stream; the weights are not (they are requested before)
+      if constexpr (XROLE) griddep_wait();
       const uint8_t* const wb = static_cast<const uint8_t*>(p.w);
-      for (int kt = 0; kt < KT; ++kt) {
-        const int slot = kt % STAGES;
-        if (kt >= STAGES) mbar_wait(empty_bar(slot), (kt / STAGES - 1) & 1);
+      const int own_bytes = (WROLE ? 2 * 2048 : 0) + (XROLE ? 256 + (p.zeros != nullptr ? 256 : 0) + BT * 128 : 0);
+      uint32_t zword[2] = {0u, 0u}, zany = 0u;
+      int zid0[2] = {0, 0};
+      for (int i = 0; i < nkt; ++i) {
+        const int kt = kt0 + i, slot = i % STAGES;
+        if (i >= STAGES) mbar_wait(empty_bar(slot), (i / STAGES - 1) & 1);
         const uint32_t st = sbase + slot * L::STAGE, fb = full_bar(slot);
-        int bytes = 2 * (2048 + 128 + (p.zeros != nullptr ? 128 : 0)) + BT * 128;
+        int bytes = own_bytes;
         int rid[2] = {-1, -1};
-        if constexpr (MODE == MODE_ZIPPER) {
-          if ((kt & 31) == 0) {  // a new 32-tile block
+        bool res_tile = false;  // whether either unit has a residual unit at this k-tile
+        if constexpr (WROLE && MODE == MODE_ZIPPER) {
+          if ((kt & 31) == 0 || i == 0) {  // a new 32-tile block (or the split's first): bit words and first unit ids
             const int zw = kt >> 5;
-            if constexpr (ZLOAD) zload(zw, zword, zid0);
-            // the consumers read block zw's word after tile 32 zw's full barrier (this thread's arrive on it
-            // releases the store); the slot is rewritten for block zw + 2 only after both consumer warpgroups
-            // released tile 32 (zw + 2) - STAGES > 32 zw
+            if constexpr (ZLOAD) {
+#pragma unroll
+              for (int u = 0; u < 2; ++u) {
+                const size_t row = (size_t)(nt0 + u) * p.KW + zw;
+                zword[u] = __ldg(p.res_bits + row);
+                zid0[u] = __ldg(p.res_base + row);
+              }
+            }
+            // the consumers read block zw's word after the full barrier of its first tile in the split (this
+            // thread's arrive on it releases the store); the slot is rewritten for block zw + 2 only after both
+            // consumer warpgroups released tile 32 (zw + 2) - STAGES, past that first tile
 #pragma unroll
             for (int u = 0; u < 2; ++u) reinterpret_cast<uint32_t*>(smem + L::OFF_ZRING)[(zw & 1) * 2 + u] = zword[u];
+            zany = zword[0] | zword[1];
           }
+          // one test on the common path (no residual at this tile: the dense kernel's copies and byte count);
+          // the ids and bytes of the residual units only on the budget's share of tiles (NOTES.md v25)
+          res_tile = (zany >> (kt & 31)) & 1u;
+          if (res_tile) {
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const uint32_t w = zword[u];
-            if ((w >> (kt & 31)) & 1u) rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
-            if (rid[u] >= 0) bytes += 2048 + 128;
+            for (int u = 0; u < 2; ++u) {
+              const uint32_t w = zword[u];
+              if ((w >> (kt & 31)) & 1u) {
+                rid[u] = zid0[u] + __popc(w & ((1u << (kt & 31)) - 1u));
+                bytes += 2048 + 128;
+              }
+            }
           }
         }
         mbar_expect_tx(fb, bytes);
+        if constexpr (WROLE) {
 #pragma unroll
-        for (int u = 0; u < 2; ++u) bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
-        const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
-        bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
-        if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
-        if constexpr (MODE == MODE_ZIPPER) {
+          for (int u = 0; u < 2; ++u)
+            bulk_g2s(st + L::OFF_W + u * 2048, wb + ((size_t)(nt0 + u) * KT + kt) * 2048, 2048, fb);
+        }
+        if constexpr (XROLE) {
+          const size_t so = (size_t)group_of_tile(kt, p.gs_shift, p.gs_tiles) * p.Np + (size_t)nt0 * 64;
+          bulk_g2s(st + L::OFF_S, static_cast<const T*>(p.scales) + so, 256, fb);
+          if (p.zeros != nullptr) bulk_g2s(st + L::OFF_Z, static_cast<const T*>(p.zeros) + so, 256, fb);
+        }
+        if (WROLE && MODE == MODE_ZIPPER && res_tile) {
 #pragma unroll
           for (int u = 0; u < 2; ++u)
             if (rid[u] >= 0) {
@@ -518,8 +543,14 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
               bulk_g2s(st + L::OFF_RS + u * 128, static_cast<const T*>(p.rs) + (size_t)rid[u] * 64, 128, fb);
             }
         }
-        tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
+        if constexpr (XROLE) tma_load_2d(st + L::OFF_X, &tmx, kt * 64, m0, fb);
       }
+    };
+    if constexpr (MOSAIC_WS_BIG_SPLIT_PRODUCER) {
+      if (tid == 256) produce(std::true_type{}, std::false_type{});
+      if (tid == 288) produce(std::false_type{}, std::true_type{});
+    } else {
+      if (tid == 256) produce(std::true_type{}, std::true_type{});
     }
   } else {
     // ---- consumer warpgroup wg: unit nt0 + wg, all BT tokens
@@ -553,12 +584,12 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
     };
     // wait for tile t's stage and dequantize it into a
-    auto prep = [&](int t, uint32_t (&a)[4][4]) {
-      const int slot = t % STAGES;
+    auto prep = [&](int t, uint32_t (&a)[4][4]) {  // t: the split's t-th tile, k-tile kt0 + t
+      const int slot = t % STAGES, kt = kt0 + t;
       mbar_wait(full_bar(slot), (t / STAGES) & 1);
-      if (MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && (t & 31) == 0)
-        zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((t >> 5) & 1) * 2 + wg];
-      dequant(slot, MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((zcur >> (t & 31)) & 1u), a);
+      if (MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((kt & 31) == 0 || t == 0))
+        zcur = reinterpret_cast<const uint32_t*>(smem + L::OFF_ZRING)[((kt >> 5) & 1) * 2 + wg];
+      dequant(slot, MODE == MODE_ZIPPER && MOSAIC_WS_BIG_ZPROBE == 0 && ((zcur >> (kt & 31)) & 1u), a);
     };
     auto retire = [&](int t) {
       wg_wait<0>();
@@ -570,13 +601,13 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       // 64 accumulators + 2 x 16 fit at bt 128, not the 128 accumulators of bt 256)
       uint32_t a0[4][4], a1[4][4];
       prep(0, a0);
-      for (int t = 0; t < KT; t += 2) {
+      for (int t = 0; t < nkt; t += 2) {
         mma_tile(t % STAGES, a0);
-        if (t + 1 < KT) prep(t + 1, a1);
+        if (t + 1 < nkt) prep(t + 1, a1);
         retire(t);
-        if (t + 1 >= KT) break;
+        if (t + 1 >= nkt) break;
         mma_tile((t + 1) % STAGES, a1);
-        if (t + 2 < KT) prep(t + 2, a0);
+        if (t + 2 < nkt) prep(t + 2, a0);
         retire(t + 1);
       }
     } else {
@@ -584,7 +615,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       // dequantizes tile t, issues its wgmmas and waits for them; the other warpgroup's wgmmas keep the
       // tensor cores busy meanwhile (ping-pong without an explicit order)
       uint32_t a[4][4];
-      for (int t = 0; t < KT; ++t) {
+      for (int t = 0; t < nkt; ++t) {
         prep(t, a);
         mma_tile(t % STAGES, a);
         retire(t);
@@ -593,16 +624,45 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
     // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
-    T* const Ys = reinterpret_cast<T*>(smem);
+    if constexpr (SPLIT) {
+      // split-K fix-up through global memory: every split writes its fp32 partial tile (thread-fragment order,
+      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane); the last split of the tile
+      // to arrive (one counter per tile, self-resetting) sums all planes in split order, so the result does not
+      // depend on which split is last (deterministic), and stores the tile
+      float* const planes = p.ws + (size_t)blockIdx.x * p.splitk * NACC * 256 + tid;
 #pragma unroll
-    for (int j = 0; j < NACC; ++j) {
-      const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
-      const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
-      Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      for (int j = 0; j < NACC; ++j) __stcg(planes + ((size_t)split * NACC + j) * 256, acc[j]);
+      __threadfence();
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (tid == 0) {
+        int* const counter = p.counters + blockIdx.x;
+        const bool last = atomicAdd(counter, 1) == p.splitk - 1;
+        if (last) *counter = 0;  // every split has arrived: reset for the next launch
+        s_store = last;
+      }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (s_store) {
+        __threadfence();
+#pragma unroll
+        for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
+        for (int s = 0; s < p.splitk; ++s)
+#pragma unroll
+          for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
+      }
+    }
+    if (!SPLIT || s_store) {
+      T* const Ys = reinterpret_cast<T*>(smem);
+#pragma unroll
+      for (int j = 0; j < NACC; ++j) {
+        const int n = wg * 64 + ws * 16 + g + 8 * ((j >> 1) & 1);
+        const int tok = 8 * (j >> 2) + 2 * t4 + (j & 1);
+        Ys[tok * L::Y_PITCH + n] = Tr::from_f(acc[j]);
+      }
     }
   }
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();
+  if (SPLIT && !s_store) return;  // split-K: another split of this tile stores it
   const T* const Ys = reinterpret_cast<const T*>(smem);
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
@@ -660,21 +720,24 @@ const char* x_tensor_map_2d(const Params& p, CUtensorMap* map) {
   return r == CUDA_SUCCESS ? "" : "cuTensorMapEncodeTiled failed for X (alignment or size)";
 }
 
-template <typename T, int BT, int MODE>
+template <typename T, int BT, int MODE, bool SPLIT>
 const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   using L = WsBigLayout<BT, MODE>;
-  auto kern = w4a16_wgmma_ws_big_kernel<T, BT, MODE>;
+  auto kern = w4a16_wgmma_ws_big_kernel<T, BT, MODE, SPLIT>;
   static bool attr_set = false;
   if (!attr_set) {
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, L::SMEM);
     if (e != cudaSuccess) return cudaGetErrorString(e);
     attr_set = true;
   }
-  if (p.splitk != 1) return "the warp-specialized kernel (bt 256) has no split-K";
+  if (p.splitk > 1 && (p.ws == nullptr || p.counters == nullptr))
+    return "split-K of the warp-specialized large tiles needs a workspace and counters";
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
-  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT)), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl, 1, p, map);
+  // grid y = the K splits of a tile (no cluster: the splits meet in global memory)
+  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl,
+                   1, p, map);
 }
 
 // ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
@@ -1093,8 +1156,8 @@ const char* launch_m(const Params& p, int bt, int wgs, cudaStream_t stream) {
       case 16: return launch_ws<T, 16, MODE>(p, stream);
       case 32: return launch_ws<T, 32, MODE>(p, stream);
       case 64: return launch_ws<T, 64, MODE>(p, stream);
-      case 128: return launch_ws_big<T, 128, MODE>(p, stream);
-      default: return launch_ws_big<T, 256, MODE>(p, stream);
+      case 128: return p.splitk > 1 ? launch_ws_big<T, 128, MODE, true>(p, stream) : launch_ws_big<T, 128, MODE, false>(p, stream);
+      default: return p.splitk > 1 ? launch_ws_big<T, 256, MODE, true>(p, stream) : launch_ws_big<T, 256, MODE, false>(p, stream);
     }
   }
   if (wgs == 2) return bt == 64 ? launch_t<T, 64, 2, MODE>(p, stream) : launch_t<T, 128, 2, MODE>(p, stream);
@@ -1153,6 +1216,7 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
   return ws_plan<BT>(p, mode, 1, &why);
 }
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
+int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
 int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {
@@ -1201,10 +1265,10 @@ int wgmma_regs(int mode, int bt, int wgs) {
       case 16: e = ws_attrs_of<16>(&a, mode); break;
       case 32: e = ws_attrs_of<32>(&a, mode); break;
       case 64: e = ws_attrs_of<64>(&a, mode); break;
-      case 128: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_ZIPPER>)
-                                        : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_DENSE>); break;
-      default: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_ZIPPER>)
-                                       : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_DENSE>);
+      case 128: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_ZIPPER, false>)
+                                        : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 128, MODE_DENSE, false>); break;
+      default: e = mode == MODE_ZIPPER ? cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_ZIPPER, false>)
+                                       : cudaFuncGetAttributes(&a, w4a16_wgmma_ws_big_kernel<__nv_bfloat16, 256, MODE_DENSE, false>);
     }
   } else {
     e = wgs == 2 ? (bt == 64 ? attrs_of<64, 2>(&a, mode) : attrs_of<128, 2>(&a, mode))

@@ -107,10 +107,10 @@ extern const int GEMV_SMEM_MAX;
 
 // Large-M path (wgmma_kernels.cu, sm_90a): Y^T = W X^T on warpgroup MMAs, the weights dequantized into
 // the A operand's registers, X tiles from shared memory; CTA = 64 wgs n x bt tokens (bt = 64 or 128), or
-// with wgs = 3 the warp-specialized kernel (2 consumer warpgroups x 64 n, a TMA producer warpgroup, bt 128
-// or 256, no split-K), no
-// split-K; wgs = 2 or 4 warpgroups (units of 64 n) per CTA, 3 = warp-specialized. Modes MODE_DENSE or MODE_ZIPPER.
-// Reads p.x/w/scales/zeros/rw/rs/res_bits/res_base, writes p.y.
+// with wgs = 3 the warp-specialized kernel (2 consumer warpgroups x 64 n, a TMA producer warpgroup; bt 8..64:
+// split-K over a cluster, bt 128 / 256: split-K through p.ws / p.counters, the last split of a tile sums the
+// fp32 partials in split order); wgs = 2 or 4 warpgroups (units of 64 n) per CTA, split-K over a cluster.
+// Modes MODE_DENSE or MODE_ZIPPER. Reads p.x/w/scales/zeros/rw/rs/res_bits/res_base, writes p.y.
 const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, void* stream);
 int wgmma_regs(int mode, int bt, int wgs);        // registers per thread (bf16), -1 without a CUDA device
 int wgmma_smem_bytes(int mode, int bt, int wgs);  // dynamic shared memory per CTA
@@ -121,6 +121,7 @@ int wgmma_ws_stage_ktiles(int bt);
 // so that the launcher can name the variant that ran
 int tiled_compact_cluster_fixup();
 int wgmma_compact_cluster_fixup();
+int wgmma_split_producer();  // MOSAIC_WS_BIG_SPLIT_PRODUCER as wgmma_kernels.cu was compiled (NOTES.md v25)
 int wgmma_zprobe();          // MOSAIC_WS_BIG_ZPROBE (a probe build: its large-tile zipper outputs are wrong)
 // MOSAIC_BALANCED_SPLITK as zipper_kernels.cu was compiled (NOTES.md v22): whether Params::split_bounds is read
 int tiled_balanced_splitk();

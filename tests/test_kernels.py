@@ -633,6 +633,7 @@ needs_sm90 = pytest.mark.skipif(not IS_SM90, reason="the wgmma kernels need an s
 @needs_sm90
 @pytest.mark.parametrize("bt,wgs,splitk", [(64, 2, 1), (128, 2, 1), (64, 4, 1), (128, 4, 1), (64, 2, 3),
                                            (128, 2, 8), (64, 2, 8), (64, 4, 2), (128, 4, 5), (128, 3, 1), (256, 3, 1),
+                                           (128, 3, 2), (128, 3, 4), (128, 3, 8), (256, 3, 3),
                                            (8, 3, 1), (8, 3, 4), (16, 3, 2), (32, 3, 8), (64, 3, 1), (64, 3, 3)])
 @pytest.mark.parametrize("m", [1, 3, 64, 65, 127, 256, 1000])
 @pytest.mark.parametrize("n,k,gs,sym,budget,bs", [
@@ -647,7 +648,8 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
     (partial token tiles, rows past M, several token tiles of the small warp-specialized tiles), ragged
     N/K (with wgs 4: warpgroups past Np), every group kind, budgets 0..1, both dtypes; split-K over a
     cluster (the sum through DSMEM, each rank storing its share of the tile; splits shorter than the
-    pipeline, splits not starting on a bit-word boundary)."""
+    pipeline, splits not starting on a bit-word boundary); the large warp-specialized tiles' split-K through
+    global partials (the last split of a tile sums them in split order)."""
     kt = (k + 63) // 64
     if splitk > kt:
         pytest.skip(f"splitk {splitk} > {kt} k-tiles")
@@ -658,6 +660,39 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
     sk = -(-kt // -(-kt // splitk))  # the binding drops empty splits
     tag = f"[bt{bt},wgs{wgs},splitk{sk}"  # then ']' or the PDL mode
     assert ops.LAST_LAUNCH["kernels"][0].startswith("wgmma-") and tag in ops.LAST_LAUNCH["kernels"][0]
+
+
+def test_ws_big_split_rule(monkeypatch):
+    """The large warp-specialized tile's K split (a pure function of the SM count, no GPU): a grid of fewer CTAs
+    than SMs is split until one wave is full, >= 8 k-tiles per split, no empty split; $MOSAIC_WS_BIG_SPLITK fixes
+    the count (1 = never split) and is validated (NOTES.md v26)."""
+    from mosaic_exp.kernels import ops
+
+    monkeypatch.delenv("MOSAIC_WS_BIG_SPLITK", raising=False)
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 2)       # 64 CTAs x 2
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 4)       # 32 CTAs x 4
+    assert ops.wgmma_tile(128, 6144, 4096, 132) == (128, 3, 2)       # 48 x 2 (x 3 = 144 > 132)
+    assert ops.wgmma_tile(128, 4096, 14336, 132) == (128, 3, 4)      # 32 CTAs, long K
+    assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 2)      # 64 CTAs
+    assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 3, 1)       # 128 CTAs: one wave already
+    assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 3, 1)      # 224 CTAs
+    assert ops.wgmma_tile(65, 4096, 512, 132) == (128, 3, 1)         # 8 k-tiles: no split below 8 per split
+    assert ops.wgmma_tile(65, 4096, 64 * 20, 132) == (128, 3, 2)     # 20 k-tiles: 2 splits of 10
+    assert ops.wgmma_tile(65, 4096, 64 * 20, 16) == (128, 3, 1)      # 16 SMs: 32 CTAs fill them
+    assert ops.ws_big_splitk(4, 9, 132) == 1                         # 9 k-tiles: one split of >= 8
+    assert ops.ws_big_splitk(4, 17, 132) == 2                        # 2 splits of 9 and 8
+    assert ops.ws_big_splitk(1, 71, 132) == 8                        # capped at 8: splits of 9, the last 8
+    assert ops.ws_big_splitk(1, 64 * 7 + 1, 132) == 8
+    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "1")
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)
+    assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # unsplit: 32 CTAs, long K -> tiled split-K
+    monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", "3")
+    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 3)
+    assert ops.ws_big_splitk(1, 2, 132) == 2                         # a fixed count, capped by the k-tiles
+    for bad in ("9", "0", "x"):
+        monkeypatch.setenv("MOSAIC_WS_BIG_SPLITK", bad)
+        with pytest.raises(ValueError, match="MOSAIC_WS_BIG_SPLITK"):
+            ops.wgmma_tile(128, 4096, 4096, 132)
 
 
 @gpu
@@ -677,10 +712,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(1024, 4096, 4096, 132) == (256, 3, 1)      # 128 CTAs
     assert ops.wgmma_tile(512, 4096, 4096, 132) == (128, 3, 1)       # 64 CTAs of bt 256: too few
     assert ops.wgmma_tile(128, 28672, 4096, 132) == (128, 3, 1)      # bt 256 from M > 128 only
-    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 1)
-    assert ops.wgmma_tile(128, 4096, 4096, 132) == (128, 3, 1)       # 32 CTAs, short K
-    assert ops.wgmma_tile(128, 4096, 14336, 132) is None             # 32 CTAs, long K: tiled split-K
-    assert ops.wgmma_tile(256, 4096, 14336, 132) == (128, 3, 1)      # 64 CTAs
+    assert ops.wgmma_tile(256, 4096, 4096, 132) == (128, 3, 2)       # 64 CTAs x 2 K splits (test_ws_big_split_rule)
     assert ops.wgmma_tile(64, 28672, 4096, 132) == (64, 2, 1)        # small warp-specialized tiles off by default
     assert ops.wgmma_tile(63, 28672, 4096, 132) is None               # below 64: the tiled kernel
     # opted in ($MOSAIC_WS_SMALL_MAX_M): the small warp-specialized tiles, K split until the grid fills 0.6 x
@@ -695,8 +727,7 @@ def test_wgmma_real_shapes_and_routing(dtype, monkeypatch):
     assert ops.wgmma_tile(64, 4096, 4096, 132, force=(64, 2, 8)) == (64, 2, 8)
     with pytest.raises(ValueError, match="splitk"):
         ops.wgmma_tile(4096, 4096, 4096, 132, force=(128, 4, 9))
-    with pytest.raises(ValueError, match="no split-K"):
-        ops.wgmma_tile(4096, 4096, 4096, 132, force=(256, 3, 2))
+    assert ops.wgmma_tile(4096, 4096, 4096, 132, force=(256, 3, 2)) == (256, 3, 2)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     n = 128 * sms  # (128, 2) tiles: sms CTAs per 128 tokens
     qd = pack_quantized(random_quantized(n, 512, 128, False, 0.1), dtype, "cuda")
@@ -879,6 +910,7 @@ def test_sanitizer_subset():
         _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="gemv", gemv=plan)
     if IS_SM90:  # large-M kernel: partial token tiles, ragged N/K, dense residual
         for m, tile in ((3, (64, 2, 2)), (130, (128, 4, 1)), (70, (64, 4, 2)), (300, (256, 3, 1)), (130, (128, 3, 1)),
+                        (300, (256, 3, 2)), (130, (128, 3, 3)),
                         (3, (8, 3, 2)), (20, (16, 3, 2)), (40, (32, 3, 1)), (70, (64, 3, 2))):
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=tile)

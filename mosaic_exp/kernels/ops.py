@@ -166,7 +166,9 @@ TILED_TUNE_PLANS = {2: ((11, 8), (11, 4)),
                     8: ((6, 2), (6, 4), (6, 8), (6, 16), (5, 4), (5, 8), (2, 8), (2, 16), (10, 4), (10, 6), (10, 8),
                         (12, 4), (12, 8))}
 ZIPPER_ONLY_TUNE_CFGS = (10, 11, 12)
-WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 2, 8), (64, 3, 1), (64, 3, 2), (64, 3, 4))}
+# (128, 3, s): the large warp-specialized tile with its global split-K (NOTES.md v26), half its tokens past M = 64
+WGMMA_TUNE_PLANS = {8: ((64, 2, 1), (64, 2, 2), (64, 2, 4), (64, 2, 8), (64, 3, 1), (64, 3, 2), (64, 3, 4),
+                        (128, 3, 1), (128, 3, 2), (128, 3, 4), (128, 3, 8))}
 GEMV_ONE_WAVE_PLANS = {MODE_DENSE: ((16, 16, 1), (16, 8, 1), (8, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2)),
                        MODE_ZIPPER: ((16, 16, 1), (8, 8, 1), (16, 8, 1), (16, 4, 1), (16, 2, 1), (16, 8, 2))}
 GEMV_WARPS = (4, 8, 16)
@@ -184,6 +186,12 @@ GEMV_SPLITK = (1, 2, 4, 8)
 WGMMA_MIN_M = 1
 WGMMA_MIN_FILL = 0.7
 WGMMA_WS128_FILL, WGMMA_WS128_FILL_SHORT_K, WGMMA_SHORT_K = 0.45, 0.2, 8192
+# K splits of the large warp-specialized tiles (NOTES.md v26): one CTA per SM, and each CTA's k-tile takes about
+# the same time whether 32 or 128 CTAs run (o at M = 128 / 256 / 512: 32 / 64 / 128 CTAs of bt 128, 29.8-30.1 us
+# each, bench_kernels_20261207T104712Z), so a grid of fewer CTAs than SMs is split along K until it fills one wave
+# ($MOSAIC_WS_BIG_SPLITK: 'auto', or a fixed count; 1 = never split), keeping >= WS_BIG_MIN_KTPS k-tiles per split
+WS_BIG_MAX_SPLITK = 8
+WS_BIG_MIN_KTPS = 8
 WGMMA_TILES = ((64, 2), (128, 2), (64, 4), (128, 4),  # (bt, wgs); wgs 3: warp-specialized
                (8, 3), (16, 3), (32, 3), (64, 3), (128, 3), (256, 3))
 # the warp-specialized small tiles (bt 8..64: a one-warp producer, 2 CTAs per SM, cluster split-K) for
@@ -493,6 +501,24 @@ def _wgmma_ctas(m: int, n_pad: int, bt: int, wgs: int) -> int:
     return math.ceil(n_pad / (64 * units)) * math.ceil(m / bt)
 
 
+def ws_big_splitk(ctas: int, kt: int, sm_count: int) -> int:
+    """K splits of a large warp-specialized grid of ``ctas`` tiles over ``kt`` k-tiles: as many as keep every
+    split's CTA in one wave (one CTA per SM), at most WS_BIG_MAX_SPLITK, >= WS_BIG_MIN_KTPS k-tiles each, no empty
+    split ($MOSAIC_WS_BIG_SPLITK = 'auto' or a fixed count)."""
+    v = os.environ.get("MOSAIC_WS_BIG_SPLITK", "auto")
+    if v == "auto":
+        s = max(1, min(WS_BIG_MAX_SPLITK, sm_count // max(ctas, 1), kt // WS_BIG_MIN_KTPS))
+    else:
+        try:
+            s = int(v)
+        except ValueError:
+            s = 0
+        if not 1 <= s <= WS_BIG_MAX_SPLITK:
+            raise ValueError(f"MOSAIC_WS_BIG_SPLITK must be 'auto' or in [1, {WS_BIG_MAX_SPLITK}], got {v!r}")
+        s = min(s, kt)
+    return math.ceil(kt / math.ceil(kt / s))  # what the binding launches: no empty split
+
+
 def ws_small_max_m() -> int:
     v = int(os.environ.get("MOSAIC_WS_SMALL_MAX_M", WS_SMALL_MAX_M))
     if not 0 <= v <= 64:
@@ -524,15 +550,16 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     kernels_20261123T0426Z_probe_wgmma_ws): per-CTA work wants the largest tile that keeps the SMs busy,
       - the warp-specialized 128 n x 256 tokens (wgs 3: a TMA producer and 2 consumer warpgroups, one CTA
         per SM) for M > 128 when its grid has >= WGMMA_MIN_FILL x SMs CTAs (1.2-1.4x the other tiles);
-      - else for M > 64 the warp-specialized 128 n x 128 tokens when its grid has >= WGMMA_WS128_FILL x
-        SMs CTAs, or WGMMA_WS128_FILL_SHORT_K x SMs with K <= WGMMA_SHORT_K
+      - else for M > 64 the warp-specialized 128 n x 128 tokens, its K split while the grid has fewer CTAs
+        than SMs (``ws_big_splitk``, NOTES.md v26), when the split grid has >= WGMMA_WS128_FILL x SMs CTAs,
+        or WGMMA_WS128_FILL_SHORT_K x SMs with K <= WGMMA_SHORT_K
         (kernels_20261123T0436Z_probe_wgmma_ws128: best at M=128-512 where bt 256 has too few CTAs);
       - else 128 n x 128 tokens (wgs 2, two CTAs per SM) when its grid has >= WGMMA_MIN_FILL x SMs CTAs;
       - else (or for M <= 64) 128 n x 64 tokens (wgs 2) under the same condition;
       - else None (the tiled kernel with split-K: a few long CTAs are latency bound here).
-    256 n x 128 tokens (wgs 4) is never better than bt 256 with the same CTA count, and K is not split by
-    default (cluster split-K measured slower on every shape but one); ``force`` = (bt, wgs) or
-    (bt, wgs, splitk) runs any tile and split."""
+    256 n x 128 tokens (wgs 4) is never better than bt 256 with the same CTA count, and the classic tiles'
+    K is not split by default (cluster split-K measured slower on every shape but one); ``force`` = (bt, wgs)
+    or (bt, wgs, splitk) runs any tile and split."""
     kt = k_pad // TILE
     if force is not None:
         force = tuple(int(v) for v in force)
@@ -540,8 +567,6 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
             raise ValueError(f"wgmma tile must be (bt, wgs[, splitk]) with (bt, wgs) in {WGMMA_TILES}, got {force}")
         bt, wgs = force[:2]
         splitk = force[2] if len(force) == 3 else 1
-        if wgs == 3 and bt >= 128 and splitk != 1:
-            raise ValueError(f"the warp-specialized bt {bt} tile has no split-K, got splitk {splitk}")
         if not 1 <= splitk <= min(8, kt):
             raise ValueError(f"wgmma splitk must be in [1, min(8, k-tiles={kt})], got {splitk}")
         ktps = math.ceil(kt / splitk)
@@ -553,10 +578,12 @@ def wgmma_tile(m: int, n_pad: int, k_pad: int, sm_count: int,
     # the warp-specialized 128 n x 256 tokens tile (one CTA per SM) from half-full token tiles on
     if m > 128 and _wgmma_ctas(m, n_pad, 256, 3) >= WGMMA_MIN_FILL * sm_count:
         return 256, 3, 1
-    if m > 64:  # the warp-specialized 128 x 128 tile holds up with fewer CTAs, unless K is long
+    if m > 64:  # the warp-specialized 128 x 128 tile, K split up to one wave; it holds up with fewer CTAs unless K is long
         ctas = _wgmma_ctas(m, n_pad, 128, 3)
+        splitk = ws_big_splitk(ctas, kt, sm_count)
+        ctas *= splitk
         if ctas >= WGMMA_WS128_FILL * sm_count or (k_pad <= WGMMA_SHORT_K and ctas >= WGMMA_WS128_FILL_SHORT_K * sm_count):
-            return 128, 3, 1
+            return 128, 3, splitk
     for bt in (128, 64) if m > 64 else (64,):
         if _wgmma_ctas(m, n_pad, bt, 2) >= WGMMA_MIN_FILL * sm_count:
             return bt, 2, 1
@@ -797,9 +824,10 @@ def native_build_flags() -> dict:
     flags = {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
     if balanced_splitk_built():
         flags["balanced_splitk"] = 1
-    zprobe = int(getattr(load_native(), "WS_BIG_ZPROBE", 0))
-    if zprobe:  # a probe build (NOTES.md v25): its large-tile zipper outputs are wrong
-        flags["ws_big_zprobe"] = zprobe
+    native = load_native()
+    for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE")):
+        if getattr(native, attr, 0):
+            flags[key] = int(getattr(native, attr))
     return flags
 
 
@@ -822,12 +850,17 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
         kb = _ws_stage_ktiles(bt)
         wins = tuple(p.res_windows) or (p.res_window_max,) * 8
         rslots = max(1, min(2 * kb, 2 * int(wins[kb - 1])))
+    ws = cnt = None
+    if wgs == 3 and bt >= 128 and splitk > 1:  # the large tiles' splits meet in global memory: an fp32 partial
+        ctas = _wgmma_ctas(m, p.n_pad, bt, wgs)  # tile (128 n x bt) per split and a counter per tile
+        ws, cnt = _workspace(x2.device, ctas * splitk * 128 * bt, ctas)
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
-                        PDL_MODES[pdl_mode], wgs, splitk, rslots)
-    tag = (",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else "")
+                        PDL_MODES[pdl_mode], wgs, splitk, rslots, _ptr(ws), _ptr(cnt))
+    tag = ((",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "")
+           + (",global" if ws is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
 
