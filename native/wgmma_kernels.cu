@@ -1185,7 +1185,6 @@ const char* launch_wgmma(const Params& p, int dtype, int mode, int bt, int wgs, 
   if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
     return "token tile (bt) must be 8, 16, 32, 64, 128 or 256";
   if (wgs != 3 && bt != 64 && bt != 128) return "bt 8, 16, 32 and 256 are warp-specialized tiles: wgs must be 3";
-  if (wgs == 3 && bt >= 128 && p.splitk != 1) return "the warp-specialized bt 128 / 256 tiles have no split-K";
   if (wgs < 2 || wgs > 4) return "warpgroups per CTA (wgs) must be 2, 3 (warp-specialized) or 4";
   if (p.Np % 64 || p.NT != p.Np / 64) return "padded n must be a multiple of 64";
   if (p.splitk < 1 || p.splitk > 8) return "splitk (cluster size) must be in [1, 8]";
