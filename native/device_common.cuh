@@ -28,6 +28,12 @@
 // Experiment switch (NOTES.md v25, 0 = off, the default; probe builds only, their zipper outputs are wrong):
 // 1 = the large-tile zipper's consumers never add the residual (the dense consumer); 2 = as 1, and the producer
 // loads no bit words either (no residual copies). Tells the zipper's fixed cost at bt 128 apart by side.
+// Compile-time switch (NOTES.md v27, A/B): 1 = a split large-tile grid that fits in one wave (every CTA resident at
+// once, one per SM) sums its splits as a reduce-scatter: every split writes its partial, waits for the tile's other
+// splits, and sums and stores 1/splitk of the tile's rows; 0 = the last split to arrive sums and stores it all.
+#ifndef MOSAIC_WS_BIG_RS_FIXUP
+#define MOSAIC_WS_BIG_RS_FIXUP 1
+#endif
 #ifndef MOSAIC_WS_BIG_ZPROBE
 #define MOSAIC_WS_BIG_ZPROBE 0
 #endif
@@ -68,6 +74,13 @@ __device__ __forceinline__ uint32_t as_u32(T2 v) {
 }
 
 // 16-byte global load that skips L1 (weights streamed once per launch; read-only for the kernel's lifetime)
+// a counter another CTA updates (split-K waits): acquire at GPU scope, so later loads see what preceded its release
+__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"

@@ -626,28 +626,53 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
     if constexpr (SPLIT) {
       // split-K fix-up through global memory: every split writes its fp32 partial tile (thread-fragment order,
-      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane); the last split of the tile
-      // to arrive (one counter per tile, self-resetting) sums all planes in split order, so the result does not
-      // depend on which split is last (deterministic), and stores the tile
+      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane). Sums run over the planes in
+      // split order, so the result does not depend on which split arrives when (deterministic, and the same bits
+      // in both forms):
+      //  - p.fixup == 2 (one wave, set by the launcher; NOTES.md v27): reduce-scatter. Every split waits for the
+      //    tile's other splits (a counter per tile; all of them are resident) and sums and stores its share of
+      //    the 8-token row groups, [glo, ghi): each split reads one plane's worth, not the last one splitk;
+      //  - else the last split to arrive (one counter per tile, self-resetting) sums all planes and stores the tile.
       float* const planes = p.ws + (size_t)blockIdx.x * p.splitk * NACC * 256 + tid;
+      int* const counter = p.counters + blockIdx.x;
+      const int S = p.splitk;
 #pragma unroll
       for (int j = 0; j < NACC; ++j) __stcg(planes + ((size_t)split * NACC + j) * 256, acc[j]);
       __threadfence();
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
-      if (tid == 0) {
-        int* const counter = p.counters + blockIdx.x;
-        const bool last = atomicAdd(counter, 1) == p.splitk - 1;
-        if (last) *counter = 0;  // every split has arrived: reset for the next launch
-        s_store = last;
-      }
-      asm volatile("bar.sync 1, 256;\n" ::: "memory");
-      if (s_store) {
+      if (p.fixup == 2) {
+        if (tid == 0) {
+          atomicAdd(counter, 1);
+          // bounded spin: a grid that is not all resident (an SM count the launcher did not see) traps, not hangs
+          long spins = 0;
+          while (ld_acquire_gpu(counter) < S)
+            if (++spins > (1l << 30)) __trap();
+          if (atomicAdd(counter, 1) == 2 * S - 1) *counter = 0;  // every split is past the wait: reset
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
         __threadfence();
+        const int glo = split * (BT / 8) / S, ghi = (split + 1) * (BT / 8) / S;
+        for (int s = 0; s < S; ++s)
 #pragma unroll
-        for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
-        for (int s = 0; s < p.splitk; ++s)
+          for (int j = 0; j < NACC; ++j)
+            if ((j >> 2) >= glo && (j >> 2) < ghi)
+              acc[j] = (s == 0 ? 0.f : acc[j]) + __ldcg(planes + ((size_t)s * NACC + j) * 256);
+        s_store = 1;  // every split stores (its rows); written by all, read after the next barrier
+      } else {
+        if (tid == 0) {
+          const bool last = atomicAdd(counter, 1) == S - 1;
+          if (last) *counter = 0;  // every split has arrived: reset for the next launch
+          s_store = last;
+        }
+        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+        if (s_store) {
+          __threadfence();
 #pragma unroll
-          for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
+          for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
+          for (int s = 0; s < S; ++s)
+#pragma unroll
+            for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
+        }
       }
     }
     if (!SPLIT || s_store) {
@@ -663,11 +688,14 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();
   if (SPLIT && !s_store) return;  // split-K: another split of this tile stores it
+  // the rows this CTA stores: the tile's, or (reduce-scatter split-K) its share of 8-token row groups
+  const int r0 = SPLIT && p.fixup == 2 ? 8 * (blockIdx.y * (BT / 8) / p.splitk) : 0;
+  const int r1 = SPLIT && p.fixup == 2 ? 8 * ((blockIdx.y + 1) * (BT / 8) / p.splitk) : BT;
   const T* const Ys = reinterpret_cast<const T*>(smem);
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
-  for (int c = tid; c < BT * 16; c += WS_BIG_THREADS) {
+  for (int c = r0 * 16 + tid; c < r1 * 16; c += WS_BIG_THREADS) {
     const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
     if (tok >= p.M || n >= p.N) continue;
     const T* src = Ys + r * YP + ch * 8;
@@ -735,9 +763,19 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
-  // grid y = the K splits of a tile (no cluster: the splits meet in global memory)
-  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl,
-                   1, p, map);
+  // grid y = the K splits of a tile (no cluster: the splits meet in global memory). A split grid of at most one
+  // CTA per SM is resident all at once (the tile's shared memory allows one per SM), so its splits may wait for
+  // each other: the reduce-scatter fix-up (fixup 2); a larger one keeps the last-arriver fix-up (0)
+  const int ctas = p.NT / 2 * ((p.M + BT - 1) / BT);
+  Params q = p;
+  q.fixup = 0;
+  if (SPLIT && MOSAIC_WS_BIG_RS_FIXUP) {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return "no CUDA device";
+    if ((long)ctas * p.splitk <= sms) q.fixup = 2;
+  }
+  return launch_ex(kern, dim3(ctas, p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl, 1, q, map);
 }
 
 // ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
@@ -1216,6 +1254,7 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
 }
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
 int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
+int wgmma_rs_fixup() { return MOSAIC_WS_BIG_RS_FIXUP; }
 int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {
