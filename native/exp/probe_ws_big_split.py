@@ -6,7 +6,6 @@ copies rotated past L2 (the benchmark's method), dense and zipper @3 %:
   route   the default routing (the route table at M <= 64, else ops.wgmma_tile with its split rule)
   s<k>    the bt 128 tile forced with k K splits (global fix-up; the last split of a tile sums in split order)
   python3 native/exp/probe_ws_big_split.py --ms 64,128,256 [--shapes o,down] [--splits 1,2,4,8]
-Needs the split-K kernels of native/exp/v26_ws_big_splitk.patch (without it, s > 1 is refused by ops.wgmma_tile).
 """
 import argparse
 import os

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call for NOTES.md v26 (the large warp-specialized tiles' split-K, with v25's F / S), run on a tree with
-# native/exp/v26_ws_big_splitk.patch applied and its kernel objects in native/build (carried):
-#   here:    git apply native/exp/v26_ws_big_splitk.patch && touch native/build/*.o && git commit -am "v26 applied"
+# One device call for NOTES.md v26 / v27 (the large warp-specialized tiles' split-K, v25's F producer), with the
+# tree's kernel objects built here and carried:
+#   here:    python scripts/build_native.py --objects-only && touch native/build/*.o
 #   device:  MOSAIC_COMMIT=<hash> OUT=$OUT bash native/exp/run_v26.sh        (carry ["native/build"])
 # Steps (PARTS picks a subset, in this order): build, GPU tests of the wgmma family and routing, memcheck subset,
 # the split probe (default routes and forced (128, 3, s)), F's residual-free zipper against dense with the split off
