@@ -28,11 +28,12 @@
 // Experiment switch (NOTES.md v25, 0 = off, the default; probe builds only, their zipper outputs are wrong):
 // 1 = the large-tile zipper's consumers never add the residual (the dense consumer); 2 = as 1, and the producer
 // loads no bit words either (no residual copies). Tells the zipper's fixed cost at bt 128 apart by side.
-// Compile-time switch (NOTES.md v27, A/B): 1 = a split large-tile grid that fits in one wave (every CTA resident at
-// once, one per SM) sums its splits as a reduce-scatter: every split writes its partial, waits for the tile's other
-// splits, and sums and stores 1/splitk of the tile's rows; 0 = the last split to arrive sums and stores it all.
+// Compile-time switch (NOTES.md v27, 0 by default: measured 1-5 % slower): 1 = a split large-tile grid that fits in
+// one wave (every CTA resident at once, one per SM) sums its splits as a reduce-scatter: every split writes its
+// partial, waits for the tile's other splits, and sums and stores 1/splitk of the tile's rows; 0 = the last split
+// to arrive sums and stores it all (v26).
 #ifndef MOSAIC_WS_BIG_RS_FIXUP
-#define MOSAIC_WS_BIG_RS_FIXUP 1
+#define MOSAIC_WS_BIG_RS_FIXUP 0
 #endif
 #ifndef MOSAIC_WS_BIG_ZPROBE
 #define MOSAIC_WS_BIG_ZPROBE 0

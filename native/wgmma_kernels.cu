@@ -629,9 +629,10 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
       // coalesced: float j of consumer thread tid at [j][tid] of the split's plane). Sums run over the planes in
       // split order, so the result does not depend on which split arrives when (deterministic, and the same bits
       // in both forms):
-      //  - p.fixup == 2 (one wave, set by the launcher; NOTES.md v27): reduce-scatter. Every split waits for the
-      //    tile's other splits (a counter per tile; all of them are resident) and sums and stores its share of
-      //    the 8-token row groups, [glo, ghi): each split reads one plane's worth, not the last one splitk;
+      //  - p.fixup == 2 (a one-wave grid, set by the launcher in MOSAIC_WS_BIG_RS_FIXUP builds; NOTES.md v27):
+      //    reduce-scatter. Every split waits for the tile's other splits (a counter per tile; all of them are
+      //    resident) and sums and stores its share of the 8-token row groups, [glo, ghi): each split reads one
+      //    plane's worth, not the last one splitk;
       //  - else the last split to arrive (one counter per tile, self-resetting) sums all planes and stores the tile.
       float* const planes = p.ws + (size_t)blockIdx.x * p.splitk * NACC * 256 + tid;
       int* const counter = p.counters + blockIdx.x;
@@ -765,7 +766,8 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   if (err[0]) return err;
   // grid y = the K splits of a tile (no cluster: the splits meet in global memory). A split grid of at most one
   // CTA per SM is resident all at once (the tile's shared memory allows one per SM), so its splits may wait for
-  // each other: the reduce-scatter fix-up (fixup 2); a larger one keeps the last-arriver fix-up (0)
+  // each other: the reduce-scatter fix-up (fixup 2, MOSAIC_WS_BIG_RS_FIXUP builds only: measured 1-5 % slower,
+  // NOTES.md v27); otherwise, and for a larger grid, the last-arriver fix-up (0)
   const int ctas = p.NT / 2 * ((p.M + BT - 1) / BT);
   Params q = p;
   q.fixup = 0;
