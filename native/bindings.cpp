@@ -289,7 +289,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   // the v25 switches of the large-tile wgmma kernels: two producer lanes; the probe build (wrong zipper outputs)
   m.attr("WS_BIG_SPLIT_PRODUCER") = zipper::wgmma_split_producer();
   m.attr("WS_BIG_ZPROBE") = zipper::wgmma_zprobe();
-  // v27: a split large-tile grid of at most one CTA per SM sums its splits as a reduce-scatter (1) or not (0)
-  m.attr("WS_BIG_RS_FIXUP") = zipper::wgmma_rs_fixup();
+  // v28: the split large tiles' fix-up: 0 = global partials, last arriver; 1 = cluster / DSMEM; 9 = none (probe)
+  m.attr("WS_BIG_SPLIT_FIXUP") = zipper::wgmma_split_fixup();
   m.attr("ABI_VERSION") = 9;
 }

@@ -28,12 +28,14 @@
 // Experiment switch (NOTES.md v25, 0 = off, the default; probe builds only, their zipper outputs are wrong):
 // 1 = the large-tile zipper's consumers never add the residual (the dense consumer); 2 = as 1, and the producer
 // loads no bit words either (no residual copies). Tells the zipper's fixed cost at bt 128 apart by side.
-// Compile-time switch (NOTES.md v27, 0 by default: measured 1-5 % slower): 1 = a split large-tile grid that fits in
-// one wave (every CTA resident at once, one per SM) sums its splits as a reduce-scatter: every split writes its
-// partial, waits for the tile's other splits, and sums and stores 1/splitk of the tile's rows; 0 = the last split
-// to arrive sums and stores it all (v26).
-#ifndef MOSAIC_WS_BIG_RS_FIXUP
-#define MOSAIC_WS_BIG_RS_FIXUP 0
+// Compile-time switch (NOTES.md v28): how the split large-tile wgmma kernels sum their K splits. 0 (default, v26) =
+// fp32 partials in global memory, the last split of a tile to arrive sums them and stores the tile; 1 = the splits
+// of a tile form a thread-block cluster (grid y), partials stay in shared memory and each split sums its share of
+// the tile's 8-token row groups through DSMEM and stores those rows (prepared, not yet measured); 9 = probe build:
+// no fix-up at all, split 0 stores its own partial (wrong outputs: measures what the fix-up costs).
+// (v27's reduce-scatter through global memory measured 1-5 % slower than 0 and was removed, NOTES.md v27.)
+#ifndef MOSAIC_WS_BIG_SPLIT_FIXUP
+#define MOSAIC_WS_BIG_SPLIT_FIXUP 0
 #endif
 #ifndef MOSAIC_WS_BIG_ZPROBE
 #define MOSAIC_WS_BIG_ZPROBE 0
@@ -75,13 +77,6 @@ __device__ __forceinline__ uint32_t as_u32(T2 v) {
 }
 
 // 16-byte global load that skips L1 (weights streamed once per launch; read-only for the kernel's lifetime)
-// a counter another CTA updates (split-K waits): acquire at GPU scope, so later loads see what preceded its release
-__device__ __forceinline__ int ld_acquire_gpu(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
 __device__ __forceinline__ uint4 ldg_stream16(const uint4* p) {
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"

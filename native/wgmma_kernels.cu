@@ -445,6 +445,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   using Tr = Traits<T>;
   using L = WsBigLayout<BT, MODE>;
   constexpr int STAGES = L::STAGES, NACC = BT / 2;
+  constexpr int FIX = MOSAIC_WS_BIG_SPLIT_FIXUP;  // split-K fix-up (device_common.cuh, NOTES.md v28)
   extern __shared__ __align__(16) uint8_t smem_raw[];
   uint8_t* const smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
   const uint32_t sbase = smem_u32(smem);
@@ -624,59 +625,42 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
     // both consumer warpgroups are done with every stage (named barrier 1, 256 threads): the shared
     // memory takes the output tile; the accumulators die here, not in the producer's 40 registers
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
-    if constexpr (SPLIT) {
+    if constexpr (SPLIT && FIX == 1) {
+      // cluster fix-up: the partial stays in this CTA's shared memory (thread-fragment order: float j of
+      // consumer thread tid at [j][tid]), summed after the cluster barrier below
+      float* const red = reinterpret_cast<float*>(smem);
+#pragma unroll
+      for (int j = 0; j < NACC; ++j) red[j * 256 + tid] = acc[j];
+    } else if constexpr (SPLIT && FIX == 9) {
+      if (tid == 0) s_store = split == 0;  // probe build: no fix-up, split 0 stores its own partial
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    } else if constexpr (SPLIT) {
       // split-K fix-up through global memory: every split writes its fp32 partial tile (thread-fragment order,
-      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane). Sums run over the planes in
-      // split order, so the result does not depend on which split arrives when (deterministic, and the same bits
-      // in both forms):
-      //  - p.fixup == 2 (a one-wave grid, set by the launcher in MOSAIC_WS_BIG_RS_FIXUP builds; NOTES.md v27):
-      //    reduce-scatter. Every split waits for the tile's other splits (a counter per tile; all of them are
-      //    resident) and sums and stores its share of the 8-token row groups, [glo, ghi): each split reads one
-      //    plane's worth, not the last one splitk;
-      //  - else the last split to arrive (one counter per tile, self-resetting) sums all planes and stores the tile.
+      // coalesced: float j of consumer thread tid at [j][tid] of the split's plane); the last split of the tile
+      // to arrive (one counter per tile, self-resetting) sums all planes in split order, so the result does not
+      // depend on which split is last (deterministic), and stores the tile
       float* const planes = p.ws + (size_t)blockIdx.x * p.splitk * NACC * 256 + tid;
-      int* const counter = p.counters + blockIdx.x;
-      const int S = p.splitk;
 #pragma unroll
       for (int j = 0; j < NACC; ++j) __stcg(planes + ((size_t)split * NACC + j) * 256, acc[j]);
       __threadfence();
       asm volatile("bar.sync 1, 256;\n" ::: "memory");
-      if (p.fixup == 2) {
-        if (tid == 0) {
-          atomicAdd(counter, 1);
-          // bounded spin: a grid that is not all resident (an SM count the launcher did not see) traps, not hangs
-          long spins = 0;
-          while (ld_acquire_gpu(counter) < S)
-            if (++spins > (1l << 30)) __trap();
-          if (atomicAdd(counter, 1) == 2 * S - 1) *counter = 0;  // every split is past the wait: reset
-        }
-        asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (tid == 0) {
+        int* const counter = p.counters + blockIdx.x;
+        const bool last = atomicAdd(counter, 1) == p.splitk - 1;
+        if (last) *counter = 0;  // every split has arrived: reset for the next launch
+        s_store = last;
+      }
+      asm volatile("bar.sync 1, 256;\n" ::: "memory");
+      if (s_store) {
         __threadfence();
-        const int glo = split * (BT / 8) / S, ghi = (split + 1) * (BT / 8) / S;
-        for (int s = 0; s < S; ++s)
 #pragma unroll
-          for (int j = 0; j < NACC; ++j)
-            if ((j >> 2) >= glo && (j >> 2) < ghi)
-              acc[j] = (s == 0 ? 0.f : acc[j]) + __ldcg(planes + ((size_t)s * NACC + j) * 256);
-        s_store = 1;  // every split stores (its rows); written by all, read after the next barrier
-      } else {
-        if (tid == 0) {
-          const bool last = atomicAdd(counter, 1) == S - 1;
-          if (last) *counter = 0;  // every split has arrived: reset for the next launch
-          s_store = last;
-        }
-        asm volatile("bar.sync 1, 256;\n" ::: "memory");
-        if (s_store) {
-          __threadfence();
+        for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
+        for (int s = 0; s < p.splitk; ++s)
 #pragma unroll
-          for (int j = 0; j < NACC; ++j) acc[j] = 0.f;
-          for (int s = 0; s < S; ++s)
-#pragma unroll
-            for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
-        }
+          for (int j = 0; j < NACC; ++j) acc[j] += __ldcg(planes + ((size_t)s * NACC + j) * 256);
       }
     }
-    if (!SPLIT || s_store) {
+    if (!SPLIT || (FIX != 1 && s_store)) {
       T* const Ys = reinterpret_cast<T*>(smem);
 #pragma unroll
       for (int j = 0; j < NACC; ++j) {
@@ -688,17 +672,57 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   }
   if (p.pdl & 2) griddep_launch_dependents();
   __syncthreads();
-  if (SPLIT && !s_store) return;  // split-K: another split of this tile stores it
-  // the rows this CTA stores: the tile's, or (reduce-scatter split-K) its share of 8-token row groups
-  const int r0 = SPLIT && p.fixup == 2 ? 8 * (blockIdx.y * (BT / 8) / p.splitk) : 0;
-  const int r1 = SPLIT && p.fixup == 2 ? 8 * ((blockIdx.y + 1) * (BT / 8) / p.splitk) : BT;
-  const T* const Ys = reinterpret_cast<const T*>(smem);
+  // the cluster fix-up's epilogue tile sits after the partials
+  constexpr int RED_BYTES = FIX == 1 && SPLIT ? NACC * 256 * 4 : 0;
+  static_assert(RED_BYTES + BT * L::Y_PITCH * 2 <= L::BARS, "cluster fix-up: partials and epilogue tile must fit the stages");
+  if constexpr (SPLIT && FIX == 1) {
+    // the splits of a tile are one cluster along grid y (rank = split): after the barrier every rank's partial is
+    // in its shared memory; rank r sums the 8-token groups q with q % splitk == r over all ranks in rank order (the
+    // global fix-up's order: the same bits) into its epilogue tile; the second barrier keeps every CTA's partials
+    // alive until all ranks have read them
+    namespace cg = cooperative_groups;
+    cg::cluster_group cl = cg::this_cluster();
+    cl.sync();
+    if (tid < 256) {
+      float* const red = reinterpret_cast<float*>(smem);
+      T* const Yc = reinterpret_cast<T*>(smem + RED_BYTES);
+      auto sum_owned = [&](auto s_c) {  // S a compile-time count: all 4 S DSMEM loads of a group in flight
+        constexpr int S = decltype(s_c)::value;
+        const float* rp[S];
+#pragma unroll
+        for (int r = 0; r < S; ++r) rp[r] = cl.map_shared_rank(red, r) + tid;
+#pragma unroll 1
+        for (int q = split; q < NACC / 4; q += S) {
+          float v[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+          for (int r = 0; r < S; ++r)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) v[jj] += rp[r][(4 * q + jj) * 256];
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj)  // j = 4 q + jj: (j >> 1) & 1 = jj >> 1, j & 1 = jj & 1
+            Yc[(8 * q + 2 * t4 + (jj & 1)) * L::Y_PITCH + wg * 64 + ws * 16 + g + 8 * (jj >> 1)] = Tr::from_f(v[jj]);
+        }
+      };
+      switch (p.splitk) {
+        case 2: sum_owned(std::integral_constant<int, 2>{}); break;
+        case 3: sum_owned(std::integral_constant<int, 3>{}); break;
+        case 4: sum_owned(std::integral_constant<int, 4>{}); break;
+        case 5: sum_owned(std::integral_constant<int, 5>{}); break;
+        case 6: sum_owned(std::integral_constant<int, 6>{}); break;
+        case 7: sum_owned(std::integral_constant<int, 7>{}); break;
+        default: sum_owned(std::integral_constant<int, 8>{}); break;
+      }
+    }
+    cl.sync();
+  }
+  if (SPLIT && FIX != 1 && !s_store) return;  // split-K: another split of this tile stores it
+  const T* const Ys = reinterpret_cast<const T*>(smem + RED_BYTES);
   constexpr int YP = L::Y_PITCH;
   T* const Y = static_cast<T*>(p.y);
   const bool vec = (p.N & 7) == 0 && (reinterpret_cast<uintptr_t>(Y) & 15) == 0;
-  for (int c = r0 * 16 + tid; c < r1 * 16; c += WS_BIG_THREADS) {
+  for (int c = tid; c < BT * 16; c += WS_BIG_THREADS) {
     const int r = c >> 4, ch = c & 15, tok = m0 + r, n = nt0 * 64 + ch * 8;
-    if (tok >= p.M || n >= p.N) continue;
+    if (tok >= p.M || n >= p.N || (SPLIT && FIX == 1 && (r >> 3) % p.splitk != split)) continue;
     const T* src = Ys + r * YP + ch * 8;
     T* dst = Y + (size_t)tok * p.N + n;
     if (vec) {
@@ -764,20 +788,11 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
-  // grid y = the K splits of a tile (no cluster: the splits meet in global memory). A split grid of at most one
-  // CTA per SM is resident all at once (the tile's shared memory allows one per SM), so its splits may wait for
-  // each other: the reduce-scatter fix-up (fixup 2, MOSAIC_WS_BIG_RS_FIXUP builds only: measured 1-5 % slower,
-  // NOTES.md v27); otherwise, and for a larger grid, the last-arriver fix-up (0)
-  const int ctas = p.NT / 2 * ((p.M + BT - 1) / BT);
-  Params q = p;
-  q.fixup = 0;
-  if (SPLIT && MOSAIC_WS_BIG_RS_FIXUP) {
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return "no CUDA device";
-    if ((long)ctas * p.splitk <= sms) q.fixup = 2;
-  }
-  return launch_ex(kern, dim3(ctas, p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl, 1, q, map);
+  // grid y = the K splits of a tile; with the cluster fix-up (MOSAIC_WS_BIG_SPLIT_FIXUP=1) they form one cluster,
+  // else they meet in global memory
+  const int cluster_y = SPLIT && MOSAIC_WS_BIG_SPLIT_FIXUP == 1 ? p.splitk : 1;
+  return launch_ex(kern, dim3(p.NT / 2 * ((p.M + BT - 1) / BT), p.splitk), dim3(WS_BIG_THREADS), L::SMEM, stream, p.pdl,
+                   cluster_y, p, map);
 }
 
 // ---------------------------------------------------------------- warp-specialized kernel, small tiles (wgs 3, bt 8..64)
@@ -1256,7 +1271,7 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
 }
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
 int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
-int wgmma_rs_fixup() { return MOSAIC_WS_BIG_RS_FIXUP; }
+int wgmma_split_fixup() { return MOSAIC_WS_BIG_SPLIT_FIXUP; }
 int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {

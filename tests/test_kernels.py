@@ -649,9 +649,9 @@ def test_wgmma_shapes(bt, wgs, splitk, m, n, k, gs, sym, budget, bs):
     N/K (with wgs 4: warpgroups past Np), every group kind, budgets 0..1, both dtypes; split-K over a
     cluster (the sum through DSMEM, each rank storing its share of the tile; splits shorter than the
     pipeline, splits not starting on a bit-word boundary); the large warp-specialized tiles' split-K through
-    global partials (the last split of each tile sums them in split order; in a MOSAIC_WS_BIG_RS_FIXUP=1 build a
-    grid of one wave sums as a reduce-scatter, every split its rows, and a larger one, m = 1000 at n = 1536: 96
-    tiles x 2+ splits, keeps the last-arriver fix-up)."""
+    global partials (the last split of each tile sums them in split order; grids of one wave and of several, m =
+    1000 at n = 1536: 96 tiles x 2+ splits), or, in a MOSAIC_WS_BIG_SPLIT_FIXUP=1 build, through a cluster of the
+    tile's splits (each rank sums and stores its share of rows)."""
     kt = (k + 63) // 64
     if splitk > kt:
         pytest.skip(f"splitk {splitk} > {kt} k-tiles")
@@ -917,7 +917,7 @@ def test_sanitizer_subset():
             _run_case(m, 400, 64 * 5 + 24, 64, False, 0.5, (64, 64), torch.float16, path="wgmma", wgmma=tile)
             small_k = tile[:2] + (min(tile[2], 2),)  # K = 104 pads to 2 k-tiles: at most 2 splits
             _run_case(m, 130, 104, -1, True, 1.0, (64, 64), torch.bfloat16, path="wgmma", wgmma=small_k)
-        # a split grid past one wave (96 tiles x 2 splits): the last-arriver fix-up in either build (NOTES.md v27)
+        # a split grid past one wave (96 tiles x 2 splits; with the cluster fix-up, clusters in several waves)
         _run_case(1000, 1536, 576, 128, False, 0.1, (128, 128), torch.bfloat16, path="wgmma", wgmma=(128, 3, 2))
 
 

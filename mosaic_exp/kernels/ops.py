@@ -828,7 +828,8 @@ def native_build_flags() -> dict:
     for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE")):
         if getattr(native, attr, 0):
             flags[key] = int(getattr(native, attr))
-    flags["ws_big_rs_fixup"] = int(getattr(native, "WS_BIG_RS_FIXUP", 0))
+    if getattr(native, "WS_BIG_SPLIT_FIXUP", 0):
+        flags["ws_big_split_fixup"] = int(native.WS_BIG_SPLIT_FIXUP)
     return flags
 
 
@@ -860,10 +861,10 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
                         PDL_MODES[pdl_mode], wgs, splitk, rslots, _ptr(ws), _ptr(cnt))
-    # the large tiles' fix-up as the launcher picks it: reduce-scatter when the split grid is one wave (NOTES.md v27)
-    rs = ws is not None and getattr(load_native(), "WS_BIG_RS_FIXUP", 0) and ctas * splitk <= sms
+    # the large tiles' fix-up as compiled (NOTES.md v28): global partials, a cluster, or none (a probe build)
+    fix = {0: ",global", 1: ",cluster", 9: ",nofixup-probe"}.get(getattr(load_native(), "WS_BIG_SPLIT_FIXUP", 0), ",?")
     tag = ((",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "")
-           + ((",global-rs" if rs else ",global") if ws is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
+           + (fix if ws is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
 
