@@ -197,7 +197,7 @@ void gemv(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintpt
 void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintptr_t zeros, std::uintptr_t rw,
            std::uintptr_t rs, std::uintptr_t res_bits, std::uintptr_t res_base, std::uintptr_t y, long M, long N,
            long K, long Np, long Kp, long gs_tiles, int bt, int dtype, int mode, std::uintptr_t stream, int pdl, int wgs, long splitk,
-           int rslots, std::uintptr_t ws, std::uintptr_t counters) {
+           int rslots, std::uintptr_t ws, std::uintptr_t counters, std::uintptr_t split_bounds) {
   check_problem(M, N, K, Np, Kp, dtype);
   if (mode != zipper::MODE_DENSE && mode != zipper::MODE_ZIPPER) fail(M, N, K, "wgmma mode must be 0 (dense) or 1 (zipper)");
   if (bt != 8 && bt != 16 && bt != 32 && bt != 64 && bt != 128 && bt != 256)
@@ -220,6 +220,13 @@ void wgmma(std::uintptr_t x, std::uintptr_t w, std::uintptr_t scales, std::uintp
   p.rslots = rslots;  // warp-specialized tiles: residual slots per pipeline stage (zipper)
   p.ws = reinterpret_cast<float*>(ws);  // the large warp-specialized tiles' split-K partials and per-tile counters
   p.counters = reinterpret_cast<int*>(counters);
+  if (split_bounds != 0) {  // the large tiles' balanced split ranges [n tiles][splitk + 1] (v28 builds; the kernel
+    if (!(wgs == 3 && bt >= 128 && splitk > 1))  // launcher refuses them in other builds)
+      fail(M, N, K, "split_bounds needs a split warp-specialized bt 128 / 256 tile, got bt " + std::to_string(bt) +
+                        ", wgs " + std::to_string(wgs) + ", splitk " + std::to_string(splitk));
+    check_ptr(M, N, K, split_bounds, "split_bounds", true, 4);
+    p.split_bounds = reinterpret_cast<const int*>(split_bounds);
+  }
   p.M = (int)M; p.N = (int)N; p.K = (int)K; p.Np = (int)Np; p.Kp = (int)Kp;
   set_tiles(p, Np, Kp / 64, gs_tiles);
   p.kt_per_split = (int)((KT + splitk - 1) / splitk);
@@ -273,7 +280,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
         py::arg("res_bits"), py::arg("res_base"), py::arg("y"), py::arg("M"), py::arg("N"), py::arg("K"), py::arg("Np"),
         py::arg("Kp"), py::arg("gs_tiles"), py::arg("bt"), py::arg("dtype"), py::arg("mode"), py::arg("stream"),
         py::arg("pdl") = 0, py::arg("wgs") = 2, py::arg("splitk") = 1, py::arg("rslots") = 2, py::arg("ws") = 0,
-        py::arg("counters") = 0);
+        py::arg("counters") = 0, py::arg("split_bounds") = 0);
   m.def("wgmma_regs", &zipper::wgmma_regs, "registers/thread of a wgmma kernel (-1: no CUDA device)", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.def("wgmma_ws_stage_ktiles", &zipper::wgmma_ws_stage_ktiles,
@@ -291,5 +298,6 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("WS_BIG_ZPROBE") = zipper::wgmma_zprobe();
   // v28: the split large tiles' fix-up: 0 = global partials, last arriver; 1 = cluster / DSMEM; 9 = none (probe)
   m.attr("WS_BIG_SPLIT_FIXUP") = zipper::wgmma_split_fixup();
-  m.attr("ABI_VERSION") = 9;
+  m.attr("WS_BIG_BALANCED") = zipper::wgmma_balanced();  // v28: balanced split ranges for the large tiles
+  m.attr("ABI_VERSION") = 10;  // 10: wgmma(..., split_bounds) (v28)
 }

@@ -34,6 +34,12 @@
 // the tile's 8-token row groups through DSMEM and stores those rows (prepared, not yet measured); 9 = probe build:
 // no fix-up at all, split 0 stores its own partial (wrong outputs: measures what the fix-up costs).
 // (v27's reduce-scatter through global memory measured 1-5 % slower than 0 and was removed, NOTES.md v27.)
+// Compile-time switch (NOTES.md v28, prepared, 0 by default): 1 = the split large-tile wgmma kernels take their
+// k ranges from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts of
+// splitk_balance.py, as the tiled kernel since v22); 0 = the uniform ranges only (the binding refuses a table).
+#ifndef MOSAIC_WS_BIG_BALANCED
+#define MOSAIC_WS_BIG_BALANCED 0
+#endif
 #ifndef MOSAIC_WS_BIG_SPLIT_FIXUP
 #define MOSAIC_WS_BIG_SPLIT_FIXUP 0
 #endif

@@ -456,9 +456,15 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
   const int first_m = (pid / per_group) * WG_GROUP_M, gsz = min(mtn - first_m, WG_GROUP_M);
   const int mt = first_m + (pid % per_group) % gsz, ntile = (pid % per_group) / gsz;
   const int nt0 = ntile * 2, m0 = mt * BT, KT = p.KT;
-  // split-K (NOTES.md v26): CTA (tile, blockIdx.y) runs k-tiles [kt0, kt0 + nkt); loops count tiles i = kt - kt0
-  const int split = SPLIT ? blockIdx.y : 0, kt0 = SPLIT ? split * p.kt_per_split : 0;
-  const int nkt = SPLIT ? min(KT, kt0 + p.kt_per_split) - kt0 : KT;
+  // split-K (NOTES.md v26): CTA (tile, blockIdx.y) runs k-tiles [kt0, kt0 + nkt); loops count tiles i = kt - kt0.
+  // MOSAIC_WS_BIG_BALANCED builds (v28): the cuts of n tile ntile from p.split_bounds [ntn][splitk + 1] when given
+  const int split = SPLIT ? blockIdx.y : 0;
+  int kt0 = SPLIT ? split * p.kt_per_split : 0, nkt = SPLIT ? min(KT, kt0 + p.kt_per_split) - kt0 : KT;
+  if (SPLIT && MOSAIC_WS_BIG_BALANCED && p.split_bounds != nullptr) {
+    const int* const b = p.split_bounds + ntile * (p.splitk + 1) + split;
+    kt0 = __ldg(b);
+    nkt = __ldg(b + 1) - kt0;
+  }
   __shared__ int s_store;  // split-K: whether this CTA stores the output tile (the last split to finish)
   auto full_bar = [&](int s) { return sbase + L::BARS + 8 * s; };
   auto empty_bar = [&](int s) { return sbase + L::BARS + 8 * (STAGES + s); };
@@ -785,6 +791,8 @@ const char* launch_ws_big(const Params& p, cudaStream_t stream) {
   }
   if (p.splitk > 1 && (p.ws == nullptr || p.counters == nullptr))
     return "split-K of the warp-specialized large tiles needs a workspace and counters";
+  if (p.split_bounds != nullptr && !(SPLIT && MOSAIC_WS_BIG_BALANCED))
+    return "split_bounds given, but this build's large tiles take no balanced split ranges (MOSAIC_WS_BIG_BALANCED=0) or splitk is 1";
   CUtensorMap map;
   const char* err = x_tensor_map_2d<T, BT>(p, &map);
   if (err[0]) return err;
@@ -1272,6 +1280,7 @@ int ws_smem_of(int mode) {  // with the most residual slots a stage can need
 int wgmma_compact_cluster_fixup() { return MOSAIC_COMPACT_CLUSTER_FIXUP; }
 int wgmma_split_producer() { return MOSAIC_WS_BIG_SPLIT_PRODUCER; }
 int wgmma_split_fixup() { return MOSAIC_WS_BIG_SPLIT_FIXUP; }
+int wgmma_balanced() { return MOSAIC_WS_BIG_BALANCED; }
 int wgmma_zprobe() { return MOSAIC_WS_BIG_ZPROBE; }
 
 int wgmma_ws_stage_ktiles(int bt) {

@@ -123,6 +123,7 @@ int tiled_compact_cluster_fixup();
 int wgmma_compact_cluster_fixup();
 int wgmma_split_producer();  // MOSAIC_WS_BIG_SPLIT_PRODUCER as wgmma_kernels.cu was compiled (NOTES.md v25)
 int wgmma_split_fixup();     // MOSAIC_WS_BIG_SPLIT_FIXUP as wgmma_kernels.cu was compiled (NOTES.md v28)
+int wgmma_balanced();        // MOSAIC_WS_BIG_BALANCED as wgmma_kernels.cu was compiled (NOTES.md v28)
 int wgmma_zprobe();          // MOSAIC_WS_BIG_ZPROBE (a probe build: its large-tile zipper outputs are wrong)
 // MOSAIC_BALANCED_SPLITK as zipper_kernels.cu was compiled (NOTES.md v22): whether Params::split_bounds is read
 int tiled_balanced_splitk();

@@ -77,9 +77,13 @@ def test_native_module_compiles_and_imports(tmp_path):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 256, 256, 256, 1, 256, 1, 0, 0, 0, 2)
     with pytest.raises(ValueError, match=r"bt 8 is a warp-specialized tile: wgs must be 3, got 4"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 3, 256, 256, 256, 256, 1, 8, 1, 0, 0, 0, 4)
-    with pytest.raises(ValueError, match=r"m=300, n=256, k=4096\): the warp-specialized bt 128 tile \(wgs 3\) has no split-K"):
+    # the large warp-specialized tiles' split-K meets in a global workspace (NOTES.md v26): required
+    with pytest.raises(ValueError, match=r"m=300, n=256, k=4096\): workspace is a null pointer"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 128, 1, 0, 0, 0, 3, 2)
-    with pytest.raises(ValueError, match=r"wgmma splitk \(one cluster\) must be in \[1, min\(8, k-tiles\)\], got 9"):
+    # balanced split ranges only for a split large warp-specialized tile (NOTES.md v28)
+    with pytest.raises(ValueError, match=r"split_bounds needs a split warp-specialized bt 128 / 256 tile, got bt 64"):
+        mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 64, 1, 0, 0, 0, 2, 2, split_bounds=16)
+    with pytest.raises(ValueError, match=r"wgmma splitk must be in \[1, min\(8, k-tiles\)\], got 9"):
         mod.wgmma(16, 16, 16, 0, 0, 0, 0, 0, 16, 300, 256, 4096, 256, 4096, 1, 64, 1, 0, 0, 0, 2, 9)
     # SASS: tensor-core MMAs and cp.async are there, no local-memory spills in the kernels
     cuobjdump = shutil.which("cuobjdump")

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "native" / "build"
 MODULE = "_mosaic_native"
-ABI_VERSION = 9
+ABI_VERSION = 10
 
 _state: dict = {}
 

@@ -98,23 +98,29 @@ _SPLIT_BOUNDS_MAX = 4096
 
 
 def _split_bounds(p: PackedW4, pl: Plan, where: str) -> torch.Tensor | None:
-    """The balanced split-K cuts of `p` for plan `pl` on p's device, or None where they would not lower any
-    column's most expensive split. Cached by the residual bit words' address (the custom ops build a PackedW4 per
+    """The tiled kernel's balanced split-K cuts of `p` for plan `pl` (_balanced_bounds)."""
+    cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, min(splitk_balance.RESIDUAL_TILE_COST.values()))
+    return _balanced_bounds(p, pl.bn // 64, pl.splitk, pl.kt_per_split, cost, f"splitk={pl.splitk}, cfg {pl.cfg}", where)
+
+
+def _balanced_bounds(p: PackedW4, nw: int, splitk: int, kt_per_split: int, cost: float, label: str,
+                     where: str) -> torch.Tensor | None:
+    """The balanced split-K cuts of `p` for CTAs `nw` units wide on p's device, or None where they would not lower
+    any column's most expensive split. Cached by the residual bit words' address (the custom ops build a PackedW4 per
     call around the module's tensors); a reused address can only give valid but unbalanced cuts, never wrong sums.
     The cuts are computed on the CPU from the bit words, so the first launch of a (weight, plan) must not be inside
     a CUDA graph capture (a device-to-host copy there would invalidate the capture): warm up before capturing."""
-    cost = splitk_balance.RESIDUAL_TILE_COST.get(pl.bm, min(splitk_balance.RESIDUAL_TILE_COST.values()))
     rb = p.res_bits
-    key = (rb.data_ptr(), tuple(rb.shape), str(rb.device), pl.bn // 64, pl.splitk, pl.kt_per_split, cost)
+    key = (rb.data_ptr(), tuple(rb.shape), str(rb.device), nw, splitk, kt_per_split, cost)
     if key not in _SPLIT_BOUNDS:
         if rb.is_cuda and torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(f"balanced split-K cuts for this weight and plan (splitk={pl.splitk}, cfg {pl.cfg}) "
+            raise RuntimeError(f"balanced split-K cuts for this weight and plan ({label}) "
                                f"are not cached and cannot be computed under CUDA graph capture {where}: run the "
                                f"layer once at this M before capturing, or set ${BALANCED_SPLITK_ENV}=0")
         if len(_SPLIT_BOUNDS) >= _SPLIT_BOUNDS_MAX:
             _SPLIT_BOUNDS.clear()
-        b = splitk_balance.balanced_split_bounds(splitk_balance.residual_tiles(rb, p.k_pad // TILE), pl.bn // 64,
-                                                 pl.kt_per_split, cost)
+        b = splitk_balance.balanced_split_bounds(splitk_balance.residual_tiles(rb, p.k_pad // TILE), nw,
+                                                 kt_per_split, cost)
         _SPLIT_BOUNDS[key] = None if b is None else b.to(rb.device)
     return _SPLIT_BOUNDS[key]
 
@@ -670,7 +676,8 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
     so on an sm_90 device, tiled otherwise; ``cfg`` or ``splitk`` force a tiled launch. ``gemv`` = (warps, kparts, splitk) forces the
     small-M plan, ``wgmma`` = (bt, wgs[, splitk]) the wgmma kernel's CTA tile (bt tokens x 64 wgs n) and K split.
     ``balance`` (default $MOSAIC_ZIPPER_BALANCED_SPLITK, else on where built): the tiled zipper's split-K ranges
-    balanced by work per n column (NOTES.md v22; the kernel name then says 'balanced')."""
+    balanced by work per n column (NOTES.md v22; the kernel name then says 'balanced'), and in builds with
+    MOSAIC_WS_BIG_BALANCED=1 those of the split large wgmma tiles (NOTES.md v28)."""
     n, k = p.out_features, p.in_features
     m = check_inputs(x, n, k, p.dtype, p.qweight.device)
     if variant not in ("dense", "zipper", "separate"):
@@ -724,7 +731,7 @@ def launch(x: torch.Tensor, p: PackedW4, variant: str, out: torch.Tensor | None 
             kernels = [_launch_gemv(x2, p, y, mode, m, kk, dt, stream, sms, pdl, where, gemv)]
             res_pdl = _env_pdl(pdl, where, m, 1)
         else:
-            name, res_pdl = _launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma, pdl, where)
+            name, res_pdl = _launch_wgmma(x2, p, y, mode, m, kk, dt, stream, sms, wgmma, pdl, where, balance)
             kernels = [name]
         if variant == "separate" and p.has_residual:
             kernels.append(_launch_residual(x2, p, y, m, kk, dt, stream, sms, res_pdl))
@@ -839,7 +846,7 @@ def _ws_stage_ktiles(bt: int) -> int:
 
 
 def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream: int, sms: int,
-                  force: tuple[int, ...] | None, pdl, where: str) -> tuple[str, str]:
+                  force: tuple[int, ...] | None, pdl, where: str, balance: bool | None = None) -> tuple[str, str]:
     """The wgmma kernel (dense or zipper); returns the kernel's name and its PDL mode. PDL only for the
     small warp-specialized tiles (bt <= 64), under the same policy as the tiled kernel."""
     bt, wgs, splitk = wgmma_tile(m, p.n_pad, p.k_pad, sms, force) or (64, 2, 1)  # path="wgmma" always launches
@@ -852,19 +859,24 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
         kb = _ws_stage_ktiles(bt)
         wins = tuple(p.res_windows) or (p.res_window_max,) * 8
         rslots = max(1, min(2 * kb, 2 * int(wins[kb - 1])))
-    ws = cnt = None
+    ws = cnt = bounds = None
     if wgs == 3 and bt >= 128 and splitk > 1:  # the large tiles' splits meet in global memory: an fp32 partial
         ctas = _wgmma_ctas(m, p.n_pad, bt, wgs)  # tile (128 n x bt) per split and a counter per tile
         ws, cnt = _workspace(x2.device, ctas * splitk * 128 * bt, ctas)
+        # v28 builds: the zipper's k ranges balanced by work per 128-wide n tile, as the tiled kernel's (v22)
+        if zip_ and getattr(load_native(), "WS_BIG_BALANCED", 0) and _balance_on(balance, where):
+            kt = p.k_pad // TILE
+            bounds = _balanced_bounds(p, 2, splitk, math.ceil(kt / splitk), splitk_balance.WS_BIG_RESIDUAL_TILE_COST,
+                                      f"wgmma bt {bt}, splitk={splitk}", where)
     load_native().wgmma(x2.data_ptr(), p.qweight.data_ptr(), p.scales.data_ptr(), _ptr(p.zeros),
                         _ptr(p.res_qweight) if zip_ else 0, _ptr(p.res_scales) if zip_ else 0,
                         p.res_bits.data_ptr() if zip_ else 0, p.res_base.data_ptr() if zip_ else 0,
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
-                        PDL_MODES[pdl_mode], wgs, splitk, rslots, _ptr(ws), _ptr(cnt))
+                        PDL_MODES[pdl_mode], wgs, splitk, rslots, _ptr(ws), _ptr(cnt), _ptr(bounds))
     # the large tiles' fix-up as compiled (NOTES.md v28): global partials, a cluster, or none (a probe build)
     fix = {0: ",global", 1: ",cluster", 9: ",nofixup-probe"}.get(getattr(load_native(), "WS_BIG_SPLIT_FIXUP", 0), ",?")
     tag = ((",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "")
-           + (fix if ws is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
+           + (fix if ws is not None else "") + (",balanced" if bounds is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
 
 

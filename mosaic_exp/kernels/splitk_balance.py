@@ -19,6 +19,10 @@ import torch
 # BM 16 (M = 9..16) and 32 (M = 17..32) time best at 1, BM 64 (M = 33..64) at 0.5; BM 128 is not measured (its
 # routes rarely split K) and keeps the prior's smaller weight
 RESIDUAL_TILE_COST = {16: 1.0, 32: 1.0, 64: 0.5, 128: 0.25}
+# the warp-specialized bt 128 wgmma zipper (MOSAIC_WS_BIG_BALANCED builds, NOTES.md v28): read from session 20's
+# residual-free vs 3 % zipper at o, M = 256 (~1.7 us over ~4 residual k-tiles per CTA at ~0.42 us per k-tile); a
+# prior until the A/B sweeps it
+WS_BIG_RESIDUAL_TILE_COST = 1.0
 
 
 def uniform_bounds(kt: int, kt_per_split: int) -> list[int]:
