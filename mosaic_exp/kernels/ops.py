@@ -832,11 +832,11 @@ def native_build_flags() -> dict:
     if balanced_splitk_built():
         flags["balanced_splitk"] = 1
     native = load_native()
-    for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE")):
+    # the large tiles' switches (NOTES.md v25, v28), named only where on
+    for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE"),
+                      ("ws_big_split_fixup", "WS_BIG_SPLIT_FIXUP"), ("ws_big_balanced", "WS_BIG_BALANCED")):
         if getattr(native, attr, 0):
             flags[key] = int(getattr(native, attr))
-    if getattr(native, "WS_BIG_SPLIT_FIXUP", 0):
-        flags["ws_big_split_fixup"] = int(native.WS_BIG_SPLIT_FIXUP)
     return flags
 
 
