@@ -130,3 +130,28 @@ def test_balance_request_names_the_missing_switch(monkeypatch, built):
         monkeypatch.setenv(ops.BALANCED_SPLITK_ENV, "1")
         with pytest.raises(RuntimeError, match="-DMOSAIC_BALANCED_SPLITK=0"):
             ops._balance_on(None, "")
+
+
+def test_ops_balanced_bounds_from_the_bit_words_cached_per_plan():
+    """ops._balanced_bounds, shared by the tiled kernel and (MOSAIC_WS_BIG_BALANCED builds, NOTES.md v28) the split
+    large wgmma tiles, 2 units per CTA: the cuts come from the kernel's residual bit words, as the kernel indexes
+    them ([n tile][splitk + 1]), and are cached per weight and plan."""
+    from types import SimpleNamespace
+
+    from mosaic_exp.kernels import ops
+
+    kt = 64
+    has = torch.zeros((4, kt), dtype=torch.bool)
+    has[2:4, 18:20] = True
+    has[0, 33] = True  # a bit past the first word, in a column too short to move anything
+    t = torch.arange(kt)
+    words = torch.zeros((4, kt // 32), dtype=torch.int64)
+    words.index_add_(1, t // 32, has.long() << (t % 32))
+    p = SimpleNamespace(res_bits=words.to(torch.int32), k_pad=kt * 64)
+    assert torch.equal(sb.residual_tiles(p.res_bits, kt), has)
+    b = ops._balanced_bounds(p, 2, 8, 8, 1.0, "test plan", "(test)")
+    assert b is not None and torch.equal(b, sb.balanced_split_bounds(has, nw=2, kt_per_split=8, cost=1.0))
+    assert ops._balanced_bounds(p, 2, 8, 8, 1.0, "test plan", "(test)") is b  # cached
+    wide = ops._balanced_bounds(p, 4, 8, 8, 1.0, "test plan", "(test)")  # 4 units per CTA: its own cache entry
+    assert wide is not None and wide.shape == (1, 9)
+    assert torch.equal(wide, sb.balanced_split_bounds(has, nw=4, kt_per_split=8, cost=1.0))
