@@ -20,6 +20,9 @@
 // Compile-time switch (NOTES.md v22, 1 by default since measured): 1 = the tiled kernel takes its split-K k ranges
 // from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts); 0 = the code is not
 // compiled in (the pre-v22 build, kept for A/B: -DMOSAIC_BALANCED_SPLITK=0) and the binding refuses a table.
+#ifndef MOSAIC_BALANCED_SPLITK
+#define MOSAIC_BALANCED_SPLITK 1
+#endif
 // Compile-time switch (NOTES.md v25): 1 = the large-tile wgmma kernels' copies are issued by lanes of two producer
 // warps (weights and residual / scales, zeros and X), 0 = by one lane (the v24 form, kept for A/B).
 #ifndef MOSAIC_WS_BIG_SPLIT_PRODUCER
@@ -28,26 +31,23 @@
 // Experiment switch (NOTES.md v25, 0 = off, the default; probe builds only, their zipper outputs are wrong):
 // 1 = the large-tile zipper's consumers never add the residual (the dense consumer); 2 = as 1, and the producer
 // loads no bit words either (no residual copies). Tells the zipper's fixed cost at bt 128 apart by side.
+#ifndef MOSAIC_WS_BIG_ZPROBE
+#define MOSAIC_WS_BIG_ZPROBE 0
+#endif
 // Compile-time switch (NOTES.md v28): how the split large-tile wgmma kernels sum their K splits. 0 (default, v26) =
 // fp32 partials in global memory, the last split of a tile to arrive sums them and stores the tile; 1 = the splits
 // of a tile form a thread-block cluster (grid y), partials stay in shared memory and each split sums its share of
 // the tile's 8-token row groups through DSMEM and stores those rows (prepared, not yet measured); 9 = probe build:
 // no fix-up at all, split 0 stores its own partial (wrong outputs: measures what the fix-up costs).
 // (v27's reduce-scatter through global memory measured 1-5 % slower than 0 and was removed, NOTES.md v27.)
-// Compile-time switch (NOTES.md v28, prepared, 0 by default): 1 = the split large-tile wgmma kernels take their
-// k ranges from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts of
-// splitk_balance.py, as the tiled kernel since v22); 0 = the uniform ranges only (the binding refuses a table).
-#ifndef MOSAIC_WS_BIG_BALANCED
-#define MOSAIC_WS_BIG_BALANCED 0
-#endif
 #ifndef MOSAIC_WS_BIG_SPLIT_FIXUP
 #define MOSAIC_WS_BIG_SPLIT_FIXUP 0
 #endif
-#ifndef MOSAIC_WS_BIG_ZPROBE
-#define MOSAIC_WS_BIG_ZPROBE 0
-#endif
-#ifndef MOSAIC_BALANCED_SPLITK
-#define MOSAIC_BALANCED_SPLITK 1
+// Compile-time switch (NOTES.md v28, prepared, 0 by default): 1 = the split large-tile wgmma kernels take their
+// k ranges from Params::split_bounds when the host passes a table (the zipper's work-balanced cuts of
+// splitk_balance.py, as the tiled kernel since v22); 0 = the uniform ranges only (the launcher refuses a table).
+#ifndef MOSAIC_WS_BIG_BALANCED
+#define MOSAIC_WS_BIG_BALANCED 0
 #endif
 namespace zipper {
 namespace dev {
