@@ -820,6 +820,16 @@ def _compact_fixup() -> tuple[int, int]:
 
 
 @functools.cache
+def _ws_big_switches() -> dict[str, int]:
+    """The large-tile wgmma kernels' compile-time switches as the linked objects were built (NOTES.md v25, v28;
+    0 where a module predates one): read once, by the launcher on every launch and by native_build_flags."""
+    native = load_native()
+    return {key: int(getattr(native, attr, 0)) for key, attr in (
+        ("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE"),
+        ("ws_big_split_fixup", "WS_BIG_SPLIT_FIXUP"), ("ws_big_balanced", "WS_BIG_BALANCED"))}
+
+
+@functools.cache
 def balanced_splitk_built() -> bool:
     """Whether the linked tiled kernels read balanced split-K cuts (MOSAIC_BALANCED_SPLITK, 1 by default; NOTES.md v22)."""
     return bool(getattr(load_native(), "BALANCED_SPLITK", 0))
@@ -831,12 +841,7 @@ def native_build_flags() -> dict:
     flags = {"compact_cluster_fixup": {"tiled": int(tiled), "wgmma": int(wgmma)}}
     if balanced_splitk_built():
         flags["balanced_splitk"] = 1
-    native = load_native()
-    # the large tiles' switches (NOTES.md v25, v28), named only where on
-    for key, attr in (("ws_big_split_producer", "WS_BIG_SPLIT_PRODUCER"), ("ws_big_zprobe", "WS_BIG_ZPROBE"),
-                      ("ws_big_split_fixup", "WS_BIG_SPLIT_FIXUP"), ("ws_big_balanced", "WS_BIG_BALANCED")):
-        if getattr(native, attr, 0):
-            flags[key] = int(getattr(native, attr))
+    flags.update({key: v for key, v in _ws_big_switches().items() if v})  # the large tiles' switches, where on
     return flags
 
 
@@ -864,7 +869,7 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
         ctas = _wgmma_ctas(m, p.n_pad, bt, wgs)  # tile (128 n x bt) per split and a counter per tile
         ws, cnt = _workspace(x2.device, ctas * splitk * 128 * bt, ctas)
         # v28 builds: the zipper's k ranges balanced by work per 128-wide n tile, as the tiled kernel's (v22)
-        if zip_ and getattr(load_native(), "WS_BIG_BALANCED", 0) and _balance_on(balance, where):
+        if zip_ and _ws_big_switches()["ws_big_balanced"] and _balance_on(balance, where):
             kt = p.k_pad // TILE
             bounds = _balanced_bounds(p, 2, splitk, math.ceil(kt / splitk), splitk_balance.WS_BIG_RESIDUAL_TILE_COST,
                                       f"wgmma bt {bt}, splitk={splitk}", where)
@@ -874,7 +879,7 @@ def _launch_wgmma(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, strea
                         y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, bt, dt, mode, stream,
                         PDL_MODES[pdl_mode], wgs, splitk, rslots, _ptr(ws), _ptr(cnt), _ptr(bounds))
     # the large tiles' fix-up as compiled (NOTES.md v28): global partials, a cluster, or none (a probe build)
-    fix = {0: ",global", 1: ",cluster", 9: ",nofixup-probe"}.get(getattr(load_native(), "WS_BIG_SPLIT_FIXUP", 0), ",?")
+    fix = {0: ",global", 1: ",cluster", 9: ",nofixup-probe"}.get(_ws_big_switches()["ws_big_split_fixup"], ",?")
     tag = ((",compact" if splitk > 1 and wgs != 3 and _compact_fixup()[1] else "")
            + (fix if ws is not None else "") + (",balanced" if bounds is not None else "") + (f",pdl-{pdl_mode}" if pdl_mode != "off" else ""))
     return f"wgmma-{'zipper' if zip_ else 'dense'}[bt{bt},wgs{wgs},splitk{splitk}{tag}]", pdl_mode
