@@ -14,8 +14,10 @@
 # costs), in order of importance (a machine can be taken back mid-call): per variant the output fingerprints of
 # the split launches (diffed against D: C and S must be bit-identical, B and P differ by design), the split probe
 # (o, qkv, down at M = 64 / 128 / 256, splits 1 / 2 / 4 / 8, dense and zipper @3 %) and the kernel's own duration
-# under ncu at o M = 128 for s = 1 and 4; GPU tests of the wgmma family on C and B; then C relinked and memcheck on
-# it. ~7 min. Read: P vs D = the global fix-up's cost; C vs D; S vs D; B vs D on the zipper rows (z3) only.
+# under ncu at o M = 128 for s = 1 and 4; GPU tests of the wgmma family on C (TEST_VARIANTS); then C relinked, the
+# full benchmark on it (BENCH=1, the committed route table) and memcheck on it. ~9 min: AB_TIMEOUT cuts the A/B
+# (the later variants are lost, not the rest). Read: P vs D = the global fix-up's cost; C vs D; S vs D; B vs D on
+# the zipper rows (z3) only.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-$PWD/device_out} PYTHONUNBUFFERED=1
@@ -24,11 +26,13 @@ mkdir -p "$OUT"
 # D = the default objects, copied here
 mkdir -p native/build/D && cp native/build/wgmma_kernels.o native/build/D/
 NCU='for s in 1 4; do SPLITK=$s M=128 K=4096 N=4096 BT=128 WGS=3 timeout 60 ncu --metrics gpu__time_duration.sum -k regex:ws_big python3 native/exp/ncu_wgmma.py 2>&1 | grep -E "wgmma-|duration"; done'
-STAGES="build ab" BUILD_ARGS=--reuse-objects VARIANTS=${VARIANTS:-"D C S B P"} TEST_VARIANTS=${TEST_VARIANTS:-"C B"} \
-  TESTS="wgmma or all_m or ws_big" AB_TIMEOUT=${AB_TIMEOUT:-420} FINGERPRINT=1 \
+STAGES="build ab" BUILD_ARGS=--reuse-objects VARIANTS=${VARIANTS:-"D C B S P"} TEST_VARIANTS=${TEST_VARIANTS:-"C"} \
+  TESTS="wgmma or all_m or ws_big" AB_TIMEOUT=${AB_TIMEOUT:-270} FINGERPRINT=1 \
   PROBE="python3 native/exp/probe_ws_big_split.py --ms 64,128,256 --splits 1,2,4,8 --shapes o,qkv,down; $NCU" \
   bash scripts/device_kernels.sh 2>&1 | grep -v "^\s*$" | tail -100
-# memcheck on the cluster fix-up (the new synchronization)
+[ -f "$OUT/logs.tar.gz" ] && mv "$OUT/logs.tar.gz" "$OUT/logs_ab.tar.gz"  # the second pass packs its own
+# the cluster fix-up (the new synchronization) linked: the full benchmark on it, then memcheck
 cp native/build/C/*.o native/build/ && touch native/build/*.o
-python3 scripts/build_native.py --reuse-objects > "$OUT/build_C_san.log" 2>&1 || echo "relink C failed"
-STAGES="sanitizer" SAN_TIMEOUT=${SAN_TIMEOUT:-100} bash scripts/device_kernels.sh 2>&1 | tail -6
+python3 scripts/build_native.py --reuse-objects > "$OUT/build_C.log" 2>&1 || echo "relink C failed"
+STAGES="$([ "${BENCH:-1}" = 1 ] && echo bench) sanitizer" SAN_TIMEOUT=${SAN_TIMEOUT:-90} BENCH_TIMEOUT=${BENCH_TIMEOUT:-200} \
+  bash scripts/device_kernels.sh 2>&1 | grep -v "^\s*$" | tail -40
