@@ -171,6 +171,43 @@ __device__ __forceinline__ void dequant_slice(const uint8_t* w, const T* S, cons
     body(std::false_type{});
 }
 
+// dequant_slice on one pipeline stage st of the 64 x 64-unit layouts L (the classic and the large warp-specialized
+// tiles): unit wg's codes, scales, zeros (when the weight has them), residual unit and its scales
+template <typename T, typename L>
+__device__ __forceinline__ void dequant_stage(const uint8_t* st, int wg, bool has_zeros, bool wr, int ws, int lane,
+                                              uint32_t (&a)[4][4]) {
+  dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
+                   has_zeros ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
+                   st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
+}
+
+// the 4 k16 wgmmas of one k-tile as one commit group: A fragments a from registers, X from shared memory at xs,
+// k16 step s into accumulator set s % ACCS. The register fences keep the compiler from moving accumulator or
+// fragment accesses across the asynchronous wgmmas.
+template <typename T, int BT, int ACCS, int NACC>
+__device__ __forceinline__ void wgmma_ktile(float (&acc)[ACCS][NACC], uint32_t (&a)[4][4], uint32_t xs) {
+#pragma unroll
+  for (int c = 0; c < ACCS; ++c)
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
+#pragma unroll
+  for (int s = 0; s < 4; ++s)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
+  wg_fence();
+#pragma unroll
+  for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc[s % ACCS], a[s], x_desc(xs + s * 32), 1);
+  wg_commit();
+#pragma unroll
+  for (int c = 0; c < ACCS; ++c)
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
+}
+template <typename T, int BT, int NACC>
+__device__ __forceinline__ void wgmma_ktile(float (&acc)[NACC], uint32_t (&a)[4][4], uint32_t xs) {
+  wgmma_ktile<T, BT>(reinterpret_cast<float (&)[1][NACC]>(acc), a, xs);
+}
+
 template <typename T, int BT, int WGS, int MODE>
 __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -278,21 +315,7 @@ __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const P
                      st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
   };
   // the 4 k16 wgmmas of k-tile in slot `slot` (one commit group)
-  auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
-    const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
-#pragma unroll
-    for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
-#pragma unroll
-    for (int s = 0; s < 4; ++s)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
-    wg_fence();
-#pragma unroll
-    for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
-    wg_commit();
-#pragma unroll
-    for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
-  };
+  auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) { wgmma_ktile<T, BT>(acc, a, sbase + slot * L::STAGE + L::OFF_X); };
 
   // mainloop. Groups committed before iteration t: tiles 0 .. t + STAGES - 2. Iteration t: wgmmas of
   // tile t (A in buffer t & 1); wait for this warpgroup's wgmmas of tile t - 1 and for tile t + 1's
@@ -575,21 +598,7 @@ __global__ void __launch_bounds__(WS_BIG_THREADS, 1) w4a16_wgmma_ws_big_kernel(c
                        p.zeros != nullptr ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
                        st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
     };
-    auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) {
-      const uint32_t xs = sbase + slot * L::STAGE + L::OFF_X;
-#pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
-#pragma unroll
-      for (int s = 0; s < 4; ++s)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
-      wg_fence();
-#pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc, a[s], x_desc(xs + s * 32), 1);
-      wg_commit();
-#pragma unroll
-      for (int i = 0; i < NACC; ++i) fence_reg(acc[i]);
-    };
+    auto mma_tile = [&](int slot, uint32_t (&a)[4][4]) { wgmma_ktile<T, BT>(acc, a, sbase + slot * L::STAGE + L::OFF_X); };
     // wait for tile t's stage and dequantize it into a
     auto prep = [&](int t, uint32_t (&a)[4][4]) {  // t: the split's t-th tile, k-tile kt0 + t
       const int slot = t % STAGES, kt = kt0 + t;
@@ -1012,23 +1021,7 @@ __global__ void __launch_bounds__(WsShape<BT>::THREADS, WsShape<BT>::CTAS)
       return slot;
     };
     auto mma_tile = [&](int t, int slot, uint32_t (&a)[4][4]) {
-      const uint32_t xs = sbase + slot * SB + (t % KB) * (BT * 128);
-#pragma unroll
-      for (int c = 0; c < ACCS; ++c)
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
-#pragma unroll
-      for (int s = 0; s < 4; ++s)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) fence_reg(a[s][r]);
-      wg_fence();
-#pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<T, BT>(acc[s % ACCS], a[s], x_desc(xs + s * 32), 1);
-      wg_commit();
-#pragma unroll
-      for (int c = 0; c < ACCS; ++c)
-#pragma unroll
-        for (int i = 0; i < NACC; ++i) fence_reg(acc[c][i]);
+      wgmma_ktile<T, BT>(acc, a, sbase + slot * SB + (t % KB) * (BT * 128));
     };
     auto done_with = [&](int t, int slot) {  // tile t's wgmmas are complete: release its stage after its last tile
       if ((t % KB == KB - 1 || t == NTL - 1) && lane == 0) mbar_arrive(empty_bar(slot));
