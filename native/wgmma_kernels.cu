@@ -171,16 +171,6 @@ __device__ __forceinline__ void dequant_slice(const uint8_t* w, const T* S, cons
     body(std::false_type{});
 }
 
-// dequant_slice on one pipeline stage st of the 64 x 64-unit layouts L (the classic and the large warp-specialized
-// tiles): unit wg's codes, scales, zeros (when the weight has them), residual unit and its scales
-template <typename T, typename L>
-__device__ __forceinline__ void dequant_stage(const uint8_t* st, int wg, bool has_zeros, bool wr, int ws, int lane,
-                                              uint32_t (&a)[4][4]) {
-  dequant_slice<T>(st + L::OFF_W + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_S) + wg * 64,
-                   has_zeros ? reinterpret_cast<const T*>(st + L::OFF_Z) + wg * 64 : nullptr,
-                   st + L::OFF_R + wg * 2048, reinterpret_cast<const T*>(st + L::OFF_RS) + wg * 64, wr, ws, lane, a);
-}
-
 // the 4 k16 wgmmas of one k-tile as one commit group: A fragments a from registers, X from shared memory at xs,
 // k16 step s into accumulator set s % ACCS. The register fences keep the compiler from moving accumulator or
 // fragment accesses across the asynchronous wgmmas.
