@@ -34,5 +34,7 @@ STAGES="build ab" BUILD_ARGS=--reuse-objects VARIANTS=${VARIANTS:-"D C B S P"} T
 # the cluster fix-up (the new synchronization) linked: the full benchmark on it, then memcheck
 cp native/build/C/*.o native/build/ && touch native/build/*.o
 python3 scripts/build_native.py --reuse-objects > "$OUT/build_C.log" 2>&1 || echo "relink C failed"
-STAGES="$([ "${BENCH:-1}" = 1 ] && echo bench) sanitizer" SAN_TIMEOUT=${SAN_TIMEOUT:-90} BENCH_TIMEOUT=${BENCH_TIMEOUT:-200} \
+# (the benchmark by default only on the H100: the targets and the route table are the H100's)
+H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
+STAGES="$([ "${BENCH:-$H100}" = 1 ] && echo bench) sanitizer" SAN_TIMEOUT=${SAN_TIMEOUT:-90} BENCH_TIMEOUT=${BENCH_TIMEOUT:-200} \
   bash scripts/device_kernels.sh 2>&1 | grep -v "^\s*$" | tail -40
