@@ -171,6 +171,7 @@ __device__ __forceinline__ void dequant_slice(const uint8_t* w, const T* S, cons
     body(std::false_type{});
 }
 
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the wgmma helpers exist in the sm_90a device pass only
 // the 4 k16 wgmmas of one k-tile as one commit group: A fragments a from registers, X from shared memory at xs,
 // k16 step s into accumulator set s % ACCS. The register fences keep the compiler from moving accumulator or
 // fragment accesses across the asynchronous wgmmas.
@@ -197,6 +198,7 @@ template <typename T, int BT, int NACC>
 __device__ __forceinline__ void wgmma_ktile(float (&acc)[NACC], uint32_t (&a)[4][4], uint32_t xs) {
   wgmma_ktile<T, BT>(reinterpret_cast<float (&)[1][NACC]>(acc), a, xs);
 }
+#endif
 
 template <typename T, int BT, int WGS, int MODE>
 __global__ void __launch_bounds__(128 * WGS, 4 / WGS) w4a16_wgmma_kernel(const Params p) {
