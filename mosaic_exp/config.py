@@ -12,7 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-METHODS = ("fp16", "rtn", "gptq", "mosaic")
+METHODS = ("fp16", "rtn", "gptq", "mosaic", "zipperquant")
+# ZipperQuant: the rule that sizes its scales and the kernel of its sparse high-order bits
+ZQ_SCALE_RULES = ("absmax", "inlier")
+ZQ_HIGH_KERNELS = ("reference", "cpu_lut", "cpu_direct")
 BASES = ("rtn", "gptq")
 SELECTORS = ("delta_hessian", "magnitude", "residual_norm", "output_exact", "channel", "random", "none")
 # Selectors whose score is an error reduction, so a per-output-row loss weight applies (residual.sensitivity)
@@ -130,6 +133,12 @@ class QuantConfig:
     percdamp: float = 0.01
     act_order: bool = False
     static_groups: bool = False
+    # ZipperQuant only (method=zipperquant; not part of other methods' config hash): w_bits-bit codes split into
+    # low_bits dense bits and sparse high-order bits (see mosaic_exp/quant/zipperquant.py)
+    low_bits: int = 4
+    scale_rule: str = "absmax"
+    outlier_fraction: float = 0.01  # scale_rule=inlier: the share of a group's weights left above the low range
+    high_kernel: str = "reference"
 
     def __post_init__(self) -> None:
         _choice("quant", "method", self.method, METHODS)
@@ -147,6 +156,25 @@ class QuantConfig:
         _range("quant", "a_clip_ratio", self.a_clip_ratio, 1e-3, 1.0, "(0, 1]")
         _range("quant", "smooth_alpha", self.smooth_alpha, 0.0, 1.0, "[0, 1]")
         _range("quant", "percdamp", self.percdamp, 0.0, 10.0, "[0, 10]")
+        if self.method == "zipperquant":
+            self._check_zipperquant()
+
+    def _check_zipperquant(self) -> None:
+        if self.low_bits != 4:
+            raise ConfigError(f"quant.low_bits={self.low_bits} is not supported; allowed: 4 (the dense part is the "
+                              f"4-bit base format)")
+        if not self.low_bits < self.w_bits <= 8:
+            raise ConfigError(f"quant.w_bits={self.w_bits} with method=zipperquant must exceed quant.low_bits="
+                              f"{self.low_bits}; allowed: {self.low_bits + 1}..8 (the paper: 6)")
+        if not self.symmetric:
+            raise ConfigError("quant.symmetric=False with method=zipperquant; allowed: true (the bit split is of "
+                              "signed codes)")
+        if self.base != "rtn":
+            raise ConfigError(f"quant.base={self.base!r} with method=zipperquant; allowed: rtn")
+        _choice("quant", "scale_rule", self.scale_rule, ZQ_SCALE_RULES)
+        if self.outlier_fraction is None or not 0.0 < self.outlier_fraction < 1.0:
+            raise ConfigError(f"quant.outlier_fraction={self.outlier_fraction!r} is out of range; allowed: (0, 1)")
+        _choice("quant", "high_kernel", self.high_kernel, ZQ_HIGH_KERNELS)
 
 
 @dataclass
@@ -301,6 +329,7 @@ def validate(cfg) -> RunConfig:
 
 # Keys that do not change a result: excluded from the config hash.
 _NON_SEMANTIC = ("logger", "paths", "name")
+_ZIPPERQUANT_KEYS = ("low_bits", "scale_rule", "outlier_fraction", "high_kernel")
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -308,4 +337,7 @@ def config_hash(cfg: RunConfig) -> str:
     from dataclasses import asdict
 
     d = {k: v for k, v in asdict(cfg).items() if k not in _NON_SEMANTIC}
+    if cfg.quant.method != "zipperquant":  # ZipperQuant's keys leave other methods' hashes as they were
+        for key in _ZIPPERQUANT_KEYS:
+            d["quant"].pop(key)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

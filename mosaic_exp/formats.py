@@ -14,6 +14,9 @@ Layout (W is [N, K] = [out_features, in_features]):
   res_qweight   uint8 [B, bh, ceil(bw/2)] 4-bit symmetric residual codes (code-8), zero-padded at edges
   res_scales    fp16/fp32 [B, bh] or [B, 1]  residual scale per row of each block (default) or per block
 Dequantized: W_hat = (q - z) * s  +  scatter(blocks, (q_r - 8) * s_r).
+
+ZipperQuant's layers are a :class:`BitSplitWeight` instead: a symmetric 4-bit QuantizedWeight (the dense
+low-order bits) plus the sparse high-order bits in CSR form, sharing its scales.
 """
 
 from __future__ import annotations
@@ -173,8 +176,141 @@ class QuantizedWeight:
         )
 
 
-def save_quantized(weights: dict[str, QuantizedWeight], path: str | Path) -> None:
-    """Save named QuantizedWeights as ``<path>.safetensors`` + ``<path>.json`` (description)."""
+@dataclass
+class BitSplitWeight:
+    """ZipperQuant's layer: a B-bit weight split into a dense low-order part and sparse high-order bits.
+
+      low            QuantizedWeight, symmetric ``low.bits``-bit (4): W_lo = s v_lo, what the GPU runs
+      high_indptr    int32 [N + 1]   CSR over output rows: row n's nonzeros are [indptr[n], indptr[n + 1])
+      high_indices   int32 [nnz]     their input columns k, ascending within a row
+      high_codes     int8  [nnz]     v_hi (nonzero, |v_hi| <= 2^(B-L-1)), so that W_hi[n, k] = 2^L v_hi s[n, k // g]
+    The high part shares the low part's scales. Dequantized: W_q = W_lo + W_hi = s v (v the B-bit code).
+    """
+    low: QuantizedWeight
+    bits: int
+    high_indptr: torch.Tensor
+    high_indices: torch.Tensor
+    high_codes: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, k = self.low.out_features, self.low.in_features
+        if not self.low.symmetric:
+            raise ValueError("BitSplitWeight needs a symmetric low part")
+        if not self.low.bits < self.bits <= 8:
+            raise ValueError(f"bits={self.bits} must exceed the low part's {self.low.bits} bits (and be <= 8)")
+        if tuple(self.high_indptr.shape) != (n + 1,):
+            raise ValueError(f"high_indptr shape {tuple(self.high_indptr.shape)} != {(n + 1,)} for N={n}")
+        nnz = self.high_indices.numel()
+        if self.high_codes.numel() != nnz or self.high_indices.dim() != 1 or self.high_codes.dim() != 1:
+            raise ValueError(f"high_indices {tuple(self.high_indices.shape)} and high_codes "
+                             f"{tuple(self.high_codes.shape)} must be 1-D of the same length")
+        if self.high_indptr.dtype != torch.int32 or self.high_indices.dtype != torch.int32 \
+                or self.high_codes.dtype != torch.int8:
+            raise ValueError("high_indptr / high_indices must be int32 and high_codes int8, got "
+                             f"{self.high_indptr.dtype} / {self.high_indices.dtype} / {self.high_codes.dtype}")
+        if int(self.high_indptr[0]) != 0 or int(self.high_indptr[-1]) != nnz:
+            raise ValueError(f"high_indptr must run from 0 to nnz={nnz}, got {int(self.high_indptr[0])}.."
+                             f"{int(self.high_indptr[-1])}")
+        if nnz and (int(self.high_indices.min()) < 0 or int(self.high_indices.max()) >= k):
+            raise ValueError(f"high_indices out of range [0, K={k})")
+        lim = self.high_code_limit
+        if nnz and (int(self.high_codes.abs().max()) > lim or bool((self.high_codes == 0).any())):
+            raise ValueError(f"high_codes must be nonzero in [-{lim}, {lim}] for bits={self.bits}, "
+                             f"low bits={self.low.bits}")
+        if bool((self.high_indptr[1:] < self.high_indptr[:-1]).any()):
+            raise ValueError("high_indptr must be non-decreasing")
+
+    @classmethod
+    def from_dense_high(cls, low: QuantizedWeight, v_hi: torch.Tensor, bits: int, meta: dict | None = None):
+        """Build from the dense high-order codes v_hi [N, K] (mostly zero)."""
+        n = v_hi.shape[0]
+        mask = v_hi != 0
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major: columns ascend within a row
+        counts = mask.sum(dim=1)
+        indptr = torch.zeros(n + 1, dtype=torch.int32, device=v_hi.device)
+        indptr[1:] = torch.cumsum(counts, 0).to(torch.int32)
+        return cls(low=low, bits=bits, high_indptr=indptr.cpu(), high_indices=cols.to(torch.int32).cpu(),
+                   high_codes=v_hi[rows, cols].to(torch.int8).cpu(), meta=dict(meta or {}))
+
+    @property
+    def out_features(self) -> int:
+        return self.low.out_features
+
+    @property
+    def in_features(self) -> int:
+        return self.low.in_features
+
+    @property
+    def group_size(self) -> int:
+        return self.low.group_size
+
+    @property
+    def high_code_limit(self) -> int:
+        """|v_hi| <= 2^(B-L-1): a B-bit code split around a signed L-bit low field (6 / 4 bits: -2..2)."""
+        return 2 ** (self.bits - self.low.bits - 1)
+
+    @property
+    def high_code_bits(self) -> int:
+        """Bits to store one nonzero v_hi: B - L + 1 (its 2^(B-L) + 1 values, e.g. -2..2)."""
+        return self.bits - self.low.bits + 1
+
+    @property
+    def high_nnz(self) -> int:
+        return int(self.high_indices.numel())
+
+    @property
+    def high_density(self) -> float:
+        return self.high_nnz / (self.out_features * self.in_features)
+
+    def bits_per_weight(self, scale_bits: int = 16, index_bits: int = 32) -> float:
+        """The low part's bits + per nonzero high code (``high_code_bits``) and its column index, + row pointers."""
+        n, k = self.out_features, self.in_features
+        high = self.high_nnz * (self.high_code_bits + index_bits) + (n + 1) * index_bits
+        return self.low.bits_per_weight(scale_bits=scale_bits) + high / (n * k)
+
+    def high_dense(self) -> torch.Tensor:
+        """W_hi as a dense float32 [N, K] matrix (reference and tests)."""
+        n, k = self.out_features, self.in_features
+        dev = self.low.base_scales.device
+        rows = torch.repeat_interleave(torch.arange(n, device=dev),
+                                       (self.high_indptr[1:] - self.high_indptr[:-1]).long().to(dev))
+        cols = self.high_indices.long().to(dev)
+        gs = effective_group_size(k, self.group_size)
+        vals = self.high_codes.float().to(dev) * (2 ** self.low.bits) * self.low.base_scales.float()[rows, cols // gs]
+        out = torch.zeros(n, k, device=dev)
+        out[rows, cols] = vals
+        return out
+
+    def dequantize(self) -> torch.Tensor:
+        """W_q = W_lo + W_hi, float32 [N, K]."""
+        return self.low.dequantize() + self.high_dense()
+
+    def to(self, device) -> BitSplitWeight:
+        return BitSplitWeight(low=self.low.to(device), bits=self.bits, high_indptr=self.high_indptr.to(device),
+                              high_indices=self.high_indices.to(device), high_codes=self.high_codes.to(device),
+                              meta=self.meta)
+
+    _TENSORS = ("high_indptr", "high_indices", "high_codes")
+
+    def describe(self) -> dict:
+        return {"kind": "bitsplit", "bits": self.bits, "low": self.low.describe(), "high_nnz": self.high_nnz,
+                "high_density": self.high_density, "bits_per_weight": self.bits_per_weight(), "meta": self.meta}
+
+    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        out = self.low.state_dict(prefix=prefix + "low.")
+        out.update({prefix + name: getattr(self, name).contiguous().cpu() for name in self._TENSORS})
+        return out
+
+    @classmethod
+    def from_state(cls, desc: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> BitSplitWeight:
+        low = QuantizedWeight.from_state(desc["low"], tensors, prefix=prefix + "low.")
+        return cls(low=low, bits=desc["bits"], meta=desc.get("meta", {}),
+                   **{name: tensors[prefix + name] for name in cls._TENSORS})
+
+
+def save_quantized(weights: dict[str, QuantizedWeight | BitSplitWeight], path: str | Path) -> None:
+    """Save named QuantizedWeights (or ZipperQuant's BitSplitWeights) as ``<path>.safetensors`` + ``<path>.json`` (description)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -188,10 +324,12 @@ def save_quantized(weights: dict[str, QuantizedWeight], path: str | Path) -> Non
                                                      "layers": desc}, indent=1))
 
 
-def load_quantized(path: str | Path, device="cpu") -> dict[str, QuantizedWeight]:
+def load_quantized(path: str | Path, device="cpu") -> dict[str, QuantizedWeight | BitSplitWeight]:
     from safetensors.torch import load_file
 
     path = Path(path)
     desc = json.loads(path.with_suffix(".json").read_text())["layers"]
     tensors = load_file(str(path.with_suffix(".safetensors")), device=str(device))
-    return {name: QuantizedWeight.from_state(d, tensors, prefix=f"{name}.") for name, d in desc.items()}
+    kinds = {"bitsplit": BitSplitWeight}
+    return {name: kinds.get(d.get("kind"), QuantizedWeight).from_state(d, tensors, prefix=f"{name}.")
+            for name, d in desc.items()}

@@ -7,8 +7,10 @@
     python scripts/build_native.py --out native/build/B --objects-only --tus zipper_kernels -D SWITCH=1
                                                    # one TU's object of a compile-time variant, for the
                                                    # device script's A/B stage (native/exp/probe_variants.sh)
+    python scripts/build_native.py --cpu-only      # only ZipperQuant's CPU kernel (g++, no nvcc): native/build/_mosaic_cpu*
 
-The kernel TUs and the binding TU compile in parallel, then nvcc links them.
+The kernel TUs and the binding TU compile in parallel, then nvcc links them; a full build also builds the CPU
+module of ZipperQuant's high-order bits (native/cpu, mosaic_exp.kernels.cpu_lut.build_cpu_lut).
 """
 
 from __future__ import annotations
@@ -126,7 +128,17 @@ def main() -> int:
                          "--out native/build/A -D MOSAIC_COMPACT_CLUSTER_FIXUP=0")
     ap.add_argument("--tus", default=",".join(KERNEL_TUS), help="kernel TUs to compile (a subset needs --objects-only)")
     ap.add_argument("--objects-only", action="store_true", help="compile the kernel objects only: no binding, no link")
+    ap.add_argument("--cpu-only", action="store_true", help="build only the CPU high-bits module (no nvcc needed)")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU high-bits module")
     a = ap.parse_args()
+    if a.cpu_only or not (a.no_cpu or a.objects_only):
+        sys.path.insert(0, str(ROOT))
+        from mosaic_exp.kernels.cpu_lut import build_cpu_lut
+
+        t0 = time.time()
+        print(f"built {build_cpu_lut(Path(a.out))} in {time.time() - t0:.1f}s", flush=True)
+        if a.cpu_only:
+            return 0
     try:
         build(Path(a.out), a.arch, a.ptxas_verbose, reuse=a.reuse_objects, defines=tuple(a.define),
               tus=tuple(t for t in a.tus.split(",") if t), objects_only=a.objects_only)

@@ -16,6 +16,12 @@ def check_kernel_config(variant: str, w_bits: int, a_bits: int, method: str, dev
         return
     if method == "fp16":
         raise ValueError(f"kernel.variant={variant!r} needs a quantized model; quant.method='fp16' has none")
+    if method == "zipperquant":  # the native kernel runs the dense 4-bit low part; w_bits is the split's total
+        if variant != "dense" or a_bits != 16:
+            raise ValueError(f"kernel.variant={variant!r} with quant.method='zipperquant' (a_bits={a_bits}); "
+                             f"allowed: reference, or dense with quant.a_bits=16 (a W4A16 kernel; ZipperQuant "
+                             f"has no residual blocks for zipper / separate)")
+        return
     if w_bits != 4 or a_bits != 16:
         raise ValueError(f"kernel.variant={variant!r} is a W4A16 kernel; got quant.w_bits={w_bits}, "
                          f"quant.a_bits={a_bits} (use kernel=reference for other widths)")
@@ -37,3 +43,17 @@ def swap_quant_linears(model: nn.Module, weights: dict[str, QuantizedWeight], va
         # Activation fake-quant pre-hooks (a_bits < 16) only exist for the reference path.
         setattr(parent, child, ql.to(old.weight.device))
     return f"{variant}: {spec.description} ({len(weights)} linears)"
+
+
+def swap_bitsplit_low(model: nn.Module, weights: dict, variant: str, dtype: torch.dtype, high_kernel: str) -> str:
+    """ZipperQuant: the BitSplitLinear modules stay; their dense low part runs ``variant``."""
+    from mosaic_exp.kernels.bitsplit_linear import BitSplitLinear
+
+    for name in weights:
+        mod = model.get_submodule(name)
+        if not isinstance(mod, BitSplitLinear):
+            raise TypeError(f"{name} is a {type(mod).__name__}, expected the BitSplitLinear the quantizer put there")
+        if variant != "reference":
+            mod.use_low_variant(variant, dtype)
+    low = VARIANTS[variant].description
+    return f"bit-split: low part {variant} ({low}); high part {high_kernel} ({len(weights)} linears)"

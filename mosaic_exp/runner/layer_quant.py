@@ -44,8 +44,9 @@ def needs_calibration(cfg: RunConfig) -> bool:
 
 def needs_stats(cfg: RunConfig) -> bool:
     """GPTQ needs H; MosaicQuant needs h for its scores and error reports even at budget 0 (the
-    base-only row of a budget sweep reports the same proxy errors as the others)."""
-    return cfg.quant.method in ("gptq", "mosaic")
+    base-only row of a budget sweep reports the same proxy errors as the others); ZipperQuant reports its
+    proxy errors with h."""
+    return cfg.quant.method in ("gptq", "mosaic", "zipperquant")
 
 
 def _dense_qweight(codes, scales, zeros, cfg: RunConfig, meta: dict) -> QuantizedWeight:
@@ -127,6 +128,8 @@ class GroupQuantizer:
             return out
         if q.method == "mosaic":
             return self._mosaic(ws)
+        if q.method == "zipperquant":
+            return self._zipperquant(ws)
         raise ValueError(f"quant.method={q.method!r} has no layer quantizer")
 
     def _mosaic_kwargs(self) -> dict:
@@ -173,6 +176,19 @@ class GroupQuantizer:
         self._free()
         return {n: LinearResult(qw.dequantize().to(w.device), qw.to("cpu"), info=info)
                 for n, w, (qw, info) in zip(self.names, ws, results)}
+
+    def _zipperquant(self, ws: list[torch.Tensor]) -> dict[str, LinearResult]:
+        from mosaic_exp.quant.zipperquant import zipperquant_quantize
+
+        q = self.cfg.quant
+        h = self.h_diag if (self.h_sum is not None or self.gptq is not None) else None
+        out = {}
+        for n, w in zip(self.names, ws):
+            bsw, info = zipperquant_quantize(w, bits=q.w_bits, low_bits=q.low_bits, group_size=q.group_size,
+                                             scale_rule=q.scale_rule, outlier_fraction=q.outlier_fraction,
+                                             clip_ratio=q.clip_ratio, h=h)
+            out[n] = LinearResult(bsw.dequantize().to(w.device), bsw, info=info)
+        return out
 
     def _free(self) -> None:
         if self.gptq is not None:
@@ -253,3 +269,26 @@ def finalize_global(candidates: dict, budget: float, gptqs: dict | None = None,
 def install_act_quant(module: nn.Module, bits: int, clip_ratio: float) -> None:
     """Fake-quantize the inputs of a quantized linear per token (no-op at 16 bits)."""
     register_act_quant(module, bits, clip_ratio)
+
+
+def install_result(layer: nn.Module, name: str, result: LinearResult, cfg: RunConfig) -> nn.Module:
+    """Put a quantized linear in place inside ``layer``; returns the module that now computes it.
+
+    Most methods keep the nn.Linear with its weight replaced by the dequantized one (and an activation
+    fake-quant hook). ZipperQuant's layer computes two products with different activations (4-bit for the
+    dense low bits, full precision for the sparse high bits), so a :class:`BitSplitLinear` takes its place."""
+    from mosaic_exp.formats import BitSplitWeight
+
+    mod = layer.get_submodule(name)
+    q = cfg.quant
+    if isinstance(result.qweight, BitSplitWeight):
+        from mosaic_exp.kernels.bitsplit_linear import BitSplitLinear
+
+        new = BitSplitLinear(result.qweight, bias=mod.bias, a_bits=q.a_bits, a_clip_ratio=q.a_clip_ratio,
+                             high_kernel=q.high_kernel, dtype=mod.weight.dtype, device=mod.weight.device)
+        parent_name, _, child = name.rpartition(".")
+        setattr(layer.get_submodule(parent_name) if parent_name else layer, child, new)
+        return new
+    mod.weight.data.copy_(result.dequantized.to(mod.weight.dtype))
+    install_act_quant(mod, q.a_bits, q.a_clip_ratio)
+    return mod

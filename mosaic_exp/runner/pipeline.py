@@ -144,6 +144,8 @@ class Pipeline:
                                          sensitivity=sensitivity)
         self.metrics["bits_per_weight"] = self.report.bits_per_weight()
         self.metrics["residual/kept_fraction"] = self.report.residual_fraction()
+        if self.report.high_density() is not None:  # ZipperQuant: weights with high-order bits (CPU part)
+            self.metrics["zipperquant/high_density"] = self.report.high_density()
         self.kernel_ran = self._swap_kernels()
         if self.cfg.save_quantized:
             from mosaic_exp.formats import save_quantized
@@ -168,6 +170,14 @@ class Pipeline:
 
     def _swap_kernels(self) -> str:
         variant = self.cfg.kernel.variant
+        if self.cfg.quant.method == "zipperquant":
+            from mosaic_exp.kernels.swap import swap_bitsplit_low
+
+            dtype = self.model.dtype
+            if variant != "reference" and dtype == torch.float32:  # the native kernels take fp16/bf16
+                dtype = torch.float16
+                self.model.to(dtype)
+            return swap_bitsplit_low(self.model, self.report.weights, variant, dtype, self.cfg.quant.high_kernel)
         if variant == "reference":
             return "reference (dequantized weights in torch.nn.Linear)"
         from mosaic_exp.kernels.swap import swap_quant_linears

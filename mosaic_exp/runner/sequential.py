@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from mosaic_exp.config import RunConfig
-from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.formats import BitSplitWeight, QuantizedWeight
 from mosaic_exp.models.adapters import ArchAdapter
 from mosaic_exp.runner.capture import capture_layer0_inputs, layer_forward
 from mosaic_exp.runner.layer_quant import (
     GroupQuantizer,
     finalize_global,
-    install_act_quant,
+    install_result,
     needs_calibration,
     needs_stats,
     residual_counts,
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class QuantizeReport:
-    weights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    weights: dict[str, QuantizedWeight | BitSplitWeight] = field(default_factory=dict)
     layer_info: dict[str, dict] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -45,9 +45,17 @@ class QuantizeReport:
         return tot_bits / tot if tot else float("nan")
 
     def residual_fraction(self) -> float:
-        blocks = sum(qw.grid_shape[0] * qw.grid_shape[1] for qw in self.weights.values())
-        kept = sum(qw.num_residual_blocks for qw in self.weights.values())
+        blocked = [qw for qw in self.weights.values() if isinstance(qw, QuantizedWeight)]
+        blocks = sum(qw.grid_shape[0] * qw.grid_shape[1] for qw in blocked)
+        kept = sum(qw.num_residual_blocks for qw in blocked)
         return kept / blocks if blocks else 0.0
+
+    def high_density(self) -> float | None:
+        """ZipperQuant: the share of all weights that carry high-order bits (None for other methods)."""
+        split = [qw for qw in self.weights.values() if isinstance(qw, BitSplitWeight)]
+        if not split:
+            return None
+        return sum(qw.high_nnz for qw in split) / sum(qw.out_features * qw.in_features for qw in split)
 
 
 def _batches(n: int, bs: int):
@@ -106,10 +114,9 @@ def quantize_weights_only(model: nn.Module, adapter: ArchAdapter, cfg: RunConfig
         layer.to(device)
         for n, m in adapter.linears(layer).items():
             result = GroupQuantizer([n], [m.weight], cfg).quantize()[n]
-            m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
+            install_result(layer, n, result, cfg)
             report.weights[f"model.layers.{i}.{n}"] = result.qweight
             report.layer_info[f"model.layers.{i}.{n}"] = result.info
-            install_act_quant(m, cfg.quant.a_bits, cfg.quant.a_clip_ratio)
         if device.type != "cpu":
             layer.to("cpu")
         if progress is not None:
@@ -167,12 +174,11 @@ def quantize_model(model: nn.Module, adapter: ArchAdapter, calib_ids: torch.Tens
                 report.layer_info[prefix + n] = result.info
                 if sensitivity is not None:  # the loss weight of this linear's output error
                     result.info["fisher_mean"] = float(sensitivity[prefix + n].mean())
-                m.weight.data.copy_(result.dequantized.to(m.weight.dtype))
+                install_result(layer, n, result, cfg)
                 if global_scope:
                     pending[prefix + n] = (m, result.candidates, result.gptq)
                 else:
                     report.weights[prefix + n] = result.qweight
-                install_act_quant(m, q.a_bits, q.a_clip_ratio)
         _forward_all(layer, inps, kwargs, device, bs, outs=outs)
         if device.type != "cpu":
             layer.to("cpu")  # one decoder layer on the accelerator at a time
