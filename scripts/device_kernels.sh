@@ -7,6 +7,7 @@
 #   FINGERPRINT=1: split-K outputs of every variant diffed bit for bit against the first); `ab` leaves the last
 #   variant linked, so STAGES="build bench ab bench" benchmarks the default build and then the last variant
 #   (each result file names its build: meta.native_build)
+#   STAGES="build zq": ZipperQuant's tests on the GPU and its overlap / CPU-kernel benchmarks
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
@@ -52,6 +53,14 @@ for st in $STAGES; do
       # same-call A/B of prebuilt variant objects (native/build/<variant>/*.o, carried): VARIANTS, PROBE,
       # TESTS as in native/exp/probe_variants.sh; leaves the last variant linked, so run it after test / bench
       OUT=$OUT timeout ${AB_TIMEOUT:-360} bash native/exp/probe_variants.sh 2>&1 | tee "$OUT/ab.log" || rc=1
+      ;;
+    zq)
+      # ZipperQuant on the device: its tests (GPU dense part + CPU sparse part, overlapped), the overlap and the
+      # CPU high-bits kernel benchmarks (the CPU module is built by the build stage)
+      timeout ${ZQ_TIMEOUT:-300} $PY -m pytest tests/test_zipperquant.py -q -ra 2>&1 | tee "$OUT/zq_test.log" | tail -6 || rc=1
+      timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_overlap.py --out "$OUT" 2>&1 | tail -12 || rc=1
+      timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_cpu.py --no-dense --reps 20 --out "$OUT" \
+        --gpu-json "$(ls bench/results/bench_kernels_*.json | tail -1)" 2>&1 | tail -20 || rc=1
       ;;
     bench)
       timeout ${BENCH_TIMEOUT:-480} $PY scripts/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench.log" | grep -v "^  M=" || rc=1

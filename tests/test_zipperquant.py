@@ -235,3 +235,35 @@ def test_tiny_run_end_to_end(compose, tmp_path, data_dir):
     layers = json.loads((tmp_path / "layers.json").read_text())
     lin = [v for v in layers.values() if "high_nnz" in v]
     assert lin and all(v["proxy_err"] <= v["proxy_err_low_only"] for v in lin)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("low_variant", ["reference", "dense"])
+@pytest.mark.parametrize("high_kernel", ["cpu_lut", "cpu_direct", "reference"])
+@pytest.mark.parametrize("m", [1, 3, 16, 33])
+def test_bitsplit_linear_on_cuda_overlapped(cpu_lut, low_variant, high_kernel, m):
+    """The GPU dense part and the CPU sparse part (side-stream host copy, overlapped) against float64."""
+    from mosaic_exp.kernels.bitsplit_linear import BitSplitLinear
+    from mosaic_exp.kernels.quant_linear import VariantUnavailable, check_variant
+
+    if low_variant != "reference":
+        try:
+            check_variant(low_variant, "cuda")
+        except VariantUnavailable as e:
+            pytest.skip(str(e))
+    n, k = 256, 512
+    bsw, _ = zipperquant_quantize(_outlier_weight(n, k, seed=m), group_size=128, scale_rule="inlier",
+                                  outlier_fraction=0.02)
+    mod = BitSplitLinear(bsw, high_kernel=high_kernel, dtype=torch.float16, device="cuda")
+    if low_variant != "reference":
+        mod.use_low_variant(low_variant, torch.float16)
+    x = torch.randn(m, k, device="cuda").half()
+    y = mod(x)
+    xd = x.double().cpu()
+    ref = xd @ bsw.dequantize().double().T
+    # fp16 output rounding + fp16 activations into fp32 accumulations of length K
+    mag = xd.abs() @ bsw.dequantize().double().abs().T
+    err = (y.double().cpu() - ref).abs()
+    assert bool((err <= 2 ** -10 * ref.abs() + 4 * k * U32 * mag + 1e-3).all()), float(err.max())
+    assert mod.last_kernel.startswith(f"low: {low_variant}")
