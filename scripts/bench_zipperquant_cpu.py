@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.kernels.cpu_lut import PackedHigh, build_cpu_lut, high_bits_mm
+from mosaic_exp.logging.records import write_bench_result
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
 
@@ -144,21 +145,18 @@ def main() -> int:
             "cpu": cpu_name(), "threads": a.threads, "date_utc": stamp, "commit": commit,
             "torch": torch.__version__, "method": f"median of {a.reps} calls after 2 warm-up calls, rotating over "
                                                   f"copies of the sparse weight past {a.rotate_mb:.0f} MB"}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"zipperquant_cpu_{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# ZipperQuant CPU high-bits kernel ({stamp})", "", *[f"- {k}: `{v}`" for k, v in meta.items()], "",
-             "us per call (median); ratios = torch CSR time / ours (> 1: ours faster)", "",
+    table = ["us per call (median); ratios = torch CSR time / ours (> 1: ours faster)", "",
              ("| shape | density | nnz | M | lut | direct | torch CSR | dense fp32 | CSR/lut | CSR/direct | lut/direct "
               "| GPU dense W4 (H100) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['density']:.3f} | {r['nnz']} | {r['m']} | {r['lut_us']:.0f} | "
+        table.append(f"| {r['shape']} | {r['density']:.3f} | {r['nnz']} | {r['m']} | {r['lut_us']:.0f} | "
                      f"{r['direct_us']:.0f} | {r['torch_csr_us']:.0f} | {r.get('dense_us', float('nan')):.0f} | "
                      f"{r['torch_csr_us'] / r['lut_us']:.2f} | {r['torch_csr_us'] / r['direct_us']:.2f} | "
                      f"{r['lut_us'] / r['direct_us']:.2f} | {r.get('gpu_dense_w4_us', float('nan')):.1f} |")
-    (out / f"zipperquant_cpu_{stamp}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    md = write_bench_result(a.out, f"zipperquant_cpu_{stamp}", f"ZipperQuant CPU high-bits kernel ({stamp})",
+                            meta, rows, table)
+    print(md.read_text())
     return 0
 
 

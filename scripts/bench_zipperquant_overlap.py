@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.kernels.bitsplit_linear import BitSplitLinear
 from mosaic_exp.kernels.cpu_lut import PackedHigh, high_bits_mm
+from mosaic_exp.logging.records import write_bench_result
 from mosaic_exp.quant.zipperquant import zipperquant_quantize
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
@@ -93,18 +94,15 @@ def main() -> int:
     meta = {"command": " ".join(["python", *sys.argv]), "gpu": torch.cuda.get_device_name(0),
             "cpu_threads": a.threads, "date_utc": stamp, "commit": os.environ.get("MOSAIC_COMMIT", "unknown"),
             "method": f"wall-clock median of {a.reps} synchronized forwards after 3 warm-up"}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"zipperquant_overlap_{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# ZipperQuant GPU + CPU overlap ({stamp})", "", *[f"- {k}: `{v}`" for k, v in meta.items()], "",
-             ("| shape | M | density | low (GPU) us | high direct us | split direct us | overlap | high lut us | "
+    table = [("| shape | M | density | low (GPU) us | high direct us | split direct us | overlap | high lut us | "
               "split lut us | overlap |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['shape']} | {r['m']} | {r['density']:.4f} | {r['low_us']:.1f} | "
+        table.append(f"| {r['shape']} | {r['m']} | {r['density']:.4f} | {r['low_us']:.1f} | "
                      f"{r['high_cpu_direct_us']:.1f} | {r['split_cpu_direct_us']:.1f} | {r['overlap_cpu_direct']:.2f} | "
                      f"{r['high_cpu_lut_us']:.1f} | {r['split_cpu_lut_us']:.1f} | {r['overlap_cpu_lut']:.2f} |")
-    (out / f"zipperquant_overlap_{stamp}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    md = write_bench_result(a.out, f"zipperquant_overlap_{stamp}", f"ZipperQuant GPU + CPU overlap ({stamp})",
+                            meta, rows, table)
+    print(md.read_text())
     return 0
 
 

@@ -26,3 +26,14 @@ def write_json(path: Path, data: dict) -> None:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def write_bench_result(out_dir: str | Path, stem: str, title: str, meta: dict, rows: list[dict],
+                       table: list[str]) -> Path:
+    """A benchmark's result as ``<stem>.json`` ({meta, rows}) and ``<stem>.md`` (title, meta list, ``table``
+    lines); returns the markdown path."""
+    out = Path(out_dir)
+    write_json(out / f"{stem}.json", {"meta": meta, "rows": rows})
+    md = out / f"{stem}.md"
+    md.write_text("\n".join([f"# {title}", "", *[f"- {k}: `{v}`" for k, v in meta.items()], "", *table]) + "\n")
+    return md
