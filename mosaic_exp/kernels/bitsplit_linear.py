@@ -6,7 +6,8 @@
         sparse high-order part: full-precision activations, run by ``high_kernel``:
           cpu_lut     the CPU lookup-table kernel (:mod:`mosaic_exp.kernels.cpu_lut`)
           cpu_direct  the same CPU kernel multiplying the codes (the baseline the table is measured against)
-          reference   a dense float32 W_hi on x's device (fast accuracy runs; no CPU involved)
+          reference   a dense float32 W_hi on x's device (fast accuracy runs; no CPU involved; at A16 with a
+                      reference dense part, one matmul of W_lo + W_hi)
 On a CUDA input with a CPU high kernel the two halves overlap: x is copied to the host on a side stream, the GPU
 runs the dense part while the CPU runs the sparse part, and the CPU result is added on the GPU.
 ``last_kernel`` names both kernels that ran; an unavailable kernel raises, there is no fallback.
@@ -41,7 +42,7 @@ class BitSplitLinear(nn.Module):
         self.weight_split = w.to("cpu")
         self.low = QuantLinear.from_quantized(w.low, variant=low_variant, dtype=dtype, device=device)
         self.packed_high = PackedHigh.from_weight(w)
-        self._w_hi: dict = {}  # reference high kernel: dense W_hi per (device, dtype)
+        self._w_ref: dict = {}  # reference high kernel: a dense float32 W_hi (or W_q at A16), one device
         self.last_kernel: str | None = None
         self.register_buffer("bias", None if bias is None else bias.detach().to(device=device, dtype=dtype))
 
@@ -52,12 +53,14 @@ class BitSplitLinear(nn.Module):
         if self.bias is not None:
             self.bias = self.bias.to(device=device, dtype=dtype)
 
-    def _high_reference(self, x: torch.Tensor) -> torch.Tensor:
-        key = (str(x.device), x.dtype)
-        if key not in self._w_hi:
-            self._w_hi.clear()
-            self._w_hi[key] = self.weight_split.high_dense().to(x.device)
-        return (x.float() @ self._w_hi[key].T)
+    def _dense_reference(self, what: str, device: torch.device) -> torch.Tensor:
+        """float32 W_hi ("w_hi") or W_q = W_lo + W_hi ("w_q") on ``device``, cached (one entry)."""
+        key = (what, str(device))
+        if key not in self._w_ref:
+            self._w_ref.clear()
+            w = self.weight_split.high_dense() if what == "w_hi" else self.weight_split.dequantize()
+            self._w_ref[key] = w.to(device)
+        return self._w_ref[key]
 
     def _high_cpu(self, x_cpu: torch.Tensor) -> torch.Tensor:
         lut = self.high_kernel == "cpu_lut"
@@ -65,8 +68,10 @@ class BitSplitLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xq = fake_quantize_activation(x, self.a_bits, self.a_clip_ratio)
-        if self.high_kernel == "reference":
-            y = self.low(xq).float() + self._high_reference(x)
+        if self.high_kernel == "reference" and self.a_bits == 16 and self.low.variant == "reference":
+            y = x.float() @ self._dense_reference("w_q", x.device).T  # both halves see x: one matmul of W_lo + W_hi
+        elif self.high_kernel == "reference":
+            y = self.low(xq).float() + x.float() @ self._dense_reference("w_hi", x.device).T
         elif x.device.type == "cuda":
             y = self._forward_overlapped(x, xq)
         else:

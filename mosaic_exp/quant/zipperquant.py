@@ -13,7 +13,7 @@ as v_lo = v - 32, v_hi = 2), which is what lets the CPU kernel replace multiplic
 (:mod:`mosaic_exp.kernels.cpu_lut`).
 
 Scale rules:
-  "absmax"   s = clip_ratio * absmax / (2^(B-1) - 1): the plain B-bit symmetric grid (the paper's). The high
+  "absmax"   s = clip_ratio * absmax / (2^(B-1) - 1): the plain B-bit symmetric grid. The high
              part is sparse only when the group's absmax is set by a few outliers (what smoothing produces).
   "inlier"   s = max(q_(1-rho)(|W|) / (2^(L-1) - 1), absmax / (2^(B-1) - 1)) per group: the L-bit range
              covers all but a fraction rho (``outlier_fraction``) of the group's weights, and the floor keeps
