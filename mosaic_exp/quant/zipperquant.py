@@ -14,7 +14,8 @@ as v_lo = v - 32, v_hi = 2), which is what lets the CPU kernel replace multiplic
 
 Scale rules:
   "absmax"   s = clip_ratio * absmax / (2^(B-1) - 1): the plain B-bit symmetric grid. The high
-             part is sparse only when the group's absmax is set by a few outliers (what smoothing produces).
+             part is sparse only when the group's absmax is set by a few outliers (on SmolLM2 after smoothing
+             with alpha 0.5 it is not: 24-46 % of each linear's weights get high-order bits).
   "inlier"   s = max(q_(1-rho)(|W|) / (2^(L-1) - 1), absmax / (2^(B-1) - 1)) per group: the L-bit range
              covers all but a fraction rho (``outlier_fraction``) of the group's weights, and the floor keeps
              every weight representable in B bits. The density of W_hi is then at most ~rho, whatever the
