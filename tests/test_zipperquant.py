@@ -267,3 +267,17 @@ def test_bitsplit_linear_on_cuda_overlapped(cpu_lut, low_variant, high_kernel, m
     err = (y.double().cpu() - ref).abs()
     assert bool((err <= 2 ** -10 * ref.abs() + 4 * k * U32 * mag + 1e-3).all()), float(err.max())
     assert mod.last_kernel.startswith(f"low: {low_variant}")
+
+
+def test_cpu_module_is_rebuilt_for_another_torch_or_cpu(tmp_path):
+    """native/build travels to the device: a module built for another torch / CPU model / source is not used."""
+    from mosaic_exp.kernels.cpu_lut import _stamp_ok, _stamp_path, build_stamp
+
+    target = tmp_path / "_mosaic_cpu.so"
+    target.write_bytes(b"")
+    assert not _stamp_ok(target)  # no stamp
+    _stamp_path(target).write_text(json.dumps(build_stamp()))
+    assert _stamp_ok(target)
+    for key, value in [("torch", "0.0"), ("cpu", "another CPU"), ("source_mtime", 0.0)]:
+        _stamp_path(target).write_text(json.dumps({**build_stamp(), key: value}))
+        assert not _stamp_ok(target), key

@@ -12,6 +12,7 @@ and a missing build raises :class:`CpuKernelUnavailable` naming the command, nev
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sysconfig
@@ -41,14 +42,37 @@ def module_path(out_dir: Path | None = None) -> Path:
     return (out_dir or ROOT / "native" / "build") / f"{MODULE}{suffix}"
 
 
-def build_cpu_lut(out_dir: Path | None = None, quiet: bool = False, force: bool = False) -> Path:
-    """Compile the kernel with g++ (``CXX``) into ``out_dir`` (default native/build); skipped when up to date.
+def build_stamp() -> dict:
+    """What a built module is only valid for: this torch (headers, libraries, their path) and this CPU model
+    (``-march=native``). A module carried to another machine (``native/build`` travels to the device) is rebuilt."""
+    cpu = ""
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith(("model name", "flags"))), "")
+    except OSError:
+        pass
+    return {"torch": torch.__version__, "torch_dir": str(Path(torch.__file__).parent), "cpu": cpu,
+            "source_mtime": SOURCE.stat().st_mtime}
 
-    ``-march=native``: the module is built on the machine that runs it (the build folder is not shipped)."""
+
+def _stamp_path(target: Path) -> Path:
+    return target.with_name(target.name + ".stamp.json")
+
+
+def _stamp_ok(target: Path) -> bool:
+    try:
+        return target.exists() and json.loads(_stamp_path(target).read_text()) == build_stamp()
+    except (OSError, ValueError):
+        return False
+
+
+def build_cpu_lut(out_dir: Path | None = None, quiet: bool = False, force: bool = False) -> Path:
+    """Compile the kernel with g++ (``CXX``) into ``out_dir`` (default native/build); skipped when up to date
+    (same source, torch and CPU model: ``build_stamp``)."""
     from torch.utils.cpp_extension import include_paths, library_paths
 
     target = module_path(out_dir)
-    if not force and target.exists() and target.stat().st_mtime >= SOURCE.stat().st_mtime:
+    if not force and _stamp_ok(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     cxx = os.environ.get("CXX", "g++")
@@ -66,6 +90,7 @@ def build_cpu_lut(out_dir: Path | None = None, quiet: bool = False, force: bool 
         raise CpuKernelUnavailable(f"C++ compiler {cxx!r} not found (set CXX)") from e
     if res.returncode != 0:
         raise CpuKernelUnavailable(f"building {SOURCE.name} failed:\n{res.stderr[-4000:]}")
+    _stamp_path(target).write_text(json.dumps(build_stamp()))
     reset()
     return target
 
@@ -79,6 +104,9 @@ def load_cpu_lut():
     if not path.exists():
         raise CpuKernelUnavailable(f"CPU high-bits kernel not built (looked for {path}; build it with "
                                    f"`python scripts/build_native.py --cpu-only`)")
+    if not env and not _stamp_ok(path):
+        raise CpuKernelUnavailable(f"CPU high-bits kernel at {path} was built for another torch, CPU or source "
+                                   f"version: rebuild with `python scripts/build_native.py --cpu-only`")
     try:
         spec = importlib.util.spec_from_file_location(MODULE, path)
         mod = importlib.util.module_from_spec(spec)

@@ -27,14 +27,14 @@ touch native/build/*.o  # the carried objects stand (no kernel TU recompiled her
 # D = the default objects, copied here
 mkdir -p native/build/D && cp native/build/wgmma_kernels.o native/build/D/
 NCU='for s in 1 4; do SPLITK=$s M=128 K=4096 N=4096 BT=128 WGS=3 timeout 60 ncu --metrics gpu__time_duration.sum -k regex:ws_big python3 native/exp/ncu_wgmma.py 2>&1 | grep -E "wgmma-|duration"; done'
-STAGES="build ab" BUILD_ARGS=--reuse-objects VARIANTS=${VARIANTS:-"D C B S P"} TEST_VARIANTS=${TEST_VARIANTS:-"C"} \
+STAGES="build ab" BUILD_ARGS="--reuse-objects --no-cpu" VARIANTS=${VARIANTS:-"D C B S P"} TEST_VARIANTS=${TEST_VARIANTS:-"C"} \
   TESTS="wgmma or all_m or ws_big" AB_TIMEOUT=${AB_TIMEOUT:-270} FINGERPRINT=1 \
   PROBE="python3 native/exp/probe_ws_big_split.py --ms 64,128,256 --splits 1,2,4,8 --shapes o,qkv,down; $NCU" \
   bash scripts/device_kernels.sh 2>&1 | grep -v "^\s*$" | tail -100
 [ -f "$OUT/logs.tar.gz" ] && mv "$OUT/logs.tar.gz" "$OUT/logs_ab.tar.gz"  # the second pass packs its own
 # the cluster fix-up (the new synchronization) linked: the full benchmark on it, then memcheck
 cp native/build/C/*.o native/build/ && touch native/build/*.o
-python3 scripts/build_native.py --reuse-objects > "$OUT/build_C.log" 2>&1 || echo "relink C failed"
+python3 scripts/build_native.py --reuse-objects --no-cpu > "$OUT/build_C.log" 2>&1 || echo "relink C failed"
 # (the benchmark by default only on the H100: the targets and the route table are the H100's)
 H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
 STAGES="$([ "${BENCH:-$H100}" = 1 ] && echo bench) sanitizer" SAN_TIMEOUT=${SAN_TIMEOUT:-90} BENCH_TIMEOUT=${BENCH_TIMEOUT:-200} \
