@@ -194,6 +194,10 @@ def test_bitsplit_linear_computes_both_halves(cpu_lut, high_kernel, a_bits):
     # float32 products of length K, twice: the dense bound 2 K u sum |x||W|
     mag = xd.abs() @ bsw.dequantize().double().abs().T + bias.double().abs()
     assert bool(((y.double() - ref).abs() <= 2 * k * U32 * mag).all())
+    if high_kernel == "reference":
+        assert mod._w_ref  # the dense reference is cached ...
+        mod.to("cpu")
+        assert not mod._w_ref  # ... and dropped on a move, never left behind on the old device
     high_ran = mod.last_kernel.split("high:")[1]
     assert ("reference" in high_ran) == (high_kernel == "reference")
     assert ("lookup table" in high_ran) == (high_kernel == "cpu_lut")

@@ -46,6 +46,12 @@ class BitSplitLinear(nn.Module):
         self.last_kernel: str | None = None
         self.register_buffer("bias", None if bias is None else bias.detach().to(device=device, dtype=dtype))
 
+    def _apply(self, fn, recurse=True):
+        # the cached dense references are plain tensors: drop them on any move (the layer-wise runner moves each
+        # layer back to the CPU; a stale GPU copy would stay alive)
+        self._w_ref.clear()
+        return super()._apply(fn, recurse)
+
     def use_low_variant(self, variant: str, dtype: torch.dtype) -> None:
         """Run the dense part with another QuantLinear variant (e.g. the native ``dense`` kernel)."""
         device = self.low._device() if variant == "reference" else "cuda"
