@@ -44,6 +44,7 @@ class BitSplitLinear(nn.Module):
         self.packed_high = PackedHigh.from_weight(w)
         self._w_ref: dict = {}  # reference high kernel: a dense float32 W_hi (or W_q at A16), one device
         self.last_kernel: str | None = None
+        self._side = None  # the host-copy stream of the overlapped forward
         self.register_buffer("bias", None if bias is None else bias.detach().to(device=device, dtype=dtype))
 
     def _apply(self, fn, recurse=True):
@@ -93,7 +94,9 @@ class BitSplitLinear(nn.Module):
     def _forward_overlapped(self, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
         """GPU dense part and CPU sparse part at the same time (see the module docstring)."""
         main = torch.cuda.current_stream(x.device)
-        side = torch.cuda.Stream(device=x.device)
+        if self._side is None or self._side.device != x.device:
+            self._side = torch.cuda.Stream(device=x.device)  # one per module: created once, not per call
+        side = self._side
         side.wait_stream(main)  # x is ready
         with torch.cuda.stream(side):
             x_host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
