@@ -42,7 +42,7 @@ class BitSplitLinear(nn.Module):
         self.weight_split = w.to("cpu")
         self.low = QuantLinear.from_quantized(w.low, variant=low_variant, dtype=dtype, device=device)
         self.packed_high = PackedHigh.from_weight(w)
-        self._w_ref: dict = {}  # reference high kernel: a dense float32 W_hi (or W_q at A16), one device
+        self._w_ref: dict = {}  # reference high kernel: a dense W_hi (or W_q at A16), one device and dtype
         self.last_kernel: str | None = None
         self._side = None  # the host-copy stream of the overlapped forward
         self.register_buffer("bias", None if bias is None else bias.detach().to(device=device, dtype=dtype))
@@ -60,14 +60,17 @@ class BitSplitLinear(nn.Module):
         if self.bias is not None:
             self.bias = self.bias.to(device=device, dtype=dtype)
 
-    def _dense_reference(self, what: str, device: torch.device) -> torch.Tensor:
-        """float32 W_hi ("w_hi") or W_q = W_lo + W_hi ("w_q") on ``device``, cached (one entry)."""
-        key = (what, str(device))
+    def _dense_reference(self, what: str, x: torch.Tensor) -> torch.Tensor:
+        """x . W^T with W = W_hi ("w_hi") or W_q = W_lo + W_hi ("w_q") dense, cached once (one device, one dtype):
+        float32 on the CPU, x's dtype on a GPU (as QuantLinear's reference variant; an fp32 copy of an 8B model's
+        weights would not fit beside it)."""
+        dtype = torch.float32 if x.device.type == "cpu" else x.dtype
+        key = (what, str(x.device), dtype)
         if key not in self._w_ref:
             self._w_ref.clear()
             w = self.weight_split.high_dense() if what == "w_hi" else self.weight_split.dequantize()
-            self._w_ref[key] = w.to(device)
-        return self._w_ref[key]
+            self._w_ref[key] = w.to(x.device, dtype)
+        return torch.nn.functional.linear(x.to(dtype), self._w_ref[key]).float()
 
     def _high_cpu(self, x_cpu: torch.Tensor) -> torch.Tensor:
         lut = self.high_kernel == "cpu_lut"
@@ -76,9 +79,9 @@ class BitSplitLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xq = fake_quantize_activation(x, self.a_bits, self.a_clip_ratio)
         if self.high_kernel == "reference" and self.a_bits == 16 and self.low.variant == "reference":
-            y = x.float() @ self._dense_reference("w_q", x.device).T  # both halves see x: one matmul of W_lo + W_hi
+            y = self._dense_reference("w_q", x)  # both halves see x: one matmul of W_lo + W_hi
         elif self.high_kernel == "reference":
-            y = self.low(xq).float() + x.float() @ self._dense_reference("w_hi", x.device).T
+            y = self.low(xq).float() + self._dense_reference("w_hi", x)
         elif x.device.type == "cuda":
             y = self._forward_overlapped(x, xq)
         else:
