@@ -161,7 +161,7 @@ def test_cpu_kernel_errors_name_the_shapes(cpu_lut):
     p = PackedHigh.from_weight(bsw)
     with pytest.raises(ValueError, match="k=100.*k=128"):
         high_bits_mm(torch.randn(2, 100), p)
-    with pytest.raises(RuntimeError, match=r"scales must be contiguous float32 \[N, G\] = \[16, 2\].*m=2, n=16, k=128"):
+    with pytest.raises(ValueError, match=r"scales must be contiguous float32 \[N, G\] = \[16, 2\].*m=2, n=16, k=128"):
         cpu_lut.high_bits_mm(torch.randn(2, 128), p.indptr, p.indices, p.codes, p.scales[:, :1].contiguous(),
                              p.group_size, 4, 2, True)
 

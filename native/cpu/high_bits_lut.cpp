@@ -19,7 +19,25 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <sstream>
+#include <stdexcept>
 #include <vector>
+
+// Argument errors as std::invalid_argument (Python ValueError), not TORCH_CHECK's c10::Error: on the H100 host
+// (another torch and compiler) a c10::Error thrown out of this module crashed the interpreter (session 22).
+#define MOSAIC_CHECK(cond, ...)                                          \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      std::ostringstream mosaic_msg_;                                    \
+      mosaic_append(mosaic_msg_, "high_bits_mm: ", __VA_ARGS__);         \
+      throw std::invalid_argument(mosaic_msg_.str());                    \
+    }                                                                    \
+  } while (0)
+
+template <typename... Args>
+void mosaic_append(std::ostringstream& os, const Args&... args) {
+  (os << ... << args);
+}
 
 namespace {
 
@@ -70,30 +88,30 @@ void high_bits_chunk(const float* x, int64_t K, int64_t m0, int64_t mt, const in
 torch::Tensor high_bits_mm(torch::Tensor x, torch::Tensor indptr, torch::Tensor indices, torch::Tensor codes,
                            torch::Tensor scales, int64_t group_size, int64_t low_bits, int64_t high_bits,
                            bool lut) {
-  TORCH_CHECK(x.device().is_cpu() && indptr.device().is_cpu() && indices.device().is_cpu() &&
+  MOSAIC_CHECK(x.device().is_cpu() && indptr.device().is_cpu() && indices.device().is_cpu() &&
                   codes.device().is_cpu() && scales.device().is_cpu(),
-              "high_bits_mm: every tensor must be on the CPU");
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
-              "high_bits_mm: x must be a contiguous float32 [M, K] tensor, got ", x.scalar_type(), " ", x.sizes());
+              "every tensor must be on the CPU");
+  MOSAIC_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous(),
+              "x must be a contiguous float32 [M, K] tensor, got ", x.scalar_type(), " ", x.sizes());
   const int64_t M = x.size(0), K = x.size(1);
-  TORCH_CHECK(indptr.dim() == 1 && indptr.scalar_type() == torch::kInt32 && indptr.is_contiguous() &&
+  MOSAIC_CHECK(indptr.dim() == 1 && indptr.scalar_type() == torch::kInt32 && indptr.is_contiguous() &&
                   indptr.size(0) >= 1,
-              "high_bits_mm: indptr must be a contiguous int32 [N + 1] tensor, got ", indptr.sizes());
+              "indptr must be a contiguous int32 [N + 1] tensor, got ", indptr.sizes());
   const int64_t N = indptr.size(0) - 1;
-  TORCH_CHECK(indices.dim() == 1 && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
+  MOSAIC_CHECK(indices.dim() == 1 && indices.scalar_type() == torch::kInt32 && indices.is_contiguous() &&
                   codes.dim() == 1 && codes.scalar_type() == torch::kInt8 && codes.is_contiguous() &&
                   codes.size(0) == indices.size(0),
-              "high_bits_mm: indices (int32) and codes (int8) must be contiguous 1-D of one length, got ",
+              "indices (int32) and codes (int8) must be contiguous 1-D of one length, got ",
               indices.sizes(), " and ", codes.sizes());
-  TORCH_CHECK(group_size > 0, "high_bits_mm: group_size must be positive (per-channel: K), got ", group_size,
+  MOSAIC_CHECK(group_size > 0, "group_size must be positive (per-channel: K), got ", group_size,
               " (m=", M, ", n=", N, ", k=", K, ")");
   const int64_t G = (K + group_size - 1) / group_size;
-  TORCH_CHECK(scales.dim() == 2 && scales.scalar_type() == torch::kFloat32 && scales.is_contiguous() &&
+  MOSAIC_CHECK(scales.dim() == 2 && scales.scalar_type() == torch::kFloat32 && scales.is_contiguous() &&
                   scales.size(0) == N && scales.size(1) == G,
-              "high_bits_mm: scales must be contiguous float32 [N, G] = [", N, ", ", G, "] for m=", M, ", n=", N,
+              "scales must be contiguous float32 [N, G] = [", N, ", ", G, "] for m=", M, ", n=", N,
               ", k=", K, ", group_size=", group_size, "; got ", scales.scalar_type(), " ", scales.sizes());
-  TORCH_CHECK(low_bits >= 1 && low_bits <= 7 && high_bits >= 1 && high_bits <= 4,
-              "high_bits_mm: low_bits in 1..7 and high_bits in 1..4, got ", low_bits, " and ", high_bits);
+  MOSAIC_CHECK(low_bits >= 1 && low_bits <= 7 && high_bits >= 1 && high_bits <= 4,
+              "low_bits in 1..7 and high_bits in 1..4, got ", low_bits, " and ", high_bits);
   auto y = torch::zeros({M, N}, x.options());
   if (M == 0 || N == 0 || indices.size(0) == 0) return y;
   // table slots c = v_hi + 2^(H-1) for v_hi in [-2^(H-1), 2^(H-1)]
