@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -138,8 +139,8 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = os.environ.get("MOSAIC_COMMIT") or subprocess.run(  # the device's copy has no matching git HEAD
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     meta = {"command": "python " + " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix()
                                              if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
             "cpu": cpu_name(), "threads": a.threads, "date_utc": stamp, "commit": commit,
