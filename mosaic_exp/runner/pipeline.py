@@ -170,21 +170,17 @@ class Pipeline:
 
     def _swap_kernels(self) -> str:
         variant = self.cfg.kernel.variant
-        if self.cfg.quant.method == "zipperquant":
-            from mosaic_exp.kernels.swap import swap_bitsplit_low
-
-            dtype = self.model.dtype
-            if variant != "reference" and dtype == torch.float32:  # the native kernels take fp16/bf16
-                dtype = torch.float16
-                self.model.to(dtype)
-            return swap_bitsplit_low(self.model, self.report.weights, variant, dtype, self.cfg.quant.high_kernel)
-        if variant == "reference":
+        zipperquant = self.cfg.quant.method == "zipperquant"
+        if variant == "reference" and not zipperquant:
             return "reference (dequantized weights in torch.nn.Linear)"
-        from mosaic_exp.kernels.swap import swap_quant_linears
+        from mosaic_exp.kernels.swap import swap_bitsplit_low, swap_quant_linears
 
-        dtype = torch.float16 if self.model.dtype == torch.float32 else self.model.dtype
-        if dtype != self.model.dtype:  # the native kernels take fp16/bf16 activations
+        dtype = self.model.dtype
+        if variant != "reference" and dtype == torch.float32:  # the native kernels take fp16/bf16 activations
+            dtype = torch.float16
             self.model.to(dtype)
+        if zipperquant:  # its BitSplitLinear modules stay; their dense low part runs the variant
+            return swap_bitsplit_low(self.model, self.report.weights, variant, dtype, self.cfg.quant.high_kernel)
         return swap_quant_linears(self.model, self.report.weights, variant, dtype)
 
     def evaluate(self) -> None:
