@@ -122,7 +122,8 @@ torch::Tensor high_bits_mm(torch::Tensor x, torch::Tensor indptr, torch::Tensor 
   else if ((group_size & (group_size - 1)) == 0) { gshift = 0; while ((int64_t{1} << gshift) < group_size) ++gshift; }
   const float step = static_cast<float>(1 << low_bits);
   // a chunk of MT tokens at a time: 1 (decode) or 16 (SIMD over tokens); the table is K x (2^H + 1) x MT.
-  // (A 4-token chunk for M = 2..4 measured slower than 16 with 12 idle lanes: 170 vs 126 us on o at 1 %.)
+  // (A 4-token chunk for M = 2..4 measured slower than 16 with 12 idle lanes: 170-174 vs 122-127 us on a
+  // 4096 x 4096 weight at 1 %, bench/results/zipperquant_cpu_chunk4_vs_16_20261207.txt.)
   const int64_t mt_max = M == 1 ? 1 : 16;
   std::vector<float> table(static_cast<size_t>(K * ncodes * mt_max));
   const float* xp = x.data_ptr<float>();
