@@ -10,7 +10,10 @@ with the ``inlier`` rule at that density), in the same run, wall-clock medians o
   high    the sparse part alone on the CPU (``cpu_direct`` and ``cpu_lut``), from a host copy of x
   split   BitSplitLinear: x copied to the host on a side stream, dense part on the GPU meanwhile, CPU part, the
           result copied back and added
-overlap = (low + high) / split (2.0 = perfect overlap of equal halves; 1.0 = none). Results as markdown + JSON.
+overlap = (low + high) / split (2.0 = perfect overlap of equal halves; 1.0 = none). "host" columns: the host time
+of one eager call with the GPU idle before it (the launch path's Python and dispatch cost). With --profile, the
+dense part's eager call under cProfile (what its host time is spent on) goes to a text file beside the results.
+Results as markdown + JSON.
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ def wall_us(fn, reps: int) -> float:
     return statistics.median(t) * 1e6
 
 
+def host_us(fn, reps: int) -> float:
+    """Host time of one eager call (launch overhead: Python, dispatch, launches), the GPU idle before each."""
+    for _ in range(3):
+        fn()
+    t = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    return statistics.median(t) * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="o,down")
@@ -58,6 +75,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--profile", action="store_true", help="cProfile the dense part's eager call")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_zipperquant_overlap needs a CUDA device")
@@ -81,23 +99,38 @@ def main() -> int:
                 xh = x.cpu()
                 low = mods["cpu_direct"].low
                 row = {"shape": shape, "k": k, "n": n, "m": m, "density": bsw.high_density,
-                       "low_us": wall_us(lambda low=low, x=x: low(x), a.reps)}
+                       "low_us": wall_us(lambda low=low, x=x: low(x), a.reps),
+                       "low_host_us": host_us(lambda low=low, x=x: low(x), a.reps)}
                 for kern, mod in mods.items():
                     row[f"high_{kern}_us"] = wall_us(
                         lambda xh=xh, ph=ph, lut=(kern == "cpu_lut"): high_bits_mm(xh, ph, lut=lut), a.reps)
                     row[f"split_{kern}_us"] = wall_us(lambda mod=mod, x=x: mod(x), a.reps)
+                    row[f"split_{kern}_host_us"] = host_us(lambda mod=mod, x=x: mod(x), a.reps)
                     row[f"overlap_{kern}"] = (row["low_us"] + row[f"high_{kern}_us"]) / row[f"split_{kern}_us"]
                 row["kernel_ran"] = mods["cpu_direct"].last_kernel
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if a.profile:
+        import cProfile
+        import io
+        import pstats
+
+        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
+        prof = cProfile.Profile()
+        prof.runcall(lambda: [low(x) for _ in range(200)])
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+        Path(a.out, f"zipperquant_dense_dispatch_profile_{stamp}.txt").write_text(
+            f"cProfile of 200 eager calls of the dense part (shape {shape}, M = 1) on {torch.cuda.get_device_name(0)}"
+            f", commit {os.environ.get('MOSAIC_COMMIT', 'unknown')}\n{buf.getvalue()}")
     meta = {"command": " ".join(["python", *sys.argv]), "gpu": torch.cuda.get_device_name(0),
             "cpu_threads": a.threads, "date_utc": stamp, "commit": os.environ.get("MOSAIC_COMMIT", "unknown"),
             "method": f"wall-clock median of {a.reps} synchronized forwards after 3 warm-up"}
-    table = [("| shape | M | density | low (GPU) us | high direct us | split direct us | overlap | high lut us | "
-              "split lut us | overlap |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    table = [("| shape | M | density | low (GPU) us | low host us | high direct us | split direct us | overlap | high lut us | "
+              "split lut us | overlap |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        table.append(f"| {r['shape']} | {r['m']} | {r['density']:.4f} | {r['low_us']:.1f} | "
+        table.append(f"| {r['shape']} | {r['m']} | {r['density']:.4f} | {r['low_us']:.1f} | {r['low_host_us']:.1f} | "
                      f"{r['high_cpu_direct_us']:.1f} | {r['split_cpu_direct_us']:.1f} | {r['overlap_cpu_direct']:.2f} | "
                      f"{r['high_cpu_lut_us']:.1f} | {r['split_cpu_lut_us']:.1f} | {r['overlap_cpu_lut']:.2f} |")
     md = write_bench_result(a.out, f"zipperquant_overlap_{stamp}", f"ZipperQuant GPU + CPU overlap ({stamp})",

@@ -58,7 +58,7 @@ for st in $STAGES; do
       # ZipperQuant on the device: its tests (GPU dense part + CPU sparse part, overlapped), the overlap and the
       # CPU high-bits kernel benchmarks (the CPU module is built by the build stage)
       timeout ${ZQ_TIMEOUT:-300} $PY -m pytest tests/test_zipperquant.py -q -ra 2>&1 | tee "$OUT/zq_test.log" | tail -6 || rc=1
-      timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_overlap.py --out "$OUT" 2>&1 | tail -12 || rc=1
+      timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_overlap.py --profile --out "$OUT" 2>&1 | tail -12 || rc=1
       timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_cpu.py --no-dense --reps 20 --out "$OUT" \
         --gpu-json "$(ls bench/results/bench_kernels_*.json | tail -1)" 2>&1 | tail -20 || rc=1
       ;;

@@ -8,12 +8,18 @@
           cpu_direct  the same CPU kernel multiplying the codes (the baseline the table is measured against)
           reference   a dense float32 W_hi on x's device (fast accuracy runs; no CPU involved; at A16 with a
                       reference dense part, one matmul of W_lo + W_hi)
-On a CUDA input with a CPU high kernel the two halves overlap: x is copied to the host on a side stream, the GPU
-runs the dense part while the CPU runs the sparse part, and the CPU result is added on the GPU.
+On a CUDA input with a CPU high kernel the two halves overlap (:class:`HostOffload`): x is copied to the host on a
+side stream into a pinned staging buffer, a persistent worker thread waits for that copy and runs the CPU kernel
+(which releases the GIL) while the main thread launches the dense part, and the CPU result goes back through a
+second pinned buffer and is added on the GPU. Layers share one offload (one worker, one pair of buffers grown to
+the largest M seen): forwards are issued from one thread, one after the other, as a model runs them.
 ``last_kernel`` names both kernels that ran; an unavailable kernel raises, there is no fallback.
 """
 
 from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -44,7 +50,6 @@ class BitSplitLinear(nn.Module):
         self.packed_high = PackedHigh.from_weight(w)
         self._w_ref: dict = {}  # reference high kernel: a dense W_hi (or W_q at A16), one device and dtype
         self.last_kernel: str | None = None
-        self._side = None  # the host-copy stream of the overlapped forward
         self.register_buffer("bias", None if bias is None else bias.detach().to(device=device, dtype=dtype))
 
     def _apply(self, fn, recurse=True):
@@ -96,21 +101,74 @@ class BitSplitLinear(nn.Module):
 
     def _forward_overlapped(self, x: torch.Tensor, xq: torch.Tensor) -> torch.Tensor:
         """GPU dense part and CPU sparse part at the same time (see the module docstring)."""
-        main = torch.cuda.current_stream(x.device)
-        if self._side is None or self._side.device != x.device:
-            self._side = torch.cuda.Stream(device=x.device)  # one per module: created once, not per call
-        side = self._side
-        side.wait_stream(main)  # x is ready
-        with torch.cuda.stream(side):
-            x_host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
-            x_host.copy_(x, non_blocking=True)
-            copied = torch.cuda.Event()
-            copied.record(side)
-        y_lo = self.low(xq)  # launched on the main stream; runs while the CPU works
-        copied.synchronize()
-        y_hi = self._high_cpu(x_host).pin_memory().to(x.device, non_blocking=True)
-        return y_lo.float() + y_hi
+        off = host_offload(x.device)
+        m = x.numel() // self.in_features
+        x_host, y_host = off.stage(x.reshape(m, self.in_features), self.out_features)
+        task = off.worker.submit(off.run_high, self._high_cpu, x_host, y_host)
+        y_lo = self.low(xq)  # launched on the main stream while the worker computes
+        task.result()
+        y_hi = off.to_device(y_host)
+        return torch.add(y_lo.reshape(m, self.out_features), y_hi).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, a_bits={self.a_bits}, "
                 f"high_kernel={self.high_kernel}, high_density={self.weight_split.high_density:.4f}")
+
+
+class HostOffload:
+    """The overlapped forward's shared state on one CUDA device: a side stream for the device-to-host copy, one
+    worker thread for the CPU kernel and two pinned staging buffers (x out, y back) reused across calls.
+
+    Reuse is safe because every step waits for the one that last used a buffer: the worker waits for x's copy
+    (``copied``) before reading x_host and for the previous result's host-to-device copy (``returned``) before
+    writing y_host; the next x copy is issued only after the previous worker task finished (``task.result()``)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.side = torch.cuda.Stream(device=device)
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mosaic-cpu-high")
+        self.copied = torch.cuda.Event()
+        self.returned = torch.cuda.Event()
+        self.returned.record(torch.cuda.current_stream(device))
+        self._buf: dict[str, torch.Tensor] = {}
+
+    def _buffer(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        b = self._buf.get(name)
+        if b is None or b.numel() < numel or b.dtype != dtype:
+            # a grown buffer is new memory; the old one is held by the caching host allocator until its pending
+            # copies finish
+            b = torch.empty(numel, dtype=dtype, pin_memory=True)
+            self._buf[name] = b
+        return b
+
+    def stage(self, x2: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Issue x2 [M, K]'s copy to the host on the side stream; return the staging views x_host [M, K] and
+        y_host [M, n] (float32)."""
+        m, k = x2.shape
+        x_host = self._buffer("x", m * k, x2.dtype)[: m * k].view(m, k)
+        y_host = self._buffer("y", m * n, torch.float32)[: m * n].view(m, n)
+        main = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(main)  # x is ready
+        with torch.cuda.stream(self.side):
+            x_host.copy_(x2, non_blocking=True)
+            self.copied.record(self.side)
+        return x_host, y_host
+
+    def run_high(self, high, x_host: torch.Tensor, y_host: torch.Tensor) -> None:
+        """(worker thread) y_host = high(x_host) once x has arrived and y_host's previous contents have left."""
+        self.copied.synchronize()
+        self.returned.synchronize()
+        y_host.copy_(high(x_host))
+
+    def to_device(self, y_host: torch.Tensor) -> torch.Tensor:
+        main = torch.cuda.current_stream(self.device)
+        y = torch.empty(y_host.shape, dtype=y_host.dtype, device=self.device)
+        y.copy_(y_host, non_blocking=True)
+        self.returned.record(main)
+        return y
+
+
+@functools.cache
+def host_offload(device: torch.device) -> HostOffload:
+    """One offload per CUDA device, made on first use (no thread or stream at import)."""
+    return HostOffload(device)

@@ -913,9 +913,14 @@ def _packed_from_args(qweight, scales, zeros, res_qweight, res_scales, res_lut, 
 
 
 def _empty_res(scales: torch.Tensor, qweight: torch.Tensor):
-    dev = qweight.device
-    nt, kt = qweight.shape[0], qweight.shape[1]
-    return (torch.zeros(0, 2048, dtype=torch.uint8, device=dev), torch.zeros(0, TILE, dtype=scales.dtype, device=dev),
+    return _empty_res_cached(qweight.device, scales.dtype, qweight.shape[0], qweight.shape[1])
+
+
+@functools.cache
+def _empty_res_cached(dev: torch.device, dtype: torch.dtype, nt: int, kt: int):
+    # the unused residual arguments of a dense / separate call: read-only, so made once per device and shape (they
+    # were allocated per call: four fill kernels and six allocations in every eager forward)
+    return (torch.zeros(0, 2048, dtype=torch.uint8, device=dev), torch.zeros(0, TILE, dtype=dtype, device=dev),
             torch.full((nt, kt), -1, dtype=torch.int32, device=dev), torch.zeros(nt + 1, dtype=torch.int32, device=dev),
             torch.zeros(0, dtype=torch.int32, device=dev), torch.zeros(0, dtype=torch.int32, device=dev))
 

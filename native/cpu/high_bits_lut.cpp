@@ -148,5 +148,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("high_bits_mm", &high_bits_mm,
         "Y[M, N] = X[M, K] . W_hi^T for CSR high-order bits (lut: products from a lookup table; else the "
         "code multiplied per nonzero)", py::arg("x"), py::arg("indptr"), py::arg("indices"), py::arg("codes"),
-        py::arg("scales"), py::arg("group_size"), py::arg("low_bits"), py::arg("high_bits"), py::arg("lut") = true);
+        py::arg("scales"), py::arg("group_size"), py::arg("low_bits"), py::arg("high_bits"), py::arg("lut") = true,
+        // no Python object is touched inside: the GIL is released, so BitSplitLinear's worker thread runs this
+        // kernel while the main thread launches the GPU's dense part
+        py::call_guard<py::gil_scoped_release>());
 }
