@@ -110,25 +110,39 @@ def _load_gguf(cfg: ModelConfig, cache_root: str):
     return model, tok
 
 
-def _load_random(cfg: ModelConfig, cache_root: str):
-    from transformers import AutoConfig, AutoModelForCausalLM
+def random_hf_config(cfg: ModelConfig, num_hidden_layers: int | None = None):
+    """The transformers config of a ``source: random`` model (``num_hidden_layers`` overrides the depth)."""
+    from transformers import AutoConfig
 
     r = cfg.random
     model_type = {"llama": "llama", "qwen3": "qwen3"}[cfg.arch]
     kw = dict(hidden_size=r.hidden_size, intermediate_size=r.intermediate_size,
-              num_hidden_layers=r.num_hidden_layers, num_attention_heads=r.num_attention_heads,
+              num_hidden_layers=num_hidden_layers or r.num_hidden_layers, num_attention_heads=r.num_attention_heads,
               num_key_value_heads=r.num_key_value_heads, vocab_size=r.vocab_size,
               max_position_embeddings=cfg.context_length, tie_word_embeddings=False)
     if r.head_dim:
         kw["head_dim"] = r.head_dim
-    hf_cfg = AutoConfig.for_model(model_type, **kw)
+    return AutoConfig.for_model(model_type, **kw)
+
+
+def build_random_model(cfg: ModelConfig, device: torch.device | str = "cpu", num_hidden_layers: int | None = None):
+    """A ``source: random`` model built directly on ``device`` (an 8B-shaped model fills in seconds on a GPU,
+    minutes on the CPU) and filled by :func:`fill_random_` from the config's seed."""
+    from transformers import AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
+    hf_cfg = random_hf_config(cfg, num_hidden_layers)
     # HF's per-module init is ~3.4x slower than one seeded fill over the parameters (8B shapes: minutes
     # on the CPU), so build the model uninitialised and fill it here with the same distributions.
-    with no_init_weights():
+    with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch_dtype(cfg.dtype))
-    fill_random_(model, hf_cfg.initializer_range, r.seed)
+    fill_random_(model, hf_cfg.initializer_range, cfg.random.seed)
+    return model
+
+
+def _load_random(cfg: ModelConfig, cache_root: str):
+    r = cfg.random
+    model = build_random_model(cfg)
     tokenizer = None
     if r.tokenizer:
         tokenizer = load_tokenizer_of(r.tokenizer, cache_root)
@@ -141,11 +155,14 @@ def _load_random(cfg: ModelConfig, cache_root: str):
 @torch.no_grad()
 def fill_random_(model: torch.nn.Module, std: float, seed: int) -> None:
     """HF's init for llama/qwen3, reproducible from ``seed``: matrices (linears, embeddings, head) ~ N(0, std),
-    vectors (RMSNorm weights) = 1, biases = 0. Uses its own generator (the caller's RNG is untouched)."""
-    gen = torch.Generator().manual_seed(int(seed))
+    vectors (RMSNorm weights) = 1, biases = 0. Uses its own generator (the caller's RNG is untouched), one per
+    device the parameters are on (a CUDA model's values differ from a CPU model's of the same seed)."""
+    gens: dict = {}
     for name, p in model.named_parameters():
         if p.dim() >= 2:
-            p.normal_(0.0, std, generator=gen)
+            if p.device not in gens:
+                gens[p.device] = torch.Generator(device=p.device).manual_seed(int(seed))
+            p.normal_(0.0, std, generator=gens[p.device])
         elif name.endswith("bias"):
             p.zero_()
         else:
