@@ -36,13 +36,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mosaic_exp.config import ModelConfig  # noqa: E402
-from mosaic_exp.eval.forward_speed import time_forward  # noqa: E402
-from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant  # noqa: E402
-from mosaic_exp.logging.records import write_bench_result  # noqa: E402
-from mosaic_exp.models.adapters import get_adapter  # noqa: E402
-from mosaic_exp.models.loader import build_random_model  # noqa: E402
-from mosaic_exp.quant.mosaic import mosaic_quantize  # noqa: E402
+from mosaic_exp.config import ModelConfig
+from mosaic_exp.eval.forward_speed import time_forward
+from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant
+from mosaic_exp.logging.records import write_bench_result
+from mosaic_exp.models.adapters import get_adapter
+from mosaic_exp.models.loader import build_random_model
+from mosaic_exp.quant.mosaic import mosaic_quantize
 
 
 def load_model_config(name: str) -> ModelConfig:
