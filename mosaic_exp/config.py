@@ -243,8 +243,17 @@ class EvalConfig:
     zeroshot: list = field(default_factory=list)
     zeroshot_limit: Optional[int] = None
     zeroshot_backend: str = "local"
+    # model-level forward latency (mosaic_exp.eval.forward_speed) at each "BxS" (B sequences of S tokens; S = 1 is
+    # a decode step's weight work), after the other evaluations; metrics speed/forward_ms_BxS, speed/tokens_per_s_BxS
+    speed: list = field(default_factory=list)
+    speed_cuda_graph: bool = True  # replay a CUDA graph of the forward (CUDA only); false: eager forwards
+    speed_reps: int = 20
 
     def __post_init__(self) -> None:
+        for item in self.speed:
+            parse_speed_shape(item)
+        if self.speed_reps <= 0:
+            raise ConfigError(f"eval.speed_reps={self.speed_reps} must be positive")
         for d in self.perplexity:
             _choice("eval", "perplexity", d, PPL_DATASETS)
         for t in self.zeroshot:
@@ -256,6 +265,17 @@ class EvalConfig:
         if self.batch_size <= 0:
             raise ConfigError(f"eval.batch_size={self.batch_size} must be positive")
         _choice("eval", "zeroshot_backend", self.zeroshot_backend, ("local", "lm_eval"))
+
+
+def parse_speed_shape(item) -> tuple[int, int]:
+    """"BxS" -> (B, S); a ConfigError naming the item otherwise."""
+    try:
+        b, sq = (int(v) for v in str(item).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"eval.speed: {item!r} is not BxS (e.g. 1x1, 16x1, 1x2048)") from None
+    if b <= 0 or sq <= 0:
+        raise ConfigError(f"eval.speed: {item!r} needs positive B and S")
+    return b, sq
 
 
 @dataclass
@@ -340,4 +360,7 @@ def config_hash(cfg: RunConfig) -> str:
     if cfg.quant.method != "zipperquant":  # ZipperQuant's keys leave other methods' hashes as they were
         for key in _ZIPPERQUANT_KEYS:
             d["quant"].pop(key)
+    if not cfg.eval.speed:  # runs without a speed measurement keep the hashes they had before it existed
+        for key in ("speed", "speed_cuda_graph", "speed_reps"):
+            d["eval"].pop(key)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]

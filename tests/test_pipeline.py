@@ -167,3 +167,32 @@ def test_zeroshot_through_the_pipeline(compose, tmp_path, data_dir):
     for task in ("piqa", "arc_easy"):
         acc = m[f"zeroshot/{task}/acc"]
         assert 0.0 <= acc <= 1.0
+
+
+def test_eval_speed_measures_the_run_model(compose, tmp_path, data_dir):
+    """eval.speed times the evaluated model's forward (eager on the CPU) and records it."""
+    cfg = compose([*TINY, "quant=rtn", "eval.speed=[1x1,2x8]", "eval.speed_cuda_graph=false", "eval.speed_reps=2"],
+                  tmp_path)
+    run_experiment(cfg, run_dir=str(tmp_path))
+    m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert m["speed/mode"] == "eager"
+    for shape, tokens in (("1x1", 1), ("2x8", 16)):
+        assert m[f"speed/forward_ms_{shape}"] > 0
+        assert m[f"speed/tokens_per_s_{shape}"] == pytest.approx(tokens / (m[f"speed/forward_ms_{shape}"] / 1e3))
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert [(r["batch"], r["seq"]) for r in rows] == [(1, 1), (2, 8)]
+
+
+@pytest.mark.parametrize("overrides, msg", [
+    (["eval.speed=[1x0]"], "eval.speed: '1x0' needs positive B and S"),
+    (["eval.speed=[fast]"], "eval.speed: 'fast' is not BxS"),
+    (["eval.speed=[1x1]", "eval.speed_reps=0"], "eval.speed_reps=0"),
+    (["eval.speed=[1x1]", "device=cpu"], "needs a CUDA device"),
+])
+def test_eval_speed_bad_settings_fail_before_work(compose, tmp_path, data_dir, overrides, msg):
+    from mosaic_exp.config import ConfigError
+
+    cfg = compose([*TINY, "quant=rtn", *overrides], tmp_path)
+    with pytest.raises(ConfigError, match=msg):
+        run_experiment(cfg, run_dir=str(tmp_path))
+    assert not (tmp_path / "quantized").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mosaic_exp.config import RunConfig, config_hash
+from mosaic_exp.config import ConfigError, RunConfig, config_hash
 from mosaic_exp.logging.environment import capture_environment
 from mosaic_exp.logging.records import write_json
 from mosaic_exp.runner.callbacks import ConsoleSummary, StageTimer, progress_enabled
@@ -53,6 +53,14 @@ def preflight(cfg: RunConfig) -> None:
         check_available(d, data_dir_of(cfg))
     for task in cfg.eval.zeroshot:
         check_available(task, data_dir_of(cfg))
+    if cfg.eval.speed and cfg.eval.speed_cuda_graph and resolve_device(cfg.device) != "cuda":
+        raise ConfigError(f"eval.speed={list(cfg.eval.speed)} with eval.speed_cuda_graph=true needs a CUDA device "
+                          f"(device={cfg.device!r} resolves to {resolve_device(cfg.device)!r}); set "
+                          f"eval.speed_cuda_graph=false to time eager forwards")
+    if cfg.eval.speed and cfg.eval.speed_cuda_graph and cfg.quant.method == "zipperquant" \
+            and cfg.quant.high_kernel != "reference":
+        raise ConfigError(f"eval.speed with eval.speed_cuda_graph=true: quant.high_kernel={cfg.quant.high_kernel!r} "
+                          f"runs on the CPU and cannot be captured in a CUDA graph; set eval.speed_cuda_graph=false")
 
 
 class Pipeline:
@@ -211,6 +219,25 @@ class Pipeline:
                                        progress=progress_enabled())
                 self.metrics.update(flatten_results(zs))
                 self.metrics["zeroshot/backend"] = zs["backend"]
+            self._measure_speed()
+
+    def _measure_speed(self) -> None:
+        from mosaic_exp.config import parse_speed_shape
+        from mosaic_exp.eval.forward_speed import time_forward
+
+        e = self.cfg.eval
+        rows = []
+        for item in e.speed:
+            b, s = parse_speed_shape(item)
+            r = time_forward(self.model, b, s, device=self.device, cuda_graph=e.speed_cuda_graph, reps=e.speed_reps,
+                             seed=self.cfg.seed)
+            self.metrics[f"speed/forward_ms_{b}x{s}"] = r.median_ms
+            self.metrics[f"speed/tokens_per_s_{b}x{s}"] = r.tokens_per_s
+            self.metrics["speed/mode"] = r.mode
+            rows.append(r.as_dict())
+            log.info("forward %dx%d (%s): %.3f ms median, %.0f tokens/s", b, s, r.mode, r.median_ms, r.tokens_per_s)
+        if rows:
+            write_json(self.run_dir / "speed.json", {"rows": rows})
 
     # ------------------------------------------------------------------ driver
     def run(self) -> float:
