@@ -8,6 +8,7 @@
 #   variant linked, so STAGES="build bench ab bench" benchmarks the default build and then the last variant
 #   (each result file names its build: meta.native_build)
 #   STAGES="build zq": ZipperQuant's tests on the GPU and its overlap / CPU-kernel benchmarks
+#   STAGES="build forward": model-level speed (scripts/bench_forward.py; FWD_ARGS, default --eager)
 #   STAGES="build tune bench": measure the small-M route table first (scripts/tune_gemv_routes.py ->
 #   $OUT/gemv_routes.json; commit it under mosaic_exp/kernels/routes/), the benchmark then uses it
 # Env: BENCH_ARGS (extra bench args), TEST_ARGS (pytest args), TEST_K (a pytest -k expression), SAN_TIMEOUT (s, default 300), BUILD_ARGS
@@ -61,6 +62,11 @@ for st in $STAGES; do
       timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_overlap.py --profile --out "$OUT" 2>&1 | tail -12 || rc=1
       timeout ${ZQ_TIMEOUT:-300} $PY scripts/bench_zipperquant_cpu.py --no-dense --reps 20 --out "$OUT" \
         --gpu-json "$(ls bench/results/bench_kernels_*.json | tail -1)" 2>&1 | tail -20 || rc=1
+      ;;
+    forward)
+      # model-level speed: the harness's GPU tests, then an 8B-shaped random model's forward, bf16 vs our kernels
+      timeout ${FWD_TIMEOUT:-300} $PY -m pytest tests/test_forward_speed.py -q -m gpu -ra 2>&1 | tee "$OUT/forward_test.log" | tail -4 || rc=1
+      timeout ${FWD_TIMEOUT:-300} $PY scripts/bench_forward.py --out "$OUT" ${FWD_ARGS:---eager} 2>&1 | tee "$OUT/forward.log" | tail -30 || rc=1
       ;;
     bench)
       timeout ${BENCH_TIMEOUT:-480} $PY scripts/bench_kernels.py --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench.log" | grep -v "^  M=" || rc=1
