@@ -229,6 +229,9 @@ class ResidualConfig:
 @dataclass
 class KernelConfig:
     variant: str = "reference"
+    # run each decoder layer's q / k / v and gate / up as one kernel over their stacked weight
+    # (mosaic_exp.kernels.fused_linear); W4 methods only (not ZipperQuant's split layers)
+    fuse_shared_input: bool = False
 
     def __post_init__(self) -> None:
         _choice("kernel", "variant", self.variant, KERNEL_VARIANTS)
@@ -324,6 +327,11 @@ class RunConfig:
         if self.eval.seqlen > self.model.context_length:
             raise ConfigError(f"eval.seqlen={self.eval.seqlen} exceeds the context of model "
                               f"{self.model.name!r} ({self.model.context_length} tokens)")
+        if self.kernel.fuse_shared_input and (self.kernel.variant == "reference"
+                                              or self.quant.method in ("fp16", "zipperquant")):
+            raise ConfigError(f"kernel.fuse_shared_input=true needs a native W4 kernel (kernel=dense / zipper / "
+                              f"separate) and a W4 method; got kernel.variant={self.kernel.variant!r}, "
+                              f"quant.method={self.quant.method!r}")
 
 
 def register_configs() -> None:
@@ -360,6 +368,8 @@ def config_hash(cfg: RunConfig) -> str:
     if cfg.quant.method != "zipperquant":  # ZipperQuant's keys leave other methods' hashes as they were
         for key in _ZIPPERQUANT_KEYS:
             d["quant"].pop(key)
+    if not cfg.kernel.fuse_shared_input:  # unfused runs keep the hashes they had before the option existed
+        d["kernel"].pop("fuse_shared_input")
     if not cfg.eval.speed:  # runs without a speed measurement keep the hashes they had before it existed
         for key in ("speed", "speed_cuda_graph", "speed_reps"):
             d["eval"].pop(key)

@@ -142,6 +142,18 @@ class QuantizedWeight:
             w = w + self.dequantize_residual()
         return w
 
+    def without_residual(self) -> "QuantizedWeight":
+        """The dense base alone (no residual blocks): what the ``dense`` kernel runs of this weight."""
+        dev = self.base_scales.device
+        bh, bw = self.block_shape
+        return QuantizedWeight(out_features=self.out_features, in_features=self.in_features, bits=self.bits,
+                               group_size=self.group_size, symmetric=self.symmetric, base_qweight=self.base_qweight,
+                               base_scales=self.base_scales, base_zeros=self.base_zeros, block_shape=self.block_shape,
+                               res_index=torch.zeros(0, 2, dtype=torch.int32, device=dev),
+                               res_qweight=torch.zeros(0, bh, math.ceil(bw / 2), dtype=torch.uint8, device=dev),
+                               res_scales=torch.zeros(0, bh, dtype=self.base_scales.dtype, device=dev),
+                               meta={**self.meta, "residual_dropped": self.num_residual_blocks})
+
     def to(self, device) -> "QuantizedWeight":
         kw = {f: getattr(self, f) for f in self.__dataclass_fields__}
         for f, v in kw.items():
@@ -174,6 +186,56 @@ class QuantizedWeight:
             block_shape=tuple(desc["block_shape"]), meta=desc.get("meta", {}),
             **{name: tensors[prefix + name] for name in cls._TENSORS},
         )
+
+
+def concat_out_features(parts: list[QuantizedWeight]) -> QuantizedWeight:
+    """Stack weights that share their input (q / k / v, gate / up) into one [sum N_i, K] weight, rows in order.
+
+    Everything per row (codes, scales, zeros) is concatenated; residual block rows are shifted by each part's row
+    offset in blocks, so every part but the last must have a multiple of the block height as out_features when any
+    part keeps residual blocks (otherwise a block would straddle two parts). Dequantizing the result gives the
+    parts' dequantized weights stacked, exactly."""
+    if not parts:
+        raise ValueError("concat_out_features needs at least one weight")
+    first = parts[0]
+    for i, p in enumerate(parts[1:], 1):
+        for attr in ("in_features", "bits", "group_size", "symmetric", "block_shape"):
+            if getattr(p, attr) != getattr(first, attr):
+                raise ValueError(f"concat_out_features: part {i} has {attr}={getattr(p, attr)!r}, part 0 has "
+                                 f"{getattr(first, attr)!r}")
+        if p.base_scales.dtype != first.base_scales.dtype:
+            raise ValueError(f"concat_out_features: part {i} stores scales as {p.base_scales.dtype}, part 0 as "
+                             f"{first.base_scales.dtype}")
+    bh, bw = first.block_shape
+    with_res = [p for p in parts if p.num_residual_blocks]
+    if with_res:
+        for i, p in enumerate(parts[:-1]):
+            if p.out_features % bh:
+                raise ValueError(f"concat_out_features: part {i} has out_features={p.out_features}, not a multiple "
+                                 f"of the residual block height {bh}; its blocks would straddle the next part")
+        forms = {tuple(p.res_scales.shape[1:]) for p in with_res}
+        if len(forms) > 1:
+            raise ValueError(f"concat_out_features: residual scales per block row and per block mixed ({forms})")
+    dev = first.base_scales.device
+    offsets, idx, rq, rs = 0, [], [], []
+    for p in parts:
+        if p.num_residual_blocks:
+            shift = torch.tensor([offsets // bh, 0], dtype=torch.int32, device=dev)
+            idx.append(p.res_index.to(dev) + shift)
+            rq.append(p.res_qweight.to(dev))
+            rs.append(p.res_scales.to(dev))
+        offsets += p.out_features
+    res = ({"res_index": torch.cat(idx), "res_qweight": torch.cat(rq), "res_scales": torch.cat(rs)} if idx else
+           {"res_index": torch.zeros(0, 2, dtype=torch.int32, device=dev),
+            "res_qweight": torch.zeros(0, bh, math.ceil(bw / 2), dtype=torch.uint8, device=dev),
+            "res_scales": torch.zeros(0, bh, dtype=first.base_scales.dtype, device=dev)})
+    return QuantizedWeight(out_features=offsets, in_features=first.in_features, bits=first.bits,
+                           group_size=first.group_size, symmetric=first.symmetric,
+                           base_qweight=torch.cat([p.base_qweight.to(dev) for p in parts]),
+                           base_scales=torch.cat([p.base_scales.to(dev) for p in parts]),
+                           base_zeros=torch.cat([p.base_zeros.to(dev) for p in parts]),
+                           block_shape=first.block_shape, meta={"concat_out_features": [p.out_features for p in parts]},
+                           **res)
 
 
 @dataclass

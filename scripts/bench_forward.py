@@ -10,14 +10,16 @@ then the Δ-Hessian residual with h = 1, i.e. the weight-space error drop, at ``
 calibration data, the same block count and layout the kernels see after a real run). Then, in the same process
 and with the same input ids, the forward of each variant (:func:`mosaic_exp.eval.forward_speed.time_forward`):
   bf16        the model as built (torch.nn.Linear, cuBLAS)
-  dense       every decoder linear a QuantLinear running our dense 4-bit kernel (the residual ignored)
+  dense       every decoder linear a QuantLinear running our dense 4-bit kernel on the base alone
   zipper      the fused base + residual kernel (the product)
+  +fused      the same, with q/k/v and gate/up each one launch over the stacked weight
+              (mosaic_exp.kernels.fused_linear; kernel.fuse_shared_input in a run)
   separate    dense kernel + a second residual kernel (with --separate)
 at each --shapes entry BxS (B sequences of S tokens; S = 1 is a decode step's weight work). Embeddings, norms,
 attention and the head stay bf16 in every variant. Default timing: a CUDA graph of one forward, replayed (the
 way a serving engine runs decode); --eager times the eager forward (Python and dispatch included) too.
-HF models run q/k/v and gate/up as separate linears: the kernels see 4096->4096, ->1024 (k, v), ->14336 (gate,
-up) and 14336->4096, not the fused shapes of scripts/bench_kernels.py.
+Unfused, HF runs q/k/v and gate/up as separate linears (4096->4096, ->1024 for k and v, ->14336 for gate and up);
+fused, the kernels see bench_kernels.py's qkv 4096->6144 and gate_up 4096->28672.
 Output: markdown + JSON (command, device, date, commit, kernels that ran) under --out.
 """
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from mosaic_exp.config import ModelConfig
 from mosaic_exp.eval.forward_speed import time_forward
 from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant
+from mosaic_exp.kernels.swap import fuse_shared_input_linears
 from mosaic_exp.logging.records import write_bench_result
 from mosaic_exp.models.adapters import get_adapter
 from mosaic_exp.models.loader import build_random_model
@@ -85,14 +88,22 @@ def quantize_linears(model, arch: str, budget: float, block: int, group_size: in
     return weights
 
 
-def install(model, linears: dict, weights: dict, variant: str | None, dtype: torch.dtype) -> None:
-    """Put the original nn.Linear (variant None) or a fresh QuantLinear of ``variant`` at every quantized name."""
+def install(model, arch: str, linears: dict, weights: dict, variant: str | None, dtype: torch.dtype) -> None:
+    """Put the original nn.Linear (variant None) or a fresh QuantLinear of ``variant`` at every quantized name;
+    "<variant>+fused": q/k/v and gate/up then run as one kernel each (``fuse_shared_input_linears``)."""
+    base, _, fused = (variant or "").partition("+")
+    for name in {n.rpartition(".")[0] for n in linears}:  # drop the previous variant's fused groups
+        parent = model.get_submodule(name)
+        for child in [c for c, _ in parent.named_children() if c.startswith("fused_")]:
+            delattr(parent, child)
     for name, lin in linears.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        mod = lin if variant is None else QuantLinear.from_quantized(weights[name], variant=variant, dtype=dtype,
+        mod = lin if variant is None else QuantLinear.from_quantized(weights[name], variant=base, dtype=dtype,
                                                                      device="cuda")
         setattr(parent, child, mod)
+    if fused:
+        fuse_shared_input_linears(model, weights, get_adapter(arch), base, dtype)
     torch.cuda.empty_cache()
 
 
@@ -114,9 +125,9 @@ def main() -> int:
         raise SystemExit(f"--budget={a.budget} must be in [0, 1]")
     if not torch.cuda.is_available():
         raise SystemExit("bench_forward needs a CUDA device")
-    variants = ["dense", "zipper"] + (["separate"] if a.separate else [])
+    variants = ["dense", "zipper", "dense+fused", "zipper+fused"] + (["separate"] if a.separate else [])
     for v in variants:
-        check_variant(v, "cuda")  # raises naming the variant and why (e.g. the native module is not built)
+        check_variant(v.partition("+")[0], "cuda")  # raises naming the variant and why (e.g. the native module is not built)
     mcfg = load_model_config(a.model)
     dtype = torch.bfloat16 if mcfg.dtype == "bfloat16" else torch.float16
     t0 = time.perf_counter()
@@ -136,8 +147,10 @@ def main() -> int:
 
     modes = [True] + ([False] if a.eager else [])
     rows = []
+    base_only = {n: w.without_residual() for n, w in weights.items()}  # what `dense` runs of each weight
     for variant in [None, *variants]:
-        install(model, linears, weights, variant, dtype)
+        install(model, mcfg.arch, linears, base_only if (variant or "").startswith("dense") else weights, variant,
+                dtype)
         name = variant or "bf16"
         for b, s in shapes:
             for graph in modes:
@@ -146,13 +159,13 @@ def main() -> int:
                 print(f"{name:9s} {b}x{s} {r.mode:10s} {r.median_ms:8.3f} ms  ({r.min_ms:.3f}-{r.max_ms:.3f})  "
                       f"{sorted(r.kernels)[:2]}", flush=True)
         torch.cuda.synchronize()
-    install(model, linears, weights, None, dtype)
+    install(model, mcfg.arch, linears, weights, None, dtype)
 
     def find(variant, b, s, mode):
         return next(r for r in rows if (r["variant"], r["batch"], r["seq"], r["mode"]) == (variant, b, s, mode))
 
     head = ["| B x S | mode | bf16 ms | " + " | ".join(f"{v} ms (vs bf16)" for v in variants)
-            + " | zipper vs dense |", "|---|---|---|" + "---|" * len(variants) + "---|"]
+            + " | zipper vs dense (unfused / fused) |", "|---|---|---|" + "---|" * len(variants) + "---|"]
     for b, s in shapes:
         for graph in modes:
             mode = "cuda-graph" if graph else "eager"
@@ -160,7 +173,9 @@ def main() -> int:
             cells = [f"{find(v, b, s, mode)['median_ms']:.3f} ({base / find(v, b, s, mode)['median_ms']:.2f}x)"
                      for v in variants]
             over = find("zipper", b, s, mode)["median_ms"] / find("dense", b, s, mode)["median_ms"] - 1
-            head.append(f"| {b} x {s} | {mode} | {base:.3f} | " + " | ".join(cells) + f" | {over * 100:+.1f} % |")
+            over_f = find("zipper+fused", b, s, mode)["median_ms"] / find("dense+fused", b, s, mode)["median_ms"] - 1
+            head.append(f"| {b} x {s} | {mode} | {base:.3f} | " + " | ".join(cells)
+                        + f" | {over * 100:+.1f} % / {over_f * 100:+.1f} % |")
     head += ["", "Kernels that ran (per variant and shape, CUDA graph; module count):"]
     for r in rows:
         if r["mode"] == "cuda-graph" and r["variant"] != "bf16":

@@ -65,7 +65,7 @@ for st in $STAGES; do
       ;;
     forward)
       # model-level speed: the harness's GPU tests, then an 8B-shaped random model's forward, bf16 vs our kernels
-      timeout ${FWD_TIMEOUT:-300} $PY -m pytest tests/test_forward_speed.py -q -m gpu -ra 2>&1 | tee "$OUT/forward_test.log" | tail -4 || rc=1
+      timeout ${FWD_TIMEOUT:-300} $PY -m pytest tests/test_forward_speed.py tests/test_fused_linear.py -q -m gpu -ra 2>&1 | tee "$OUT/forward_test.log" | tail -4 || rc=1
       timeout ${FWD_TIMEOUT:-300} $PY scripts/bench_forward.py --out "$OUT" ${FWD_ARGS:---eager} 2>&1 | tee "$OUT/forward.log" | tail -30 || rc=1
       ;;
     bench)

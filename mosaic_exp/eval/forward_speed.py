@@ -44,12 +44,19 @@ class ForwardTiming:
 
 
 def ran_kernels(model: nn.Module) -> dict[str, int]:
-    """What each quantized module reported after the last forward: kernel description -> count."""
+    """What each quantized module reported after the last forward: kernel description -> count. A module inside
+    one that reports (a fused group's QuantLinear, a BitSplitLinear's dense part) is counted by its outer one."""
     out: dict[str, int] = {}
-    for mod in model.modules():
+    reported: set[str] = set()
+    for name, mod in model.named_modules():
         k = getattr(mod, "last_kernel", None)
-        if isinstance(k, str):
-            out[k] = out.get(k, 0) + 1
+        if not isinstance(k, str):
+            continue
+        parts = name.split(".")
+        if any(".".join(parts[:i]) in reported for i in range(1, len(parts))):
+            continue
+        reported.add(name)
+        out[k] = out.get(k, 0) + 1
     return dict(sorted(out.items()))
 
 

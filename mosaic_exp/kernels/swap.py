@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from mosaic_exp.formats import QuantizedWeight
 from mosaic_exp.kernels.quant_linear import VARIANTS, QuantLinear, check_variant
+
+log = logging.getLogger(__name__)
 
 
 def check_kernel_config(variant: str, w_bits: int, a_bits: int, method: str, device) -> None:
@@ -43,6 +47,47 @@ def swap_quant_linears(model: nn.Module, weights: dict[str, QuantizedWeight], va
         # Activation fake-quant pre-hooks (a_bits < 16) only exist for the reference path.
         setattr(parent, child, ql.to(old.weight.device))
     return f"{variant}: {spec.description} ({len(weights)} linears)"
+
+
+def fuse_shared_input_linears(model: nn.Module, weights: dict[str, QuantizedWeight], adapter, variant: str,
+                              dtype: torch.dtype) -> int:
+    """Run each decoder layer's linears that share an input (the adapter's linear groups of two or more: q / k / v,
+    gate / up) as one QuantLinear over their stacked weight (:mod:`mosaic_exp.kernels.fused_linear`). Call after
+    :func:`swap_quant_linears`: the members' QuantLinears are replaced. Groups with a bias, or whose weights
+    cannot be stacked (residual blocks straddling two members), stay unfused. Returns the number of fused groups."""
+    from mosaic_exp.kernels.fused_linear import FusedSlice, SharedInputLinears
+
+    fused = 0
+    for layer in adapter.decoder_layers(model):
+        prefix = _layer_prefix(model, layer)
+        for group in adapter.linear_groups:
+            names = [f"{prefix}.{n}" for n in group]
+            if len(group) < 2 or not all(n in weights for n in names):
+                continue
+            mods = [model.get_submodule(n) for n in names]
+            if any(getattr(m, "bias", None) is not None for m in mods):
+                continue
+            try:
+                g = SharedInputLinears([weights[n] for n in names], variant=variant, dtype=dtype,
+                                       device=mods[0]._device() if isinstance(mods[0], QuantLinear) else None)
+            except ValueError as e:  # e.g. a member's out_features not a multiple of the residual block height
+                log.warning("not fused: %s (%s)", ", ".join(names), e)
+                continue
+            parent_name = names[0].rpartition(".")[0]
+            parent = model.get_submodule(parent_name)
+            setattr(parent, "fused_" + "_".join(n.rpartition(".")[2] for n in group), g)
+            for j, n in enumerate(names):
+                pn, _, child = n.rpartition(".")
+                setattr(model.get_submodule(pn), child, FusedSlice(g, j))
+            fused += 1
+    return fused
+
+
+def _layer_prefix(model: nn.Module, layer: nn.Module) -> str:
+    for name, mod in model.named_modules():
+        if mod is layer:
+            return name
+    raise ValueError("decoder layer not found in the model")
 
 
 def swap_bitsplit_low(model: nn.Module, weights: dict, variant: str, dtype: torch.dtype, high_kernel: str) -> str:

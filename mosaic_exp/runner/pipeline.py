@@ -189,7 +189,15 @@ class Pipeline:
             self.model.to(dtype)
         if zipperquant:  # its BitSplitLinear modules stay; their dense low part runs the variant
             return swap_bitsplit_low(self.model, self.report.weights, variant, dtype, self.cfg.quant.high_kernel)
-        return swap_quant_linears(self.model, self.report.weights, variant, dtype)
+        ran = swap_quant_linears(self.model, self.report.weights, variant, dtype)
+        if self.cfg.kernel.fuse_shared_input:
+            from mosaic_exp.kernels.swap import fuse_shared_input_linears
+            from mosaic_exp.models.adapters import get_adapter
+
+            n = fuse_shared_input_linears(self.model, self.report.weights, get_adapter(self.cfg.model.arch), variant,
+                                          dtype)
+            ran += f"; {n} shared-input groups fused (q/k/v, gate/up)"
+        return ran
 
     def evaluate(self) -> None:
         from mosaic_exp.data import get_eval_tokens
