@@ -1,5 +1,5 @@
 set -u
-export MOSAIC_COMMIT=330c221
+export MOSAIC_COMMIT=${MOSAIC_COMMIT:-330c221}
 O=$OUT
 touch native/build/*.o
 python3 scripts/build_native.py --reuse-objects --no-cpu > $O/build_D.log 2>&1 || echo "BUILD FAILED"
