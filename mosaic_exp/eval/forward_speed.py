@@ -56,6 +56,9 @@ def ran_kernels(model: nn.Module) -> dict[str, int]:
         if any(".".join(parts[:i]) in reported for i in range(1, len(parts))):
             continue
         reported.add(name)
+        launch = getattr(mod, "last_launch", ())
+        if launch:  # a native kernel: its launch plan(s), e.g. "gemv-zipper[mb1,warps16,...]"
+            k = f"{k}: {' + '.join(launch)}"
         out[k] = out.get(k, 0) + 1
     return dict(sorted(out.items()))
 

@@ -43,6 +43,10 @@ class SharedInputLinears(nn.Module):
         return out
 
     @property
+    def last_launch(self) -> tuple[str, ...]:
+        return self.fused.last_launch
+
+    @property
     def last_kernel(self) -> str | None:
         k = self.fused.last_kernel
         return None if k is None else f"{k} [fused {'+'.join(map(str, self.sizes))}]"

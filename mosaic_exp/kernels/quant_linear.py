@@ -84,6 +84,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = qw.in_features, qw.out_features
         self.dtype = dtype
         self.last_kernel: str | None = None
+        self.last_launch: tuple[str, ...] = ()  # native variants: ops.LAST_LAUNCH's kernel names of the last forward
         self.qw: QuantizedWeight | None = None
         self.packed: PackedW4 | None = None
         if self.spec.native:
@@ -144,6 +145,7 @@ class QuantLinear(nn.Module):
 
             y = ops.call_op(x, self.packed, self.variant)
             self.last_kernel = self.variant
+            self.last_launch = tuple(ops.LAST_LAUNCH.get("kernels", ()))  # the launch plan(s) that ran
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y
