@@ -26,7 +26,9 @@ _FULL_HESSIAN_SELECTORS = ("output_exact",)
 
 @dataclass
 class LinearResult:
-    dequantized: torch.Tensor  # what the model computes with from now on (base, or base + residual)
+    # what the model computes with from now on (base, or base + residual); None for ZipperQuant, whose
+    # BitSplitLinear computes from the split weight itself
+    dequantized: torch.Tensor | None
     qweight: QuantizedWeight | None = None
     candidates: object | None = None  # global budget: residual candidates awaiting selection
     info: dict = field(default_factory=dict)
@@ -187,7 +189,7 @@ class GroupQuantizer:
             bsw, info = zipperquant_quantize(w, bits=q.w_bits, low_bits=q.low_bits, group_size=q.group_size,
                                              scale_rule=q.scale_rule, outlier_fraction=q.outlier_fraction,
                                              clip_ratio=q.clip_ratio, h=h)
-            out[n] = LinearResult(bsw.dequantize().to(w.device), bsw, info=info)
+            out[n] = LinearResult(None, bsw, info=info)
         return out
 
     def _free(self) -> None:
