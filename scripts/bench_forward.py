@@ -154,31 +154,42 @@ def main() -> int:
         name = variant or "bf16"
         for b, s in shapes:
             for graph in modes:
-                r = time_forward(model, b, s, device="cuda", cuda_graph=graph, reps=a.reps)
+                mode = "cuda-graph" if graph else "eager"
+                try:
+                    r = time_forward(model, b, s, device="cuda", cuda_graph=graph, reps=a.reps)
+                except (RuntimeError, ValueError) as e:  # recorded as failed, the other cells go on
+                    rows.append({"variant": name, "batch": b, "seq": s, "mode": mode, "median_ms": math.nan,
+                                 "kernels": {}, "error": f"{type(e).__name__}: {e}"[:2000]})
+                    print(f"{name:12s} {b}x{s} {mode:10s} FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+                    torch.cuda.synchronize()
+                    continue
                 rows.append({"variant": name, **r.as_dict()})
-                print(f"{name:9s} {b}x{s} {r.mode:10s} {r.median_ms:8.3f} ms  ({r.min_ms:.3f}-{r.max_ms:.3f})  "
+                print(f"{name:12s} {b}x{s} {r.mode:10s} {r.median_ms:8.3f} ms  ({r.min_ms:.3f}-{r.max_ms:.3f})  "
                       f"{sorted(r.kernels)[:2]}", flush=True)
         torch.cuda.synchronize()
     install(model, mcfg.arch, linears, weights, None, dtype)
 
-    def find(variant, b, s, mode):
-        return next(r for r in rows if (r["variant"], r["batch"], r["seq"], r["mode"]) == (variant, b, s, mode))
+    def ms(variant, b, s, mode) -> float:
+        return next(r["median_ms"] for r in rows if (r["variant"], r["batch"], r["seq"], r["mode"]) == (variant, b, s, mode))
 
     head = ["| B x S | mode | bf16 ms | " + " | ".join(f"{v} ms (vs bf16)" for v in variants)
             + " | zipper vs dense (unfused / fused) |", "|---|---|---|" + "---|" * len(variants) + "---|"]
     for b, s in shapes:
         for graph in modes:
             mode = "cuda-graph" if graph else "eager"
-            base = find("bf16", b, s, mode)["median_ms"]
-            cells = [f"{find(v, b, s, mode)['median_ms']:.3f} ({base / find(v, b, s, mode)['median_ms']:.2f}x)"
-                     for v in variants]
-            over = find("zipper", b, s, mode)["median_ms"] / find("dense", b, s, mode)["median_ms"] - 1
-            over_f = find("zipper+fused", b, s, mode)["median_ms"] / find("dense+fused", b, s, mode)["median_ms"] - 1
+            base = ms("bf16", b, s, mode)
+            cells = [f"{ms(v, b, s, mode):.3f} ({base / ms(v, b, s, mode):.2f}x)" for v in variants]
+            over = ms("zipper", b, s, mode) / ms("dense", b, s, mode) - 1
+            over_f = ms("zipper+fused", b, s, mode) / ms("dense+fused", b, s, mode) - 1
             head.append(f"| {b} x {s} | {mode} | {base:.3f} | " + " | ".join(cells)
                         + f" | {over * 100:+.1f} % / {over_f * 100:+.1f} % |")
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        head += ["", "Failed cells (nan above):"] + [f"- {r['variant']} {r['batch']}x{r['seq']} {r['mode']}: "
+                                                     f"{r['error'][:400]}" for r in failed]
     head += ["", "Kernels that ran (per variant and shape, CUDA graph; module count):"]
     for r in rows:
-        if r["mode"] == "cuda-graph" and r["variant"] != "bf16":
+        if r["mode"] == "cuda-graph" and r["variant"] != "bf16" and "error" not in r:
             head.append(f"- {r['variant']} {r['batch']}x{r['seq']}: "
                         + "; ".join(f"{k} x{n}" for k, n in r["kernels"].items()))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
