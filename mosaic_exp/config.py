@@ -169,8 +169,6 @@ class QuantConfig:
         if not self.symmetric:
             raise ConfigError("quant.symmetric=False with method=zipperquant; allowed: true (the bit split is of "
                               "signed codes)")
-        if self.base != "rtn":
-            raise ConfigError(f"quant.base={self.base!r} with method=zipperquant; allowed: rtn")
         _choice("quant", "scale_rule", self.scale_rule, ZQ_SCALE_RULES)
         if self.outlier_fraction is None or not 0.0 < self.outlier_fraction < 1.0:
             raise ConfigError(f"quant.outlier_fraction={self.outlier_fraction!r} is out of range; allowed: (0, 1)")

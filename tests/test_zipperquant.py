@@ -11,7 +11,7 @@ import torch
 
 from mosaic_exp.formats import BitSplitWeight, load_quantized, save_quantized
 from mosaic_exp.quant.act import fake_quantize_activation
-from mosaic_exp.quant.zipperquant import split_codes, zipperquant_quantize
+from mosaic_exp.quant.zipperquant import group_scales, split_codes, zipperquant_quantize
 
 U32 = 2.0 ** -24  # float32 unit roundoff
 
@@ -208,7 +208,7 @@ def test_config_validation_and_hash():
 
     ok = QuantConfig(method="zipperquant", w_bits=6, symmetric=True, a_bits=4)
     assert ok.low_bits == 4
-    for kw, what in [({"w_bits": 4}, "w_bits"), ({"symmetric": False}, "symmetric"), ({"base": "gptq"}, "base"),
+    for kw, what in [({"w_bits": 4}, "w_bits"), ({"symmetric": False}, "symmetric"), ({"base": "hqq"}, "base"),
                      ({"scale_rule": "median"}, "scale_rule"), ({"outlier_fraction": 1.5}, "outlier_fraction"),
                      ({"high_kernel": "gpu"}, "high_kernel"), ({"low_bits": 3}, "low_bits")]:
         args = {"method": "zipperquant", "w_bits": 6, "symmetric": True, **kw}
@@ -239,6 +239,64 @@ def test_tiny_run_end_to_end(compose, tmp_path, data_dir):
     layers = json.loads((tmp_path / "layers.json").read_text())
     lin = [v for v in layers.values() if "high_nnz" in v]
     assert lin and all(v["proxy_err"] <= v["proxy_err_low_only"] for v in lin)
+
+
+def _gptq_with(X: torch.Tensor, W: torch.Tensor):
+    from mosaic_exp.quant.gptq import GPTQ
+
+    g = GPTQ(W)
+    g.add_batch(X)
+    return g
+
+
+def test_gptq_on_a_given_grid_is_round_to_nearest_when_h_is_diagonal():
+    """With independent input channels (diagonal H) GPTQ has no error to feed forward: its codes on a given grid
+    are the round-to-nearest codes on that grid, exactly."""
+    W = _outlier_weight(48, 256, seed=5)
+    X = torch.diag(torch.rand(256) + 0.5)  # T = K tokens, one channel each: H = 2 X^T X / T diagonal
+    s = group_scales(W, 6, 4, 128, "inlier", 0.02)
+    zero = torch.full_like(s, 32.0)
+    res = _gptq_with(X, W).quantize(bits=6, group_size=128, symmetric=True, qparams=(s, zero), percdamp=0.0)
+    rtn = torch.clamp(torch.round(W / s.repeat_interleave(128, dim=1)) + 32, 0, 63)
+    assert torch.equal(res.codes.float(), rtn) and torch.equal(res.scales, s)
+    with pytest.raises(ValueError, match=r"qparams must be two \[N, G\]"):
+        _gptq_with(X, W).quantize(bits=6, group_size=128, qparams=(s[:, :1], zero[:, :1]))
+
+
+def test_zipperquant_gptq_base_lowers_the_output_error():
+    """GPTQ on the scale rule's grid: the same split (W_lo + W_hi = s v exactly, the same scales), a lower output
+    error tr(E H E^T) than round-to-nearest on correlated inputs (seeded)."""
+    g = torch.Generator().manual_seed(11)
+    K = 256
+    mix = torch.randn(K, K, generator=g) / K ** 0.5 + torch.eye(K)
+    X = torch.randn(1024, K, generator=g) @ mix  # correlated channels
+    W = _outlier_weight(64, K, seed=12)
+    H = 2 * X.T @ X / X.shape[0]
+
+    def out_err(bsw):
+        E = W - bsw.dequantize()
+        return float(((E @ H) * E).sum())
+
+    kw = dict(group_size=128, scale_rule="inlier", outlier_fraction=0.03)
+    rtn, _ = zipperquant_quantize(W, **kw)
+    gq, info = zipperquant_quantize(W, gptq=_gptq_with(X, W), gptq_options={"percdamp": 0.01}, **kw)
+    assert info["base"] == "gptq" and info["gptq_fallback"] is None
+    assert torch.equal(gq.low.base_scales, rtn.low.base_scales)  # the grid is the scale rule's
+    v = torch.round(gq.dequantize() / gq.low.base_scales.float().repeat_interleave(128, dim=1))
+    assert bool((v.abs() <= 32).all())
+    assert out_err(gq) < 0.8 * out_err(rtn), (out_err(gq), out_err(rtn))
+
+
+def test_tiny_run_with_gptq_base(compose, tmp_path, data_dir):
+    from mosaic_exp.runner.entry import run_experiment
+
+    cfg = compose(["debug=tiny", "logger=none", "quant=zipperquant", "quant.base=gptq", "quant.scale_rule=inlier",
+                   "quant.outlier_fraction=0.02"], tmp_path)
+    ppl = run_experiment(cfg, run_dir=str(tmp_path))
+    assert math.isfinite(ppl)
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    lin = [v for v in layers.values() if "high_nnz" in v]
+    assert lin and all(v["base"] == "gptq" for v in lin)
 
 
 @pytest.mark.gpu

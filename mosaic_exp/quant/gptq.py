@@ -32,6 +32,7 @@ import torch
 
 from mosaic_exp.formats import RESIDUAL_BITS, RESIDUAL_ZERO
 from mosaic_exp.quant.quantizer import (
+    _expand_groups,
     compute_qparams,
     dequantize_weight,
     effective_group_size,
@@ -136,6 +137,9 @@ class GPTQ:
         if residual_masks is not None:
             kwargs["residual_mask"] = torch.cat([m.to(self.H.device) for m in residual_masks], dim=0)
             kwargs["residual_scales"] = torch.cat([s.to(self.H.device) for s in residual_scales], dim=0)
+        if kwargs.get("qparams") is not None:  # one (scales, zeros) pair per weight, stacked like the rows
+            kwargs["qparams"] = tuple(torch.cat([qp[i].to(self.H.device) for qp in kwargs["qparams"]], dim=0)
+                                      for i in (0, 1))
         res = self.quantize(weight=W, **kwargs)
         res.stats["stacked"] = len(weights)
 
@@ -163,10 +167,13 @@ class GPTQ:
         weight: torch.Tensor | None = None,
         residual_mask: torch.Tensor | None = None,
         residual_scales: torch.Tensor | None = None,
+        qparams: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> GPTQResult:
         """GPTQ-quantize ``weight`` (default: the layer weight given at construction).
 
         Returns codes/scales/zeros in the shared convention (fit ``QuantizedWeight`` directly).
+        ``qparams`` = (scales, zeros) [N, G] (optional): the grid is given (e.g. ZipperQuant's scale rules) and GPTQ
+        only chooses the codes on it; implies static groups.
 
         In-loop residual (optional): ``residual_mask`` bool [N, K] and ``residual_scales`` float [N, K]
         (elementwise, original column order). Where the mask is set, each column is quantized in two
@@ -188,6 +195,15 @@ class GPTQ:
         stats: dict = {"bits": bits, "group_size": group_size, "act_order": act_order,
                        "nsamples": self.nsamples, "percdamp_requested": percdamp,
                        "static_groups_forced": False, "fallback": None}
+        if qparams is not None:
+            qs, qz = qparams
+            if tuple(qs.shape) != (N, ng) or tuple(qz.shape) != (N, ng):
+                raise ValueError(f"qparams must be two [N, G] = {(N, ng)} tensors, got {tuple(qs.shape)} and "
+                                 f"{tuple(qz.shape)}")
+            if not bool((qs > 0).all()):
+                raise ValueError("qparams: every scale must be positive")
+            static_groups = True
+            stats["qparams_given"] = True
         if act_order and grouped and not static_groups:
             static_groups = True
             stats["static_groups_forced"] = True
@@ -197,8 +213,13 @@ class GPTQ:
         H = self.H.clone()
 
         def rtn_fallback(reason: str) -> GPTQResult:
-            codes, scales, zeros = quantize_weight(W0.to(dev).float(), bits, group_size, symmetric,
-                                                   clip_ratio)
+            if qparams is not None:  # round to nearest on the given grid
+                scales, zeros = qparams[0].to(dev, torch.float32), qparams[1].to(dev, torch.float32)
+                codes = quantize_codes(W0.to(dev).float(), _expand_groups(scales, K, group_size),
+                                       _expand_groups(zeros, K, group_size), bits).to(torch.uint8)
+            else:
+                codes, scales, zeros = quantize_weight(W0.to(dev).float(), bits, group_size, symmetric,
+                                                       clip_ratio)
             stats.update(fallback="rtn", fallback_reason=reason)
             return GPTQResult(codes, scales, zeros, dequantize_weight(codes, scales, zeros, group_size),
                               stats)
@@ -214,7 +235,9 @@ class GPTQ:
 
         scales = torch.zeros(N, ng, device=dev)
         zeros = torch.zeros(N, ng, device=dev)
-        if not grouped or static_groups:  # parameters fixed up front, per ORIGINAL group
+        if qparams is not None:
+            scales, zeros = qparams[0].to(dev, torch.float32).clone(), qparams[1].to(dev, torch.float32).clone()
+        elif not grouped or static_groups:  # parameters fixed up front, per ORIGINAL group
             for g in range(ng):
                 cols = slice(g * gs, min((g + 1) * gs, K))
                 scales[:, g], zeros[:, g] = compute_qparams(W[:, cols], bits, symmetric, clip_ratio)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from mosaic_exp.formats import BitSplitWeight, QuantizedWeight
+from mosaic_exp.quant.gptq import GPTQ
 from mosaic_exp.quant.quantizer import effective_group_size, num_groups, pack_int4
 
 SCALE_RULES = ("absmax", "inlier")
@@ -77,11 +78,15 @@ def check_args(bits: int, low_bits: int, group_size: int, scale_rule: str, outli
 @torch.no_grad()
 def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 4, group_size: int = 128,
                          scale_rule: str = "absmax", outlier_fraction: float = 0.01, clip_ratio: float = 1.0,
-                         h: torch.Tensor | None = None) -> tuple[BitSplitWeight, dict]:
+                         h: torch.Tensor | None = None, gptq: GPTQ | None = None,
+                         gptq_options: dict | None = None) -> tuple[BitSplitWeight, dict]:
     """Quantize one (smoothed) weight [N, K] -> (BitSplitWeight, info).
 
     h [K] (optional): the diagonal Hessian h_j = (2/N) sum_n X_nj^2 of the layer's calibration inputs, to
     report the proxy output error sum_ij h_j (W - W_q)_ij^2 and the share of it the high part removes.
+    gptq (optional, with calibration statistics added): the B-bit codes are chosen by GPTQ on the scale rule's
+    grid instead of rounded to nearest (its error feedback compensates the rounding of every column in the later
+    ones); the split is the same. ``gptq_options``: percdamp, act_order, blocksize, ...
     """
     check_args(bits, low_bits, group_size, scale_rule, outlier_fraction)
     if W_hat.dim() != 2:
@@ -89,9 +94,16 @@ def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 
     W = W_hat.detach().float()
     N, K = W.shape
     s = group_scales(W, bits, low_bits, group_size, scale_rule, outlier_fraction, clip_ratio)
-    gidx = torch.arange(K, device=W.device) // effective_group_size(K, group_size)
-    s_col = s[:, gidx]
-    v = torch.clamp(torch.round(W / s_col), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if gptq is not None:  # GPTQ picks the codes on this grid (zero point 2^(B-1): codes 0..2^B-1 = v + 2^(B-1))
+        zero = torch.full_like(s, float(2 ** (bits - 1)))
+        res = gptq.quantize(bits=bits, group_size=group_size, symmetric=True, weight=W, qparams=(s, zero),
+                            **(gptq_options or {}))
+        v = res.codes.to(W.device).float() - 2 ** (bits - 1)
+        gptq_stats = res.stats
+    else:
+        gidx = torch.arange(K, device=W.device) // effective_group_size(K, group_size)
+        v = torch.clamp(torch.round(W / s[:, gidx]), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        gptq_stats = None
     v_lo, v_hi = split_codes(v, low_bits)
     half = 2 ** (low_bits - 1)
     low = QuantizedWeight(out_features=N, in_features=K, bits=low_bits, group_size=group_size, symmetric=True,
@@ -102,7 +114,10 @@ def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 
                                          meta={"method": "zipperquant", "scale_rule": scale_rule,
                                                "outlier_fraction": outlier_fraction if scale_rule == "inlier" else None})
     info = {"bits": bits, "low_bits": low_bits, "scale_rule": scale_rule, "high_nnz": bsw.high_nnz,
-            "high_density": bsw.high_density, "bits_per_weight": bsw.bits_per_weight()}
+            "high_density": bsw.high_density, "bits_per_weight": bsw.bits_per_weight(),
+            "base": "rtn" if gptq is None else "gptq"}
+    if gptq_stats is not None:
+        info.update({f"gptq_{k}": v for k, v in gptq_stats.items() if isinstance(v, (int, float, str, type(None)))})
     # Errors are measured on what is stored (fp16 scales), not on the float32 scales above.
     Wq = bsw.dequantize().to(W.device)
     W_lo_only = bsw.low.dequantize().to(W.device)

@@ -41,7 +41,8 @@ def needs_calibration(cfg: RunConfig) -> bool:
     """Whether any calibration data is needed (RTN without smoothing quantizes weights directly;
     per-token activation quantization is dynamic and needs none)."""
     q = cfg.quant
-    return q.method in ("gptq", "mosaic") or (q.method != "fp16" and q.smooth_alpha > 0)
+    return (q.method in ("gptq", "mosaic") or (q.method == "zipperquant" and q.base == "gptq")
+            or (q.method != "fp16" and q.smooth_alpha > 0))
 
 
 def needs_stats(cfg: RunConfig) -> bool:
@@ -80,7 +81,7 @@ class GroupQuantizer:
         self.row_weights = list(row_weights) if row_weights is not None else [None] * len(names)
         self.counts = list(counts) if counts is not None else None
         q, r = cfg.quant, cfg.residual
-        self.full_hessian = q.method == "gptq" or (
+        self.full_hessian = q.method == "gptq" or (q.method == "zipperquant" and q.base == "gptq") or (
             q.method == "mosaic" and (q.base == "gptq" or r.selector in _FULL_HESSIAN_SELECTORS))
         self.gptq = GPTQ(weights[0].detach().float()) if self.full_hessian else None
         self.h_sum: torch.Tensor | None = None  # running sum of X^2 (diagonal only)
@@ -188,8 +189,10 @@ class GroupQuantizer:
         for n, w in zip(self.names, ws):
             bsw, info = zipperquant_quantize(w, bits=q.w_bits, low_bits=q.low_bits, group_size=q.group_size,
                                              scale_rule=q.scale_rule, outlier_fraction=q.outlier_fraction,
-                                             clip_ratio=q.clip_ratio, h=h)
+                                             clip_ratio=q.clip_ratio, h=h, gptq=self.gptq,
+                                             gptq_options=dict(percdamp=q.percdamp, act_order=q.act_order))
             out[n] = LinearResult(None, bsw, info=info)
+        self._free()
         return out
 
     def _free(self) -> None:
