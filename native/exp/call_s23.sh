@@ -1,10 +1,16 @@
+# Session 23's one device call (budget for one): ZipperQuant's GPU tests + overlap bench, model-level speed
+# (tests + bench_forward), then the core of NOTES v28 (D / C / P). Carry ["native/build"].
 set -u
 export MOSAIC_COMMIT=${MOSAIC_COMMIT:-330c221}
 O=$OUT
 touch native/build/*.o
 python3 scripts/build_native.py --reuse-objects --no-cpu > $O/build_D.log 2>&1 || echo "BUILD FAILED"
 python3 scripts/build_native.py --cpu-only > $O/cpu_build.log 2>&1 || echo "CPU BUILD FAILED"
-mkdir -p $O/zq; STAGES=zq ZQ_TIMEOUT=80 OUT=$O/zq bash scripts/device_kernels.sh 2>&1 | tail -25; tar czf $O/zq.tgz -C $O zq && rm -rf $O/zq
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+mkdir -p $O/zq
+timeout 100 python3 -m pytest tests/test_zipperquant.py -q -ra -p no:cacheprovider > $O/zq/zq_test.log 2>&1; tail -6 $O/zq/zq_test.log
+timeout 90 python3 scripts/bench_zipperquant_overlap.py --profile --out $O/zq 2>&1 | tail -14
+tar czf $O/zq.tgz -C $O zq && rm -rf $O/zq
 mkdir -p $O/fw; STAGES=forward FWD_TIMEOUT=180 OUT=$O/fw bash scripts/device_kernels.sh 2>&1 | tail -45; tar czf $O/fw.tgz -C $O fw && rm -rf $O/fw
 mkdir -p $O/v28; VARIANTS="D C P" AB_TIMEOUT=120 BENCH=0 SAN_TIMEOUT=30 OUT=$O/v28 bash native/exp/run_v28.sh 2>&1 | tail -60; tar czf $O/v28.tgz -C $O v28 && rm -rf $O/v28
 ls -la $O
