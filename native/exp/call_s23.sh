@@ -1,9 +1,10 @@
 # Session 23's one device call (budget for one): ZipperQuant's GPU tests + overlap bench, model-level speed
-# (tests + bench_forward), then the core of NOTES v28 (D / C / P). Carry ["native/build"].
+# (tests + bench_forward), (NOTES v28 dropped: device budget). Carry ["native/build"].
 set -u
 export MOSAIC_COMMIT=${MOSAIC_COMMIT:-330c221}
 O=$OUT
 touch native/build/*.o
+rm -f native/build/variants.tgz  # v28's variants: not this call
 python3 scripts/build_native.py --reuse-objects --no-cpu > $O/build_D.log 2>&1 || echo "BUILD FAILED"
 python3 scripts/build_native.py --cpu-only > $O/cpu_build.log 2>&1 || echo "CPU BUILD FAILED"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -12,5 +13,4 @@ timeout 100 python3 -m pytest tests/test_zipperquant.py -q -ra -p no:cacheprovid
 timeout 90 python3 scripts/bench_zipperquant_overlap.py --profile --out $O/zq 2>&1 | tail -14
 tar czf $O/zq.tgz -C $O zq && rm -rf $O/zq
 mkdir -p $O/fw; STAGES=forward FWD_TIMEOUT=180 OUT=$O/fw bash scripts/device_kernels.sh 2>&1 | tail -45; tar czf $O/fw.tgz -C $O fw && rm -rf $O/fw
-mkdir -p $O/v28; VARIANTS="D C P" AB_TIMEOUT=120 BENCH=0 SAN_TIMEOUT=30 OUT=$O/v28 bash native/exp/run_v28.sh 2>&1 | tail -60; tar czf $O/v28.tgz -C $O v28 && rm -rf $O/v28
 ls -la $O
