@@ -57,3 +57,24 @@ def compose():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def load_script(name: str):
+    """A script of scripts/ as a module (its helpers are tested; the device image has no omegaconf, so tests that
+    run there load model configs through bench_forward's yaml loader)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def require_native_variant(variant: str) -> None:
+    """Skip (with the reason) where the native kernel variant cannot run."""
+    from mosaic_exp.kernels.quant_linear import VariantUnavailable, check_variant
+
+    try:
+        check_variant(variant, "cuda")
+    except VariantUnavailable as e:
+        pytest.skip(str(e))

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from mosaic_exp.eval.forward_speed import _check_capturable, ran_kernels, time_forward
 from mosaic_exp.models.loader import build_random_model
 from mosaic_exp.models.registry import model_config
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("bench_forward", ROOT / "scripts" / "bench_forward.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_script, require_native_variant
 
 
 def test_build_random_model_depth_and_seed():
@@ -93,7 +82,7 @@ def test_cpu_half_of_zipperquant_is_refused_for_graph_capture():
 
 
 def test_bench_forward_arguments():
-    bench = _bench_module()
+    bench = load_script("bench_forward")
     assert bench.parse_shapes("1x1,16x1,1x2048") == [(1, 1), (16, 1), (1, 2048)]
     for bad in ("1x", "0x1", "a"):
         with pytest.raises(SystemExit, match="--shapes"):
@@ -107,7 +96,7 @@ def test_bench_forward_arguments():
 
 def test_bench_forward_quantizes_every_decoder_linear():
     """The benchmark's weight path on a tiny model: every decoder linear, its residual at the budget."""
-    bench = _bench_module()
+    bench = load_script("bench_forward")
     model = build_random_model(model_config("tiny_llama"), num_hidden_layers=2)
     weights = bench.quantize_linears(model, "llama", budget=0.5, block=32, group_size=32)
     assert len(weights) == 2 * 7
@@ -126,13 +115,10 @@ def test_bench_forward_quantizes_every_decoder_linear():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["dense", "zipper"])
 def test_time_forward_cuda_graph_with_native_kernels(variant):
-    from mosaic_exp.kernels.quant_linear import QuantLinear, VariantUnavailable, check_variant
+    from mosaic_exp.kernels.quant_linear import QuantLinear
 
-    try:
-        check_variant(variant, "cuda")
-    except VariantUnavailable as e:
-        pytest.skip(str(e))
-    bench = _bench_module()  # its yaml config loader: the device image has no omegaconf
+    require_native_variant(variant)
+    bench = load_script("bench_forward")  # its yaml config loader: the device image has no omegaconf
     model = build_random_model(bench.load_model_config("tiny_llama"), device="cuda", num_hidden_layers=2)
     model = model.half().eval()
     weights = bench.quantize_linears(model, "llama", budget=0.5, block=64, group_size=64)

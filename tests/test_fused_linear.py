@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from mosaic_exp.formats import concat_out_features
 from mosaic_exp.kernels.fused_linear import FusedSlice, SharedInputLinears
 from mosaic_exp.kernels.testing import random_quantized
+from tests.conftest import load_script, require_native_variant
 
-ROOT = Path(__file__).resolve().parents[1]
 U32 = 2.0 ** -24
 
 
@@ -84,17 +81,10 @@ def test_slices_recompute_for_another_or_modified_input():
     assert torch.allclose(y1, k(x3))  # the same slice twice: recomputed, not a stale or missing entry
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_forward", ROOT / "scripts" / "bench_forward.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _tiny_quantized(device="cpu"):
     from mosaic_exp.models.loader import build_random_model
 
-    bench = _bench()
+    bench = load_script("bench_forward")
     model = build_random_model(bench.load_model_config("tiny_llama"), device=device, num_hidden_layers=2).eval()
     weights = bench.quantize_linears(model, "llama", budget=0.5, block=32, group_size=32)
     return model, weights
@@ -133,17 +123,14 @@ def test_fuse_requires_a_native_kernel(compose, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("variant", ["zipper", "dense"])
 def test_fused_native_kernel_matches_unfused(variant):
-    from mosaic_exp.kernels.quant_linear import QuantLinear, VariantUnavailable, check_variant
+    from mosaic_exp.kernels.quant_linear import QuantLinear
     from mosaic_exp.kernels.swap import fuse_shared_input_linears
     from mosaic_exp.models.adapters import get_adapter
 
-    try:
-        check_variant(variant, "cuda")
-    except VariantUnavailable as e:
-        pytest.skip(str(e))
+    require_native_variant(variant)
     from mosaic_exp.models.loader import build_random_model
 
-    bench = _bench()
+    bench = load_script("bench_forward")
     cfg = bench.load_model_config("tiny_llama")
     # every member a multiple of the kernels' 64-row residual blocks: q 128, k / v 64, gate / up 256
     cfg.random.hidden_size, cfg.random.intermediate_size = 128, 256
