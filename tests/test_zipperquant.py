@@ -287,6 +287,21 @@ def test_zipperquant_gptq_base_lowers_the_output_error():
     assert out_err(gq) < 0.8 * out_err(rtn), (out_err(gq), out_err(rtn))
 
 
+def test_group_with_gptq_equals_one_weight_at_a_time():
+    """q/k/v share H: the stacked GPTQ pass gives each weight exactly its own codes, split and scales."""
+    from mosaic_exp.quant.zipperquant import zipperquant_quantize_group
+
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(512, 192, generator=g) @ (torch.randn(192, 192, generator=g) / 14 + torch.eye(192))
+    Ws = [_outlier_weight(n, 192, seed=20 + n) for n in (40, 16, 9)]
+    kw = dict(group_size=64, scale_rule="inlier", outlier_fraction=0.05, gptq_options={"percdamp": 0.01})
+    group = zipperquant_quantize_group(Ws, gptq=_gptq_with(X, Ws[0]), **kw)
+    for W, (bsw, info) in zip(Ws, group):
+        one, _ = zipperquant_quantize(W, gptq=_gptq_with(X, W), **kw)
+        assert torch.equal(bsw.dequantize(), one.dequantize()) and torch.equal(bsw.high_codes, one.high_codes)
+        assert info["gptq_stacked"] == 3
+
+
 def test_tiny_run_with_gptq_base(compose, tmp_path, data_dir):
     from mosaic_exp.runner.entry import run_experiment
 

@@ -76,12 +76,14 @@ def check_args(bits: int, low_bits: int, group_size: int, scale_rule: str, outli
 
 
 @torch.no_grad()
-def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 4, group_size: int = 128,
-                         scale_rule: str = "absmax", outlier_fraction: float = 0.01, clip_ratio: float = 1.0,
-                         h: torch.Tensor | None = None, gptq: GPTQ | None = None,
-                         gptq_options: dict | None = None) -> tuple[BitSplitWeight, dict]:
-    """Quantize one (smoothed) weight [N, K] -> (BitSplitWeight, info).
+def zipperquant_quantize_group(W_hats: list[torch.Tensor], *, bits: int = 6, low_bits: int = 4,
+                               group_size: int = 128, scale_rule: str = "absmax", outlier_fraction: float = 0.01,
+                               clip_ratio: float = 1.0, h: torch.Tensor | None = None, gptq: GPTQ | None = None,
+                               gptq_options: dict | None = None) -> list[tuple[BitSplitWeight, dict]]:
+    """Quantize (smoothed) weights [N_i, K] that share their input (q/k/v, gate/up) -> [(BitSplitWeight, info)].
 
+    Each weight gets its own scales, codes and split, exactly as one ``zipperquant_quantize`` call per weight;
+    with ``gptq`` only the GPTQ pass is stacked into one column loop (GPTQ rows are independent given H).
     h [K] (optional): the diagonal Hessian h_j = (2/N) sum_n X_nj^2 of the layer's calibration inputs, to
     report the proxy output error sum_ij h_j (W - W_q)_ij^2 and the share of it the high part removes.
     gptq (optional, with calibration statistics added): the B-bit codes are chosen by GPTQ on the scale rule's
@@ -89,21 +91,37 @@ def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 
     ones); the split is the same. ``gptq_options``: percdamp, act_order, blocksize, ...
     """
     check_args(bits, low_bits, group_size, scale_rule, outlier_fraction)
-    if W_hat.dim() != 2:
-        raise ValueError(f"expected a 2-D weight [N, K], got shape {tuple(W_hat.shape)}")
-    W = W_hat.detach().float()
-    N, K = W.shape
-    s = group_scales(W, bits, low_bits, group_size, scale_rule, outlier_fraction, clip_ratio)
+    for W_hat in W_hats:
+        if W_hat.dim() != 2:
+            raise ValueError(f"expected a 2-D weight [N, K], got shape {tuple(W_hat.shape)}")
+    Ws = [W_hat.detach().float() for W_hat in W_hats]
+    scales = [group_scales(W, bits, low_bits, group_size, scale_rule, outlier_fraction, clip_ratio) for W in Ws]
     if gptq is not None:  # GPTQ picks the codes on this grid (zero point 2^(B-1): codes 0..2^B-1 = v + 2^(B-1))
-        zero = torch.full_like(s, float(2 ** (bits - 1)))
-        res = gptq.quantize(bits=bits, group_size=group_size, symmetric=True, weight=W, qparams=(s, zero),
-                            **(gptq_options or {}))
-        v = res.codes.to(W.device).float() - 2 ** (bits - 1)
-        gptq_stats = res.stats
+        qparams = [(s, torch.full_like(s, float(2 ** (bits - 1)))) for s in scales]
+        results = gptq.quantize_many(Ws, bits=bits, group_size=group_size, symmetric=True, qparams=qparams,
+                                     **(gptq_options or {}))
+        codes = [r.codes.to(W.device).float() - 2 ** (bits - 1) for r, W in zip(results, Ws)]
+        stats = [r.stats for r in results]
     else:
-        gidx = torch.arange(K, device=W.device) // effective_group_size(K, group_size)
-        v = torch.clamp(torch.round(W / s[:, gidx]), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        gptq_stats = None
+        codes, stats = [], [None] * len(Ws)
+        for W, s in zip(Ws, scales):
+            gidx = torch.arange(W.shape[1], device=W.device) // effective_group_size(W.shape[1], group_size)
+            codes.append(torch.clamp(torch.round(W / s[:, gidx]), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+    return [_split_weight(W, s, v, st, bits=bits, low_bits=low_bits, group_size=group_size, scale_rule=scale_rule,
+                          outlier_fraction=outlier_fraction, h=h)
+            for W, s, v, st in zip(Ws, scales, codes, stats)]
+
+
+def zipperquant_quantize(W_hat: torch.Tensor, **kwargs) -> tuple[BitSplitWeight, dict]:
+    """Quantize one (smoothed) weight [N, K] -> (BitSplitWeight, info); see ``zipperquant_quantize_group``."""
+    return zipperquant_quantize_group([W_hat], **kwargs)[0]
+
+
+def _split_weight(W: torch.Tensor, s: torch.Tensor, v: torch.Tensor, gptq_stats: dict | None, *, bits: int,
+                  low_bits: int, group_size: int, scale_rule: str, outlier_fraction: float,
+                  h: torch.Tensor | None) -> tuple[BitSplitWeight, dict]:
+    """Scales s [N, G] and signed B-bit codes v [N, K] -> the stored split weight and its error report."""
+    N, K = W.shape
     v_lo, v_hi = split_codes(v, low_bits)
     half = 2 ** (low_bits - 1)
     low = QuantizedWeight(out_features=N, in_features=K, bits=low_bits, group_size=group_size, symmetric=True,
@@ -115,9 +133,9 @@ def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 
                                                "outlier_fraction": outlier_fraction if scale_rule == "inlier" else None})
     info = {"bits": bits, "low_bits": low_bits, "scale_rule": scale_rule, "high_nnz": bsw.high_nnz,
             "high_density": bsw.high_density, "bits_per_weight": bsw.bits_per_weight(),
-            "base": "rtn" if gptq is None else "gptq"}
+            "base": "rtn" if gptq_stats is None else "gptq"}
     if gptq_stats is not None:
-        info.update({f"gptq_{k}": v for k, v in gptq_stats.items() if isinstance(v, (int, float, str, type(None)))})
+        info.update({f"gptq_{k}": x for k, x in gptq_stats.items() if isinstance(x, (int, float, str, type(None)))})
     # Errors are measured on what is stored (fp16 scales), not on the float32 scales above.
     Wq = bsw.dequantize().to(W.device)
     W_lo_only = bsw.low.dequantize().to(W.device)
@@ -129,4 +147,3 @@ def zipperquant_quantize(W_hat: torch.Tensor, *, bits: int = 6, low_bits: int = 
         info["proxy_err"] = float((hv * E * E).sum())
         info["proxy_err_low_only"] = float((hv * E_lo * E_lo).sum())
     return bsw, info
-

@@ -181,17 +181,15 @@ class GroupQuantizer:
                 for n, w, (qw, info) in zip(self.names, ws, results)}
 
     def _zipperquant(self, ws: list[torch.Tensor]) -> dict[str, LinearResult]:
-        from mosaic_exp.quant.zipperquant import zipperquant_quantize
+        from mosaic_exp.quant.zipperquant import zipperquant_quantize_group
 
         q = self.cfg.quant
         h = self.h_diag if (self.h_sum is not None or self.gptq is not None) else None
-        out = {}
-        for n, w in zip(self.names, ws):
-            bsw, info = zipperquant_quantize(w, bits=q.w_bits, low_bits=q.low_bits, group_size=q.group_size,
+        results = zipperquant_quantize_group(ws, bits=q.w_bits, low_bits=q.low_bits, group_size=q.group_size,
                                              scale_rule=q.scale_rule, outlier_fraction=q.outlier_fraction,
                                              clip_ratio=q.clip_ratio, h=h, gptq=self.gptq,
-                                             gptq_options=dict(percdamp=q.percdamp, act_order=q.act_order))
-            out[n] = LinearResult(None, bsw, info=info)
+                                             gptq_options={"percdamp": q.percdamp, "act_order": q.act_order})
+        out = {n: LinearResult(None, bsw, info=info) for n, (bsw, info) in zip(self.names, results)}
         self._free()
         return out
 
