@@ -47,8 +47,10 @@ void high_bits_chunk(const float* x, int64_t K, int64_t m0, int64_t mt, const in
                      int64_t group_size, int gshift, int ncodes, int offset, float step, float* table, float* y,
                      int64_t N) {
   // LUT: T[(k * ncodes + c) * MT + i] = (c - offset) * X[m0 + i, k]; direct: T[k * MT + i] = X[m0 + i, k]
-  // (ncodes = 1, the code multiplied per nonzero). Tokens past mt stay 0.
-  at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
+  // (ncodes = 1, the code multiplied per nonzero). Tokens past mt stay 0. Direct with one token reads X's row
+  // itself (T would be a copy of it: one parallel region less per call).
+  if constexpr (!LUT && MT == 1) table = const_cast<float*>(x + m0 * K);
+  else at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       float xv[MT];
       for (int i = 0; i < MT; ++i) xv[i] = i < mt ? x[(m0 + i) * K + k] : 0.f;
