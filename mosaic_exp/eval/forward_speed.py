@@ -6,10 +6,9 @@
 The forward is ``model(input_ids, use_cache=False)`` keeping the last position's logits only (as generation
 does), so attention runs over the ``seq`` tokens themselves: a decode step's reads of a KV cache are **not**
 part of the number (they are the same bytes for every weight format; at short contexts they are small next to
-the weights). What W4 kernels change is everything else, and that is what this measures.
+the weights). What W4 kernels change, the linears' weight traffic and compute, is all in it.
 
-Method: random token ids (fixed seed), ``warmup`` eager forwards, then either a CUDA graph
-of one forward replayed (``cuda_graph=True``: no Python or launch overhead in the number, as a serving engine
+Method: random token ids (fixed seed), ``warmup`` eager forwards, then either a CUDA graph of one forward replayed (``cuda_graph=True``: no Python or launch overhead in the number, as a serving engine
 runs decode) or eager forwards (the Python + dispatch path included). Each rep is timed by CUDA events (wall
 clock on the CPU); the median of ``reps`` is reported with the min and max. A model whose forward cannot be
 captured (e.g. ZipperQuant's CPU half, which synchronizes with the host) raises, naming the module, instead of
