@@ -167,7 +167,18 @@ def main() -> int:
                 print(f"{name:12s} {b}x{s} {r.mode:10s} {r.median_ms:8.3f} ms  ({r.min_ms:.3f}-{r.max_ms:.3f})  "
                       f"{sorted(r.kernels)[:2]}", flush=True)
         torch.cuda.synchronize()
-    install(model, mcfg.arch, linears, weights, None, dtype)
+    # the end-to-end check: the zipper model's last-position logits against the same weights dequantized into
+    # the bf16 linears (the reference the kernel tests use, at model scale); the originals are not needed after
+    ids = torch.randint(0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1)).to("cuda")
+    with torch.no_grad():
+        install(model, mcfg.arch, linears, weights, "zipper", dtype)
+        logits_z = model(input_ids=ids, use_cache=False).logits[:, -1].float()
+        install(model, mcfg.arch, linears, weights, None, dtype)
+        for name, lin in linears.items():
+            lin.weight.copy_(weights[name].dequantize().to(lin.weight.device, dtype))
+        logits_r = model(input_ids=ids, use_cache=False).logits[:, -1].float()
+    check = float((logits_z - logits_r).norm() / logits_r.norm())
+    print(f"zipper vs dequantized bf16 linears, last-position logits: relative error {check:.2e}", flush=True)
 
     def ms(variant, b, s, mode) -> float:
         return next(r["median_ms"] for r in rows if (r["variant"], r["batch"], r["seq"], r["mode"]) == (variant, b, s, mode))
@@ -201,7 +212,8 @@ def main() -> int:
                             f"{a.block}x{a.block} blocks ({kept} / {total} kept), h = 1",
             "method": f"median of {a.reps} timed forwards (CUDA events) after 3 warm-up; logits of the last "
                       f"position only; no KV cache (attention over the S tokens themselves)",
-            "build_s": round(t_build, 1), "quantize_s": round(t_quant, 1)}
+            "build_s": round(t_build, 1), "quantize_s": round(t_quant, 1),
+            "zipper_vs_dequantized_logits_rel_err": check}
     md = write_bench_result(a.out, f"bench_forward_{stamp}", f"Model forward, {a.model}, bf16 vs W4A16 ({stamp})",
                             meta, rows, head)
     print(md.read_text())
