@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from mosaic_exp.config import ModelConfig
 from mosaic_exp.eval.forward_speed import time_forward
 from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant
 from mosaic_exp.kernels.swap import fuse_shared_input_linears
+from mosaic_exp.logging.environment import result_commit
 from mosaic_exp.logging.records import write_bench_result
 from mosaic_exp.models.adapters import get_adapter
 from mosaic_exp.models.loader import build_random_model
@@ -206,7 +206,7 @@ def main() -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     layers = model.config.num_hidden_layers
     meta = {"command": " ".join(["python", *sys.argv]), "gpu": torch.cuda.get_device_name(0), "date_utc": stamp,
-            "commit": os.environ.get("MOSAIC_COMMIT", "unknown"), "torch": torch.__version__,
+            "commit": result_commit(ROOT), "torch": torch.__version__,
             "model": f"{a.model} ({layers} decoder layers, {dtype}, random weights)",
             "quantization": f"RTN g{a.group_size} asym base + residual at budget {a.budget} of "
                             f"{a.block}x{a.block} blocks ({kept} / {total} kept), h = 1",

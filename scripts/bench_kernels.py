@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from mosaic_exp.formats import QuantizedWeight
 from mosaic_exp.kernels import ops, routes
 from mosaic_exp.kernels.packing import pack_quantized
+from mosaic_exp.logging.environment import result_commit
 from mosaic_exp.quant.quantizer import pack_int4
 
 CEIL_BW = 3.0e12
@@ -55,19 +55,6 @@ SEPARATE_TARGET = (0.1, 1.3, 16)  # zipper@0.1 at least 1.3x faster than separat
 KERNEL_ENV = ("MOSAIC_SMALL_M_CFG", "MOSAIC_ZIPPER_PROLOGUE", "MOSAIC_SPLITK_FIXUP", "MOSAIC_PDL", "MOSAIC_MAX_SPLITK",
               "MOSAIC_GEMV_MAX_M", "MOSAIC_GEMV_PLAN", "MOSAIC_GEMV_ROUTES", "MOSAIC_WGMMA_MIN_M",
               "MOSAIC_ZIPPER_RESIDENT_LEAD", "MOSAIC_ZIPPER_BALANCED_SPLITK")
-
-
-def git_commit() -> str:
-    if os.environ.get("MOSAIC_COMMIT"):
-        return os.environ["MOSAIC_COMMIT"]
-    f = ROOT / ".commit"
-    if f.exists():
-        return f.read_text().strip()
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def random_qw_gpu(n: int, k: int, budget: float, gs: int = 128, bs=(128, 128), seed: int = 0) -> QuantizedWeight:
@@ -431,7 +418,7 @@ def main() -> int:
     props = torch.cuda.get_device_properties(0)
     meta = {"command": " ".join([Path(sys.executable).name] + sys.argv), "device": props.name,
                 "sms": props.multi_processor_count, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "commit": git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+                "commit": result_commit(ROOT), "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
                 "ceilings": {"copy_bytes_per_s": CEIL_BW, "bf16_flops": CEIL_FLOPS}, "l2_rotation_bytes": 2 * L2_BYTES,
                 "timing": "CUDA graph of >=24 back-to-back calls over rotated weight copies; median of 12 replays",
                 "env": {k: v for k, v in os.environ.items() if k in KERNEL_ENV},

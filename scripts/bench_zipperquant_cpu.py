@@ -20,10 +20,8 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.kernels.cpu_lut import PackedHigh, build_cpu_lut, high_bits_mm
+from mosaic_exp.logging.environment import result_commit
 from mosaic_exp.logging.records import write_bench_result
 
 SHAPES = {"qkv": (4096, 6144), "o": (4096, 4096), "gate_up": (4096, 28672), "down": (14336, 4096)}
@@ -139,8 +138,7 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    commit = os.environ.get("MOSAIC_COMMIT") or subprocess.run(  # the device's copy has no matching git HEAD
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    commit = result_commit(ROOT)
     meta = {"command": "python " + " ".join([Path(sys.argv[0]).relative_to(ROOT).as_posix()
                                              if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
             "cpu": cpu_name(), "threads": a.threads, "date_utc": stamp, "commit": commit,

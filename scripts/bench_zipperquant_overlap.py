@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.kernels.bitsplit_linear import BitSplitLinear
 from mosaic_exp.kernels.cpu_lut import PackedHigh, high_bits_mm
+from mosaic_exp.logging.environment import result_commit
 from mosaic_exp.logging.records import write_bench_result
 from mosaic_exp.quant.zipperquant import zipperquant_quantize
 
@@ -123,9 +123,9 @@ def main() -> int:
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
         Path(a.out, f"zipperquant_dense_dispatch_profile_{stamp}.txt").write_text(
             f"cProfile of 200 eager calls of the dense part (shape {shape}, M = 1) on {torch.cuda.get_device_name(0)}"
-            f", commit {os.environ.get('MOSAIC_COMMIT', 'unknown')}\n{buf.getvalue()}")
+            f", commit {result_commit(ROOT)}\n{buf.getvalue()}")
     meta = {"command": " ".join(["python", *sys.argv]), "gpu": torch.cuda.get_device_name(0),
-            "cpu_threads": a.threads, "date_utc": stamp, "commit": os.environ.get("MOSAIC_COMMIT", "unknown"),
+            "cpu_threads": a.threads, "date_utc": stamp, "commit": result_commit(ROOT),
             "method": f"wall-clock median of {a.reps} synchronized forwards after 3 warm-up"}
     table = [("| shape | M | density | low (GPU) us | low host us | high direct us | split direct us | overlap | high lut us | "
               "split lut us | overlap |"), "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -36,6 +36,7 @@ import bench_kernels as bk
 from mosaic_exp.kernels import ops
 from mosaic_exp.kernels import routes as rt
 from mosaic_exp.kernels.packing import pack_quantized
+from mosaic_exp.logging.environment import result_commit
 
 BUCKET_MS = {2: (12, 16), 4: (24, 32), 8: (48, 64)}
 
@@ -232,7 +233,7 @@ def main() -> int:
         timings = {**{k: v for k, v in old.get("timings", {}).items() if k not in timings}, **timings}
         merged_from = {"file": a.merge, "commit": old.get("commit"), "date": old.get("date"), "kept_routes": len(kept)}
     table = {"device": torch.cuda.get_device_name(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-             "commit": bk.git_commit(), "command": "python3 " + " ".join(sys.argv),
+             "commit": result_commit(ROOT), "command": "python3 " + " ".join(sys.argv),
              "budget": a.budget, "margin": a.margin, "bucket_ms": {str(k): v for k, v in BUCKET_MS.items()},
              "merged_from": merged_from,
              "torch": torch.__version__, "routes": routes, "timings": timings}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
+import os
 import platform
 import socket
 import subprocess
@@ -23,6 +24,17 @@ def git_commit(root: str | Path = ".") -> str | None:
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def result_commit(root: str | Path = ".") -> str:
+    """The commit a benchmark result belongs to: $MOSAIC_COMMIT (the device's copy of the tree has no matching
+    git HEAD), else the ``.commit`` file a device run carries, else git (``-dirty`` if so), else "unknown"."""
+    if os.environ.get("MOSAIC_COMMIT"):
+        return os.environ["MOSAIC_COMMIT"]
+    f = Path(root) / ".commit"
+    if f.exists():
+        return f.read_text().strip()
+    return git_commit(root) or "unknown"
 
 
 def capture_environment(root: str | Path = ".") -> dict:
