@@ -32,10 +32,10 @@ import torch
 
 from mosaic_exp.formats import RESIDUAL_BITS, RESIDUAL_ZERO
 from mosaic_exp.quant.quantizer import (
-    _expand_groups,
     compute_qparams,
     dequantize_weight,
     effective_group_size,
+    expand_groups,
     num_groups,
     quantize_codes,
     quantize_weight,
@@ -215,8 +215,8 @@ class GPTQ:
         def rtn_fallback(reason: str) -> GPTQResult:
             if qparams is not None:  # round to nearest on the given grid
                 scales, zeros = qparams[0].to(dev, torch.float32), qparams[1].to(dev, torch.float32)
-                codes = quantize_codes(W0.to(dev).float(), _expand_groups(scales, K, group_size),
-                                       _expand_groups(zeros, K, group_size), bits).to(torch.uint8)
+                codes = quantize_codes(W0.to(dev).float(), expand_groups(scales, K, group_size),
+                                       expand_groups(zeros, K, group_size), bits).to(torch.uint8)
             else:
                 codes, scales, zeros = quantize_weight(W0.to(dev).float(), bits, group_size, symmetric,
                                                        clip_ratio)

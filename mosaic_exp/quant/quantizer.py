@@ -79,7 +79,7 @@ def fake_quantize_rows(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     return (quantize_codes(w, scale, zero, bits) - z) * s
 
 
-def _expand_groups(t: torch.Tensor, in_features: int, group_size: int) -> torch.Tensor:
+def expand_groups(t: torch.Tensor, in_features: int, group_size: int) -> torch.Tensor:
     """[N, G] per-group values -> [N, K] per-column values."""
     gidx = group_index(in_features, group_size, device=t.device)
     return t[:, gidx]
@@ -114,8 +114,8 @@ def dequantize_weight(
 ) -> torch.Tensor:
     """Inverse of :func:`quantize_weight`: (q - z) * s, float32 [N, K]."""
     k = codes.shape[1]
-    s = _expand_groups(scales.float(), k, group_size)
-    z = _expand_groups(zeros.float(), k, group_size)
+    s = expand_groups(scales.float(), k, group_size)
+    z = expand_groups(zeros.float(), k, group_size)
     return (codes.float() - z) * s
 
 

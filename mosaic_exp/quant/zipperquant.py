@@ -28,7 +28,7 @@ import torch
 
 from mosaic_exp.formats import BitSplitWeight, QuantizedWeight
 from mosaic_exp.quant.gptq import GPTQ
-from mosaic_exp.quant.quantizer import effective_group_size, num_groups, pack_int4
+from mosaic_exp.quant.quantizer import effective_group_size, expand_groups, num_groups, pack_int4
 
 SCALE_RULES = ("absmax", "inlier")
 
@@ -105,8 +105,8 @@ def zipperquant_quantize_group(W_hats: list[torch.Tensor], *, bits: int = 6, low
     else:
         codes, stats = [], [None] * len(Ws)
         for W, s in zip(Ws, scales):
-            gidx = torch.arange(W.shape[1], device=W.device) // effective_group_size(W.shape[1], group_size)
-            codes.append(torch.clamp(torch.round(W / s[:, gidx]), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+            s_col = expand_groups(s, W.shape[1], group_size)
+            codes.append(torch.clamp(torch.round(W / s_col), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
     return [_split_weight(W, s, v, st, bits=bits, low_bits=low_bits, group_size=group_size, scale_rule=scale_rule,
                           outlier_fraction=outlier_fraction, h=h)
             for W, s, v, st in zip(Ws, scales, codes, stats)]
