@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mosaic_exp.config import ModelConfig
+from mosaic_exp.config import ConfigError, ModelConfig, parse_speed_shape
 from mosaic_exp.eval.forward_speed import time_forward
 from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant
 from mosaic_exp.kernels.swap import fuse_shared_input_linears
@@ -61,16 +61,10 @@ def load_model_config(name: str) -> ModelConfig:
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for item in text.split(","):
-        try:
-            b, s = (int(v) for v in item.lower().split("x"))
-        except ValueError:
-            raise SystemExit(f"--shapes: {item!r} is not BxS (e.g. 1x1,16x1,1x2048)") from None
-        if b <= 0 or s <= 0:
-            raise SystemExit(f"--shapes: {item!r} needs positive B and S")
-        out.append((b, s))
-    return out
+    try:
+        return [parse_speed_shape(item) for item in text.split(",")]
+    except ConfigError as e:
+        raise SystemExit(f"--shapes: {e}") from None
 
 
 @torch.no_grad()

@@ -58,10 +58,9 @@ def fuse_shared_input_linears(model: nn.Module, weights: dict[str, QuantizedWeig
     from mosaic_exp.kernels.fused_linear import FusedSlice, SharedInputLinears
 
     fused = 0
-    for layer in adapter.decoder_layers(model):
-        prefix = _layer_prefix(model, layer)
+    for i in range(len(adapter.decoder_layers(model))):
         for group in adapter.linear_groups:
-            names = [f"{prefix}.{n}" for n in group]
+            names = [f"model.layers.{i}.{n}" for n in group]  # the quantization report's names
             if len(group) < 2 or not all(n in weights for n in names):
                 continue
             mods = [model.get_submodule(n) for n in names]
@@ -81,13 +80,6 @@ def fuse_shared_input_linears(model: nn.Module, weights: dict[str, QuantizedWeig
                 setattr(model.get_submodule(pn), child, FusedSlice(g, j))
             fused += 1
     return fused
-
-
-def _layer_prefix(model: nn.Module, layer: nn.Module) -> str:
-    for name, mod in model.named_modules():
-        if mod is layer:
-            return name
-    raise ValueError("decoder layer not found in the model")
 
 
 def swap_bitsplit_low(model: nn.Module, weights: dict, variant: str, dtype: torch.dtype, high_kernel: str) -> str:
