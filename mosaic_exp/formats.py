@@ -40,6 +40,14 @@ RESIDUAL_BITS = 4
 RESIDUAL_ZERO = 2 ** (RESIDUAL_BITS - 1)
 
 
+def empty_residual(block_shape: tuple[int, int], scale_dtype: torch.dtype, device=None) -> dict[str, torch.Tensor]:
+    """The residual fields of a QuantizedWeight with no kept block (res_index / res_qweight / res_scales)."""
+    bh, bw = int(block_shape[0]), int(block_shape[1])
+    return {"res_index": torch.zeros(0, 2, dtype=torch.int32, device=device),
+            "res_qweight": torch.zeros(0, bh, math.ceil(bw / 2), dtype=torch.uint8, device=device),
+            "res_scales": torch.zeros(0, bh, dtype=scale_dtype, device=device)}
+
+
 @dataclass
 class QuantizedWeight:
     out_features: int
@@ -144,15 +152,11 @@ class QuantizedWeight:
 
     def without_residual(self) -> "QuantizedWeight":
         """The dense base alone (no residual blocks): what the ``dense`` kernel runs of this weight."""
-        dev = self.base_scales.device
-        bh, bw = self.block_shape
         return QuantizedWeight(out_features=self.out_features, in_features=self.in_features, bits=self.bits,
                                group_size=self.group_size, symmetric=self.symmetric, base_qweight=self.base_qweight,
                                base_scales=self.base_scales, base_zeros=self.base_zeros, block_shape=self.block_shape,
-                               res_index=torch.zeros(0, 2, dtype=torch.int32, device=dev),
-                               res_qweight=torch.zeros(0, bh, math.ceil(bw / 2), dtype=torch.uint8, device=dev),
-                               res_scales=torch.zeros(0, bh, dtype=self.base_scales.dtype, device=dev),
-                               meta={**self.meta, "residual_dropped": self.num_residual_blocks})
+                               meta={**self.meta, "residual_dropped": self.num_residual_blocks},
+                               **empty_residual(self.block_shape, self.base_scales.dtype, self.base_scales.device))
 
     def to(self, device) -> "QuantizedWeight":
         kw = {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -206,7 +210,7 @@ def concat_out_features(parts: list[QuantizedWeight]) -> QuantizedWeight:
         if p.base_scales.dtype != first.base_scales.dtype:
             raise ValueError(f"concat_out_features: part {i} stores scales as {p.base_scales.dtype}, part 0 as "
                              f"{first.base_scales.dtype}")
-    bh, bw = first.block_shape
+    bh = first.block_shape[0]
     with_res = [p for p in parts if p.num_residual_blocks]
     if with_res:
         for i, p in enumerate(parts[:-1]):
@@ -226,9 +230,7 @@ def concat_out_features(parts: list[QuantizedWeight]) -> QuantizedWeight:
             rs.append(p.res_scales.to(dev))
         offsets += p.out_features
     res = ({"res_index": torch.cat(idx), "res_qweight": torch.cat(rq), "res_scales": torch.cat(rs)} if idx else
-           {"res_index": torch.zeros(0, 2, dtype=torch.int32, device=dev),
-            "res_qweight": torch.zeros(0, bh, math.ceil(bw / 2), dtype=torch.uint8, device=dev),
-            "res_scales": torch.zeros(0, bh, dtype=first.base_scales.dtype, device=dev)})
+           empty_residual(first.block_shape, first.base_scales.dtype, dev))
     return QuantizedWeight(out_features=offsets, in_features=first.in_features, bits=first.bits,
                            group_size=first.group_size, symmetric=first.symmetric,
                            base_qweight=torch.cat([p.base_qweight.to(dev) for p in parts]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mosaic_exp.formats import QuantizedWeight
+from mosaic_exp.formats import QuantizedWeight, empty_residual
 from mosaic_exp.quant.quantizer import pack_int4
 
 
@@ -32,9 +32,7 @@ def build_quantized_weight(
     bh, bw = int(block_shape[0]), int(block_shape[1])
     base_q = pack_int4(codes) if bits == 4 else codes.to(torch.uint8)
     dev = codes.device
-    kw = {"res_index": torch.zeros(0, 2, dtype=torch.int32, device=dev),
-          "res_qweight": torch.zeros(0, bh, (bw + 1) // 2, dtype=torch.uint8, device=dev),
-          "res_scales": torch.zeros(0, bh, dtype=scale_dtype, device=dev)}
+    kw = empty_residual((bh, bw), scale_dtype, dev)
     if mask is not None and bool(mask.any()):
         if residual_codes is None or residual_scales is None:
             raise ValueError("a non-empty mask needs residual_codes and residual_scales")
