@@ -3,16 +3,13 @@ No GPU: the rows are synthetic, with times chosen so that each target sits just 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "scripts" / "bench_kernels.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.conftest import load_script
+
+bench = load_script("bench_kernels")
 
 
 def rows_for(times: dict[str, float], ms=(1,), shapes=None) -> list[dict]:

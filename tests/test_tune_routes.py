@@ -5,14 +5,11 @@ routes with 'tiled' because no gemv plan was timed; the incumbent route must be 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("tune_gemv_routes", ROOT / "scripts" / "tune_gemv_routes.py")
-tune = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tune)
+from tests.conftest import ROOT, load_script
+
+tune = load_script("tune_gemv_routes")
 
 H100_TABLE = ROOT / "mosaic_exp" / "kernels" / "routes" / "nvidia_h100_80gb_hbm3.json"
 
