@@ -128,12 +128,10 @@ def main() -> int:
     model = build_random_model(mcfg, device="cuda", num_hidden_layers=a.layers).eval()
     model.config.use_cache = False
     t_build = time.perf_counter() - t0
-    adapter = get_adapter(mcfg.arch)
-    linears = {f"model.layers.{i}.{n}": lin for i, layer in enumerate(adapter.decoder_layers(model))
-               for n, lin in adapter.linears(layer).items()}
     t0 = time.perf_counter()
     weights = quantize_linears(model, mcfg.arch, a.budget, a.block, a.group_size)
     t_quant = time.perf_counter() - t0
+    linears = {name: model.get_submodule(name) for name in weights}  # the original nn.Linear of every name
     kept = sum(int(qw.res_index.shape[0]) for qw in weights.values())
     total = sum(math.ceil(qw.out_features / a.block) * math.ceil(qw.in_features / a.block) for qw in weights.values())
     print(f"built in {t_build:.1f} s, quantized {len(weights)} linears in {t_quant:.1f} s "
