@@ -71,10 +71,10 @@ def main() -> int:
         print("|---|" + "---|" * (len(mods) + 1))
         for m in (int(v) for v in a.m.split(",")):
             x = torch.randn(m, k, generator=g)
-            calls = {v: (lambda mod=mod: mod.high_bits_mm(x, ph.indptr, ph.indices, ph.codes, ph.scales, ph.group_size,
+            calls = {v: (lambda mod=mod, x=x: mod.high_bits_mm(x, ph.indptr, ph.indices, ph.codes, ph.scales, ph.group_size,
                                                          ph.low_bits, ph.high_bits, False)) for v, mod in mods.items()}
             if load_cpu_lut() is not None:
-                calls["op"] = lambda: high_bits_mm(x, ph, lut=False)
+                calls["op"] = lambda x=x: high_bits_mm(x, ph, lut=False)
             for fn in calls.values():
                 for _ in range(50):
                     fn()
