@@ -288,6 +288,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.def("wgmma_smem_bytes", &zipper::wgmma_smem_bytes, "dynamic shared memory of a wgmma CTA", py::arg("mode"),
         py::arg("bt"), py::arg("wgs"));
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
+  m.attr("GEMV_ZERO_FOLD") = zipper::gemv_zero_fold();  // v29: the bf16 one-block gemv folds the zero per group
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
   // the v18 switch (MOSAIC_COMPACT_CLUSTER_FIXUP, 1 by default) as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());

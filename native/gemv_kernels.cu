@@ -31,6 +31,21 @@
 #include <climits>
 #include <type_traits>
 
+// Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = the bf16 one-block (MB = 1) dense
+// kernels fold the base's zero point out of the weights. The MMA then takes the magic-exponent value E + q as it
+// is (exact) and the group's sum is corrected once per group: sum (q - z) x = sum (E + q) x - (E + z) sum x, with
+// sum x per (k-tile, token) computed once per CTA while X is staged and summed per group by a running fp32 sum.
+// Saves the 16 `q - z` subtractions (HADD2) of every tile for ~4 instructions per tile (SASS: 171 -> 153 per two
+// g128 tiles in the 16-warp kernel). Dense only: in the zipper kernels the running sums cost registers that
+// ptxas pays for with re-read thread ids (16 warps) or spills (8 warps), and a residual tile (which keeps its
+// subtraction) would need its X sum added back; measured there the zipper's base tile got longer, not shorter.
+// bf16 only: the E offset's cancellation costs ~2^-24 E sum|x| per group, with E = 128 far below bf16's
+// rounding; fp16's E = 1024 would come within a small factor of the tests' fp16 bound. (v19 folded the zero
+// with a second MMA per k16 step instead and measured 3-5 % slower: a longer dependent MMA chain.)
+#ifndef MOSAIC_GEMV_ZERO_FOLD
+#define MOSAIC_GEMV_ZERO_FOLD 0
+#endif
+
 namespace zipper {
 namespace {
 
@@ -50,7 +65,8 @@ __host__ __device__ constexpr int gemv_res_slot() { return 512 + 32; }
 // of rows past M point at
 __host__ __device__ constexpr int gemv_x_pitch(int ktpc) { return ktpc * 128 + 16; }
 struct GemvSmem {
-  int sc, xs, rring, red, total;  // sizes (bytes) of the scale block, X stage, residual rings (all warps), sum buffer
+  int sc, xs, rring, red, sx, total;  // sizes (bytes) of the scale block, X stage, residual rings (all warps), sum
+                                      // buffer, the zero fold's X sums (MOSAIC_GEMV_ZERO_FOLD builds, dense MB = 1)
 };
 // xrows = rows of X a CTA stages: min(8 mb, M)
 __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, int warps, int mode, int mb,
@@ -61,7 +77,9 @@ __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, i
   m.xs = xrows * gemv_x_pitch(ktpc) + 16;
   m.rring = mode == MODE_ZIPPER ? warps * depth * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
-  m.total = m.sc + m.xs + m.rring + m.red;
+  // fp32 sum of X over each k-tile, 8 token rows (allocated for fp16 too: gemv_smem_bytes does not know the dtype)
+  m.sx = MOSAIC_GEMV_ZERO_FOLD && mode == MODE_DENSE && mb == 1 ? ktpc * 8 * 4 : 0;
+  m.total = m.sc + m.xs + m.rring + m.red + m.sx;
   return m;
 }
 
@@ -109,6 +127,8 @@ template <typename T, int MB, int MODE, bool BIG>
 __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE, BIG, MB>::MINB)
     w4a16_gemv_kernel(const Params p) {
   constexpr int D = GemvShape<MODE, BIG, MB>::D;
+  // zero fold (MOSAIC_GEMV_ZERO_FOLD): bf16, one 8-row block
+  constexpr bool ZF = MOSAIC_GEMV_ZERO_FOLD && MODE == MODE_DENSE && MB == 1 && std::is_same<T, __nv_bfloat16>::value;
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
@@ -210,13 +230,37 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
   // prologue's residual units (their bit words arrive a DRAM round trip later than the weights)
   uint8_t* const xs = smem + L.sc;
   const int xrows = min(8 * MB, p.M - m0), xpitch = gemv_x_pitch(ktpc), kc0 = split * ktpc * 64;
+  // zero fold: sum of X over each of the CTA's k-tiles per token row, [local k-tile][8 rows] (rows >= xrows: 0)
+  float* const sxs = reinterpret_cast<float*>(smem + L.sc + L.xs + L.rring + L.red);
   {
     const T* X = static_cast<const T*>(p.x);
     const int chunks = ktpc * 8;
-    for (int c = threadIdx.x; c < xrows * chunks; c += blockDim.x) {
-      const int r = c / chunks, ch = c % chunks, k = kc0 + ch * 8;
-      const uint4 v = k < p.K ? __ldg(reinterpret_cast<const uint4*>(X + (size_t)(m0 + r) * p.K + k)) : make_uint4(0, 0, 0, 0);
-      *reinterpret_cast<uint4*>(xs + r * xpitch + ch * 16) = v;
+    if constexpr (ZF) {
+      // the same copy, with a trip count uniform over the CTA (the shuffles need whole warps): chunk c is lane
+      // c & 7 of an 8-lane group holding one row's k-tile (chunks % 8 == 0), which sums it in a fixed order
+      const int n = xrows * chunks;
+      for (int base = 0; base < n; base += blockDim.x) {
+        const int c = base + threadIdx.x, r = c / chunks, ch = c % chunks, k = kc0 + ch * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (c < n) {
+          if (k < p.K) v = __ldg(reinterpret_cast<const uint4*>(X + (size_t)(m0 + r) * p.K + k));
+          *reinterpret_cast<uint4*>(xs + r * xpitch + ch * 16) = v;
+        }
+        auto pair = [](uint32_t w) { return __uint_as_float(w << 16) + __uint_as_float(w & 0xFFFF0000u); };
+        float sum = ((pair(v.x) + pair(v.y)) + pair(v.z)) + pair(v.w);
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+        sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 4);
+        if (c < n && (c & 7) == 0) sxs[(ch >> 3) * 8 + r] = sum;
+      }
+      for (int i = threadIdx.x; i < ktpc * 8; i += blockDim.x)
+        if ((i & 7) >= xrows) sxs[i] = 0.f;
+    } else {
+      for (int c = threadIdx.x; c < xrows * chunks; c += blockDim.x) {
+        const int r = c / chunks, ch = c % chunks, k = kc0 + ch * 8;
+        const uint4 v = k < p.K ? __ldg(reinterpret_cast<const uint4*>(X + (size_t)(m0 + r) * p.K + k)) : make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(xs + r * xpitch + ch * 16) = v;
+      }
     }
     if (threadIdx.x < 4) reinterpret_cast<uint32_t*>(xs + min(8 * MB, p.M) * xpitch)[threadIdx.x] = 0u;
   }
@@ -242,6 +286,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
   const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
 
   float acc[MB][4], accg[MB][4];  // scaled sum; unscaled sum of the current scale group's base products
+  float gsx0 = 0.f, gsx1 = 0.f;   // zero fold: X summed over the group's tiles so far (tokens 2 t4, 2 t4 + 1)
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
@@ -305,7 +350,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
 #pragma unroll
       for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
         const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
-        T2 d = __hsub2(v, jj >> 1 ? zb : za);  // q - z: a small integer, exact in the dtype
+        // q - z: a small integer, exact in the dtype (the zero fold keeps E + q: corrected per group)
+        T2 d = ZF ? v : __hsub2(v, jj >> 1 ? zb : za);
         if constexpr (WR) {
           const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
           d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
@@ -319,16 +365,29 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
         mma16816<T>(accg[mb], a, bf);
       }
     }
+    if constexpr (ZF) {  // the tile's X sums (tokens 2 t4, 2 t4 + 1) join its group's
+      const float2 sx = *reinterpret_cast<const float2*>(sxs + (kp * p.ktpw + t) * 8 + 2 * t4);
+      gsx0 += sx.x;
+      gsx1 += sx.y;
+    }
     // the scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer instructions
     // per tile)
     if (t + 1 == ntl || kt + 1 == gend) {
-      gend += p.gs_tiles;
       const float fa = Tr::to_f(ssm[go]), fb = Tr::to_f(ssm[go + 8]);
+      if constexpr (ZF) {  // sum (q - z) x = sum (E + q) x - (E + z) sum x; za, zb hold E + z of rows g, g + 8
+        const float ea = Tr::to_f(za.x), eb = Tr::to_f(zb.x);
+        acc[0][0] = fmaf(fa, fmaf(-ea, gsx0, accg[0][0]), acc[0][0]);
+        acc[0][1] = fmaf(fa, fmaf(-ea, gsx1, accg[0][1]), acc[0][1]);
+        acc[0][2] = fmaf(fb, fmaf(-eb, gsx0, accg[0][2]), acc[0][2]);
+        acc[0][3] = fmaf(fb, fmaf(-eb, gsx1, accg[0][3]), acc[0][3]);
+        gsx0 = gsx1 = 0.f;
+      }
+      gend += p.gs_tiles;
 #pragma unroll
       for (int mb = 0; mb < MB; ++mb)
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          acc[mb][c] = fmaf(c < 2 ? fa : fb, accg[mb][c], acc[mb][c]);
+          if (!ZF) acc[mb][c] = fmaf(c < 2 ? fa : fb, accg[mb][c], acc[mb][c]);
           accg[mb][c] = 0.f;
         }
       go += spc * 16;
@@ -493,6 +552,8 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
 }
 
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
+
+int gemv_zero_fold() { return MOSAIC_GEMV_ZERO_FOLD; }
 
 int gemv_ring_depth(int mode, int warps) { return gemv_depth(mode, warps); }
 

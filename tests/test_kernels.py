@@ -232,13 +232,13 @@ def _base_only(qw):
 
 def _run_case(m, n, k, gs, sym, budget, bs, dtype, variants=("dense", "separate", "zipper"), seed=None,
               cfg=None, splitk=None, zprologue=None, fixup=None, pdl=None, rlead=None, path=None, gemv=None,
-              wgmma=None, balance=None):
+              wgmma=None, balance=None, x_shift=0.0):
     from mosaic_exp.kernels import ops
 
     dev = torch.device("cuda")
     qw = random_quantized(n, k, gs, sym, budget, bs, seed=seed)
     p = pack_quantized(qw, dtype, dev)
-    x = (torch.randn(m, k, device=dev)).to(dtype)
+    x = (torch.randn(m, k, device=dev) + x_shift).to(dtype)
     w_full = dequantize_like_kernel(qw, dtype).to(dev)
     ref_full = x.double() @ w_full.double().t()
     for v in variants:
@@ -513,6 +513,19 @@ def test_gemv_every_plan(warps, kparts, splitk, m):
         ktpw = -(-70 // (splitk * kparts))
         smem = nat.gemv_smem_bytes(70, 2, kparts * ktpw, warps // kparts, 0, warps, ops.MODE_ZIPPER, ops.gemv_mb(m), m)
         assert "no small-M plan fits" in str(e) and smem > nat.GEMV_SMEM_MAX, (str(e), smem)
+
+
+@gpu
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("gs,sym", [(64, True), (128, False), (-1, False), (-1, True)])
+@pytest.mark.parametrize("m", [1, 3, 8])
+def test_small_m_offset_activations(m, gs, sym, dtype):
+    """Activations with a large common offset (mean 8, std 1): a kernel that takes q - z apart, E + q in the MMA and
+    (E + z) sum x subtracted per scale group (MOSAIC_GEMV_ZERO_FOLD builds, NOTES.md v29), cancels about E * 8 * 128
+    per group (the whole K with per-channel scales) and must still meet the usual bound; ragged K (67 k-tiles:
+    groups straddle the warps' K ranges), the default small-M routing."""
+    _run_case(m, 1024, 64 * 67, gs, sym, 0.03, (128, 128), dtype, x_shift=8.0)
 
 
 @gpu
