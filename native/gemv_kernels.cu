@@ -32,13 +32,14 @@
 #include <type_traits>
 
 // Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = the bf16 one-block (MB = 1) dense
-// kernels fold the base's zero point out of the weights. The MMA then takes the magic-exponent value E + q as it
+// kernels fold the base's zero point out of the weights (2 = the zipper kernels too, for the A/B only). The MMA then takes the magic-exponent value E + q as it
 // is (exact) and the group's sum is corrected once per group: sum (q - z) x = sum (E + q) x - (E + z) sum x, with
-// sum x per (k-tile, token) computed once per CTA while X is staged and summed per group by a running fp32 sum.
-// Saves the 16 `q - z` subtractions (HADD2) of every tile for ~4 instructions per tile (SASS: 171 -> 153 per two
-// g128 tiles in the 16-warp kernel). Dense only: in the zipper kernels the running sums cost registers that
-// ptxas pays for with re-read thread ids (16 warps) or spills (8 warps), and a residual tile (which keeps its
-// subtraction) would need its X sum added back; measured there the zipper's base tile got longer, not shorter.
+// sum x per (k-tile, token) computed once per CTA while X is staged and summed per group by a running fp32 sum;
+// E + z is read from shared memory where needed (group ends, residual tiles) instead of held in registers.
+// Saves the 16 `q - z` subtractions (HADD2) of every tile for ~4 instructions per tile (SASS, 16-warp dense
+// kernel, two g128 tiles: 179 -> 160). Value 2 only: the zipper kernels as well, where a residual tile keeps its
+// subtraction and so stays out of the running sum; there ptxas pays for the running sums at the 64-register
+// bound with re-read thread ids, and two base tiles stay at ~256 instructions (no static gain).
 // bf16 only: the E offset's cancellation costs ~2^-24 E sum|x| per group, with E = 128 far below bf16's
 // rounding; fp16's E = 1024 would come within a small factor of the tests' fp16 bound. (v19 folded the zero
 // with a second MMA per k16 step instead and measured 3-5 % slower: a longer dependent MMA chain.)
@@ -78,7 +79,7 @@ __host__ __device__ inline GemvSmem gemv_smem(int groups, int spc, bool zeros, i
   m.rring = mode == MODE_ZIPPER ? warps * depth * gemv_res_slot() : 0;
   m.red = warps * mb * 4 * 32 * 4;
   // fp32 sum of X over each k-tile, 8 token rows (allocated for fp16 too: gemv_smem_bytes does not know the dtype)
-  m.sx = MOSAIC_GEMV_ZERO_FOLD && mode == MODE_DENSE && mb == 1 ? ktpc * 8 * 4 : 0;
+  m.sx = MOSAIC_GEMV_ZERO_FOLD && (mode == MODE_DENSE || MOSAIC_GEMV_ZERO_FOLD == 2) && mb == 1 ? ktpc * 8 * 4 : 0;
   m.total = m.sc + m.xs + m.rring + m.red + m.sx;
   return m;
 }
@@ -128,7 +129,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
     w4a16_gemv_kernel(const Params p) {
   constexpr int D = GemvShape<MODE, BIG, MB>::D;
   // zero fold (MOSAIC_GEMV_ZERO_FOLD): bf16, one 8-row block
-  constexpr bool ZF = MOSAIC_GEMV_ZERO_FOLD && MODE == MODE_DENSE && MB == 1 && std::is_same<T, __nv_bfloat16>::value;
+  constexpr bool ZF = MOSAIC_GEMV_ZERO_FOLD && (MODE == MODE_DENSE || MOSAIC_GEMV_ZERO_FOLD == 2) && MB == 1 &&
+                     std::is_same<T, __nv_bfloat16>::value;
   static_assert(MODE == MODE_DENSE || MODE == MODE_ZIPPER, "gemv: dense or zipper");
   static_assert((D & (D - 1)) == 0 && D <= 32, "ring depth: a power of two (slot = t % D), <= 32 (rmask)");
   using Tr = Traits<T>;
@@ -307,6 +309,15 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
     }
   };
   load_zeros();
+  // zero fold: E + z of rows g, g + 8 in the group at offset go, read when needed (a group end, a residual tile)
+  // instead of held in registers across the tiles
+  auto zeros_at = [&](int gofs, T2& a, T2& b) {
+    a = b = e8;
+    if (p.zeros != nullptr) {
+      a = T2{zsm[gofs], zsm[gofs]};
+      b = T2{zsm[gofs + 8], zsm[gofs + 8]};
+    }
+  };
   auto tile = [&](int t, int i, const uint4 wq, auto with_res) {
     constexpr bool WR = decltype(with_res)::value;
     const int kt = kb + t;
@@ -331,6 +342,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
     // residual codes or scales are held across the tile (registers bound the ring depth): the codes are
     // read from the slot per k16 step
     T2 ra = e8, rb = e8;
+    T2 wza = za, wzb = zb;  // this tile's E + z (zero fold: read for residual tiles only)
+    if constexpr (ZF && WR) zeros_at(go, wza, wzb);
     const uint8_t* const rslot = ring + i * gemv_res_slot();
     if constexpr (WR) {
       cp_wait<D - 1>();  // this tile's residual group; the D - 1 younger ones may still be in flight
@@ -351,7 +364,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
       for (int jj = 0; jj < 4; ++jj) {  // jj: (n half h = jj >> 1, k half r = jj & 1)
         const T2 v = as_t2<T2>(lop3_and_or(q >> (4 * jj), 0x000F000Fu, Tr::EX));
         // q - z: a small integer, exact in the dtype (the zero fold keeps E + q: corrected per group)
-        T2 d = ZF ? v : __hsub2(v, jj >> 1 ? zb : za);
+        T2 d = ZF && !WR ? v : __hsub2(v, jj >> 1 ? wzb : wza);
         if constexpr (WR) {
           const T2 rv = as_t2<T2>(lop3_and_or(rqw >> (4 * jj), 0x000F000Fu, Tr::EX));
           d = __hfma2(__hsub2(rv, e8), jj >> 1 ? rb : ra, d);
@@ -365,7 +378,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
         mma16816<T>(accg[mb], a, bf);
       }
     }
-    if constexpr (ZF) {  // the tile's X sums (tokens 2 t4, 2 t4 + 1) join its group's
+    if constexpr (ZF && !WR) {  // the tile's X sums (tokens 2 t4, 2 t4 + 1) join its group's (a residual tile
+                                // subtracted its z above)
       const float2 sx = *reinterpret_cast<const float2*>(sxs + (kp * p.ktpw + t) * 8 + 2 * t4);
       gsx0 += sx.x;
       gsx1 += sx.y;
@@ -374,8 +388,10 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
     // per tile)
     if (t + 1 == ntl || kt + 1 == gend) {
       const float fa = Tr::to_f(ssm[go]), fb = Tr::to_f(ssm[go + 8]);
-      if constexpr (ZF) {  // sum (q - z) x = sum (E + q) x - (E + z) sum x; za, zb hold E + z of rows g, g + 8
-        const float ea = Tr::to_f(za.x), eb = Tr::to_f(zb.x);
+      if constexpr (ZF) {  // sum (q - z) x = sum (E + q) x - (E + z) sum x over the group's base tiles
+        T2 gza, gzb;
+        zeros_at(go, gza, gzb);
+        const float ea = Tr::to_f(gza.x), eb = Tr::to_f(gzb.x);
         acc[0][0] = fmaf(fa, fmaf(-ea, gsx0, accg[0][0]), acc[0][0]);
         acc[0][1] = fmaf(fa, fmaf(-ea, gsx1, accg[0][1]), acc[0][1]);
         acc[0][2] = fmaf(fb, fmaf(-eb, gsx0, accg[0][2]), acc[0][2]);

@@ -843,15 +843,15 @@ def native_build_flags() -> dict:
         flags["balanced_splitk"] = 1
     flags.update({key: v for key, v in _ws_big_switches().items() if v})  # the large tiles' switches, where on
     if _gemv_zero_fold():
-        flags["gemv_zero_fold"] = 1
+        flags["gemv_zero_fold"] = _gemv_zero_fold()
     return flags
 
 
 @functools.cache
-def _gemv_zero_fold() -> bool:
-    """Whether the linked small-M kernels fold the base's zero point per group (MOSAIC_GEMV_ZERO_FOLD, bf16 one-block
-    kernels only; NOTES.md v29)."""
-    return bool(getattr(load_native(), "GEMV_ZERO_FOLD", 0))
+def _gemv_zero_fold() -> int:
+    """MOSAIC_GEMV_ZERO_FOLD as the linked small-M kernels were built (NOTES.md v29): 0 off, 1 the bf16 one-block
+    dense kernels fold the base's zero point per group, 2 the zipper kernels too."""
+    return int(getattr(load_native(), "GEMV_ZERO_FOLD", 0))
 
 
 @functools.cache
@@ -906,7 +906,8 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
              y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
              gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode], gp.splitk)
     name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
-    zfold = ",zfold" if gp.mb == 1 and p.dtype == torch.bfloat16 and _gemv_zero_fold() else ""
+    fold = _gemv_zero_fold()
+    zfold = ",zfold" if gp.mb == 1 and p.dtype == torch.bfloat16 and (fold == 2 or fold and mode == MODE_DENSE) else ""
     return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + f",ring{nat.gemv_ring_depth(mode, gp.warps)}"
             + zfold + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
