@@ -32,8 +32,9 @@
 #include <type_traits>
 
 // Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = the bf16 one-block (MB = 1) dense
-// kernels fold the base's zero point out of the weights (2 = the zipper kernels too, for the A/B only). The MMA then takes the magic-exponent value E + q as it
-// is (exact) and the group's sum is corrected once per group: sum (q - z) x = sum (E + q) x - (E + z) sum x, with
+// kernels fold the base's zero point out of the weights (2 = the zipper kernels too, for the A/B only). The MMA
+// then takes the magic-exponent value E + q as it is (exact) and the group's sum is corrected once per group:
+// sum (q - z) x = sum (E + q) x - (E + z) sum x, with
 // sum x per (k-tile, token) computed once per CTA while X is staged and summed per group by a running fp32 sum;
 // E + z is read from shared memory where needed (group ends, residual tiles) instead of held in registers.
 // Saves the 16 `q - z` subtractions (HADD2) of every tile for ~4 instructions per tile (SASS, 16-warp dense
