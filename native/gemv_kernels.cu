@@ -47,6 +47,14 @@
 #ifndef MOSAIC_GEMV_ZERO_FOLD
 #define MOSAIC_GEMV_ZERO_FOLD 0
 #endif
+// Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = the zipper kernels fetch the next
+// tile's weights through a loop-carried pointer (one 64-bit add per tile) instead of base + (t + D) * 128: ptxas
+// rebuilds that address from its parts every tile in the zipper kernels (~12 instructions; also at 80
+// registers, so it is not the register bound), while it holds it in the dense ones (where the loop-carried
+// pointer measured longer in SASS, so dense keeps the indexed form).
+#ifndef MOSAIC_GEMV_ZIPPER_WPTR
+#define MOSAIC_GEMV_ZIPPER_WPTR 0
+#endif
 
 namespace zipper {
 namespace {
@@ -413,6 +421,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
   };
 
   // -------- mainloop: tile t sits in ring slot t % D (unrolled by D: the slot is a compile-time index)
+  constexpr bool WPTR = MOSAIC_GEMV_ZIPPER_WPTR && MODE == MODE_ZIPPER;
+  const uint4* wnext = wsrc + (size_t)D * 128;  // WPTR: tile t + D's weights, advanced by one tile per tile
   for (int t0 = 0; t0 < ntl; t0 += D) {
 #pragma unroll
     for (int i = 0; i < D; ++i) {
@@ -422,7 +432,12 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
           tile(t, i, wbuf[i], std::true_type{});
         else
           tile(t, i, wbuf[i], std::false_type{});
-        if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
+        if constexpr (WPTR) {
+          if (t + D < ntl) wbuf[i] = ldg_stream16(wnext);  // after the use: no copy
+          wnext += 128;
+        } else if (t + D < ntl) {
+          wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
+        }
         if (MODE == MODE_ZIPPER) {
           if (t + D < ntl) load_r(t + D, i);
           cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
@@ -571,6 +586,8 @@ const char* launch_gemv(const Params& p, int dtype, int mode, int mb, int warps,
 const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 
 int gemv_zero_fold() { return MOSAIC_GEMV_ZERO_FOLD; }
+
+int gemv_zipper_wptr() { return MOSAIC_GEMV_ZIPPER_WPTR; }
 
 int gemv_ring_depth(int mode, int warps) { return gemv_depth(mode, warps); }
 

@@ -844,6 +844,8 @@ def native_build_flags() -> dict:
     flags.update({key: v for key, v in _ws_big_switches().items() if v})  # the large tiles' switches, where on
     if _gemv_zero_fold():
         flags["gemv_zero_fold"] = _gemv_zero_fold()
+    if _gemv_zipper_wptr():
+        flags["gemv_zipper_wptr"] = 1
     return flags
 
 
@@ -852,6 +854,12 @@ def _gemv_zero_fold() -> int:
     """MOSAIC_GEMV_ZERO_FOLD as the linked small-M kernels were built (NOTES.md v29): 0 off, 1 the bf16 one-block
     dense kernels fold the base's zero point per group, 2 the zipper kernels too."""
     return int(getattr(load_native(), "GEMV_ZERO_FOLD", 0))
+
+
+@functools.cache
+def _gemv_zipper_wptr() -> bool:
+    """Whether the linked small-M zipper kernels fetch weights through a loop-carried pointer (NOTES.md v29)."""
+    return bool(getattr(load_native(), "GEMV_ZIPPER_WPTR", 0))
 
 
 @functools.cache
@@ -908,8 +916,9 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
     name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
     fold = _gemv_zero_fold()
     zfold = ",zfold" if gp.mb == 1 and p.dtype == torch.bfloat16 and (fold == 2 or fold and mode == MODE_DENSE) else ""
+    wptr = ",wptr" if mode == MODE_ZIPPER and _gemv_zipper_wptr() else ""
     return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + f",ring{nat.gemv_ring_depth(mode, gp.warps)}"
-            + zfold + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
+            + zfold + wptr + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
 
 # ---------------------------------------------------------------------------- custom ops
