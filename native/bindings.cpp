@@ -290,6 +290,7 @@ PYBIND11_MODULE(_mosaic_native, m) {
   m.attr("GEMV_SMEM_MAX") = zipper::GEMV_SMEM_MAX;
   m.attr("GEMV_ZERO_FOLD") = zipper::gemv_zero_fold();  // v29: the bf16 one-block gemv folds the zero per group
   m.attr("GEMV_ZIPPER_WPTR") = zipper::gemv_zipper_wptr();  // v29: the gemv zipper's loop-carried weight pointer
+  m.attr("GEMV_XSTEP_CONST") = zipper::gemv_xstep_const();  // v29: gemv X rows past M read row 0 (one step)
   m.attr("NUM_CONFIGS") = zipper::NUM_CONFIGS;
   // the v18 switch (MOSAIC_COMPACT_CLUSTER_FIXUP, 1 by default) as (tiled TU, wgmma TU) were compiled: 1 = compact cluster split-K fix-up
   m.attr("COMPACT_CLUSTER_FIXUP") = py::make_tuple(zipper::tiled_compact_cluster_fixup(), zipper::wgmma_compact_cluster_fixup());

@@ -55,6 +55,13 @@
 #ifndef MOSAIC_GEMV_ZIPPER_WPTR
 #define MOSAIC_GEMV_ZIPPER_WPTR 0
 #endif
+// Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = lanes of X rows past M read row 0's
+// data instead of a zero chunk (their output columns are never stored: an MMA's column depends on its own token's
+// X only), so every lane steps 64 bytes per k16 step and the X fragment address is a compile-time offset from a
+// base; the default rebuilds the per-lane step from the thread id every tile (~5 instructions).
+#ifndef MOSAIC_GEMV_XSTEP_CONST
+#define MOSAIC_GEMV_XSTEP_CONST 0
+#endif
 
 namespace zipper {
 namespace {
@@ -288,10 +295,14 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
 #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
     const int r = mb * 8 + (lane & 7);
+#if MOSAIC_GEMV_XSTEP_CONST
+    const int off = (r < xrows ? r : 0) * xpitch + (kp * p.ktpw) * 128 + (lane >> 4) * 32 + ((lane >> 3) & 1) * 16;
+#else
     const int off = r < xrows ? r * xpitch + (kp * p.ktpw) * 128 + (lane >> 4) * 32 + ((lane >> 3) & 1) * 16
                               : min(8 * MB, p.M) * xpitch;
+#endif
     xaddr[mb] = static_cast<uint32_t>(__cvta_generic_to_shared(xs + off));
-    xstep[mb] = r < xrows ? 64u : 0u;
+    xstep[mb] = MOSAIC_GEMV_XSTEP_CONST || r < xrows ? 64u : 0u;
   }
   const T* const ssm = reinterpret_cast<const T*>(smem) + (warp / kparts) * 16 + g;
   const T* const zsm = reinterpret_cast<const T*>(smem + L.sc / 2) + (warp / kparts) * 16 + g;
@@ -343,7 +354,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
         for (int h = 0; h < XH; ++h)
           asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                        : "=r"(xf[mb][4 * h]), "=r"(xf[mb][4 * h + 1]), "=r"(xf[mb][4 * h + 2]), "=r"(xf[mb][4 * h + 3])
-                       : "r"(xaddr[mb] + (2 * t + h0 + h) * xstep[mb]));
+                       : "r"(xaddr[mb] + (2 * t + h0 + h) * (MOSAIC_GEMV_XSTEP_CONST ? 64u : xstep[mb])));
     };
     load_x(0);
     // a residual tile joins the group sum too: d = (q - z) + (r - 8) (rs / s), one rounding FMA in the
@@ -588,6 +599,8 @@ const int GEMV_SMEM_MAX = GEMV_MAX_SMEM;
 int gemv_zero_fold() { return MOSAIC_GEMV_ZERO_FOLD; }
 
 int gemv_zipper_wptr() { return MOSAIC_GEMV_ZIPPER_WPTR; }
+
+int gemv_xstep_const() { return MOSAIC_GEMV_XSTEP_CONST; }
 
 int gemv_ring_depth(int mode, int warps) { return gemv_depth(mode, warps); }
 

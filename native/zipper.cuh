@@ -105,6 +105,7 @@ int gemv_smem_bytes(int kt, int gs_tiles, int ktpc, int spc, int zeros, int warp
 int gemv_ring_depth(int mode, int warps);
 int gemv_zero_fold();     // MOSAIC_GEMV_ZERO_FOLD as gemv_kernels.cu was compiled (NOTES.md v29)
 int gemv_zipper_wptr();   // MOSAIC_GEMV_ZIPPER_WPTR as gemv_kernels.cu was compiled (NOTES.md v29)
+int gemv_xstep_const();   // MOSAIC_GEMV_XSTEP_CONST as gemv_kernels.cu was compiled (NOTES.md v29)
 extern const int GEMV_SMEM_MAX;
 
 // Large-M path (wgmma_kernels.cu, sm_90a): Y^T = W X^T on warpgroup MMAs, the weights dequantized into

@@ -846,6 +846,8 @@ def native_build_flags() -> dict:
         flags["gemv_zero_fold"] = _gemv_zero_fold()
     if _gemv_zipper_wptr():
         flags["gemv_zipper_wptr"] = 1
+    if _gemv_xstep_const():
+        flags["gemv_xstep_const"] = 1
     return flags
 
 
@@ -860,6 +862,12 @@ def _gemv_zero_fold() -> int:
 def _gemv_zipper_wptr() -> bool:
     """Whether the linked small-M zipper kernels fetch weights through a loop-carried pointer (NOTES.md v29)."""
     return bool(getattr(load_native(), "GEMV_ZIPPER_WPTR", 0))
+
+
+@functools.cache
+def _gemv_xstep_const() -> bool:
+    """Whether the linked small-M kernels' lanes of X rows past M read row 0 with the common step (NOTES.md v29)."""
+    return bool(getattr(load_native(), "GEMV_XSTEP_CONST", 0))
 
 
 @functools.cache
@@ -917,8 +925,9 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
     fold = _gemv_zero_fold()
     zfold = ",zfold" if gp.mb == 1 and p.dtype == torch.bfloat16 and (fold == 2 or fold and mode == MODE_DENSE) else ""
     wptr = ",wptr" if mode == MODE_ZIPPER and _gemv_zipper_wptr() else ""
+    xc = ",xc" if _gemv_xstep_const() else ""
     return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + f",ring{nat.gemv_ring_depth(mode, gp.warps)}"
-            + zfold + wptr + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
+            + zfold + wptr + xc + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
 
 # ---------------------------------------------------------------------------- custom ops

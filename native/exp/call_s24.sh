@@ -1,15 +1,17 @@
 # Session 24's first device call (~9 min; carry ["native/build"] with the default objects, native/build/G0 = the
-# default gemv object, GZW = zero fold 1 (dense) + the zipper's loop-carried weight pointer, GZ2W = zero fold 2
-# (dense and zipper) + the pointer, all built here:
+# default gemv object, GZW = zero fold 1 (dense) + the zipper's loop-carried weight pointer, GZWX = GZW + the
+# constant X step, all built here:
 #   python scripts/build_native.py --objects-only && mkdir -p native/build/G0 && cp native/build/gemv_kernels.o native/build/G0/
-#   for v in "GZW 1" "GZ2W 2"; do set -- $v; python scripts/build_native.py --out native/build/$1 --objects-only \
-#     --tus gemv_kernels -D MOSAIC_GEMV_ZERO_FOLD=$2 -D MOSAIC_GEMV_ZIPPER_WPTR=1; done):
+#   python scripts/build_native.py --out native/build/GZW --objects-only --tus gemv_kernels \
+#     -D MOSAIC_GEMV_ZERO_FOLD=1 -D MOSAIC_GEMV_ZIPPER_WPTR=1
+#   python scripts/build_native.py --out native/build/GZWX --objects-only --tus gemv_kernels \
+#     -D MOSAIC_GEMV_ZERO_FOLD=1 -D MOSAIC_GEMV_ZIPPER_WPTR=1 -D MOSAIC_GEMV_XSTEP_CONST=1):
 #   1. model-level speed: the forward harness's and fused linears' GPU tests, bench_forward at 1x1 / 16x1
 #      (CUDA graph and eager) on an 8B-shaped random LLaMA-3;
 #   2. the offset-activation test on the default build;
-#   3. NOTES v29 A/B (G0 vs GZW vs GZ2W: probe_gemv's default routing at M = 1, 2, 4, 8, dense and zipper; GZW's
-#      dense rows measure the fold, its zipper rows the pointer, GZ2W's zipper rows fold + pointer), the small-M
-#      kernel tests on GZW (GZ2W timed only: tested if it wins).
+#   3. NOTES v29 A/B (G0 vs GZW vs GZWX: probe_gemv's default routing at M = 1, 2, 4, 8, dense and zipper; GZW's
+#      dense rows measure the fold, its zipper rows the pointer; GZWX vs GZW the constant X step), the small-M
+#      kernel tests on GZWX (all three switches on).
 # ZipperQuant's GPU tests and overlap benchmark: the second call (STAGES="build zq" bash scripts/device_kernels.sh).
 set -u
 export MOSAIC_COMMIT=${MOSAIC_COMMIT:-unknown} PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -21,6 +23,6 @@ timeout 45 python3 -m pytest tests/test_forward_speed.py tests/test_fused_linear
 timeout 110 python3 scripts/bench_forward.py --shapes 1x1,16x1 --reps 20 --eager --out $O/fw 2>&1 | tee $O/fw/forward.log | tail -30
 timeout 40 python3 -m pytest tests/test_kernels.py -q -k offset -ra -p no:cacheprovider 2>&1 | tail -3
 tar czf $O/fw.tgz -C $O fw && rm -rf $O/fw
-VARIANTS="G0 GZW GZ2W" TEST_VARIANTS="GZW" TESTS="gemv or offset" PROBE="python3 native/exp/probe_gemv.py --ms 1,2,4,8 --plans '' --runs default" \
+VARIANTS="G0 GZW GZWX" TEST_VARIANTS="GZWX" TESTS="gemv or offset" PROBE="python3 native/exp/probe_gemv.py --ms 1,2,4,8 --plans '' --runs default" \
   OUT=$O timeout 320 bash native/exp/probe_variants.sh 2>&1 | grep -v "^\s*$" | tail -90
 tar czf $O/ab.tgz -C $O $(cd $O && ls probe_*.log build_*.log 2>/dev/null) 2>/dev/null; ls $O
