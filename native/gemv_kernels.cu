@@ -48,10 +48,10 @@
 #define MOSAIC_GEMV_ZERO_FOLD 0
 #endif
 // Compile-time switch (NOTES.md v29, 0 = off, the default; an experiment): 1 = the zipper kernels fetch the next
-// tile's weights through a loop-carried pointer (one 64-bit add per tile) instead of base + (t + D) * 128: ptxas
-// rebuilds that address from its parts every tile in the zipper kernels (~12 instructions; also at 80
-// registers, so it is not the register bound), while it holds it in the dense ones (where the loop-carried
-// pointer measured longer in SASS, so dense keeps the indexed form).
+// tile's weights through a loop-carried pointer (one 64-bit add per tile) instead of base + (t + D) * 128, and
+// read the group's scales through one too: ptxas rebuilds both addresses from their parts every tile in the
+// zipper kernels (~12 + ~5 instructions; also at 80 registers, so it is not the register bound), while it holds
+// them in the dense ones (where the same pointers made the tile longer in SASS, so dense keeps the indexed form).
 #ifndef MOSAIC_GEMV_ZIPPER_WPTR
 #define MOSAIC_GEMV_ZIPPER_WPTR 0
 #endif
@@ -320,6 +320,10 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
   // scale group of the current tile, tracked without a division: its offset in the staged scales and
   // the k-tile where the next group starts (never for per-channel scales)
   int go = ntl > 0 ? (group_of(kb) - g_lo) * spc * 16 : 0;
+  // MOSAIC_GEMV_ZIPPER_WPTR (zipper kernels): the current group's scales of rows g, g + 8 through a loop-carried
+  // pointer as well (ptxas otherwise rebuilds ssm + go from the thread id in every tile's header)
+  constexpr bool SGO = MOSAIC_GEMV_ZIPPER_WPTR && MODE == MODE_ZIPPER;
+  const T* sgo = ssm + go;
   int gend = p.gs_tiles > 0 && ntl > 0 ? (group_of(kb) + 1) * p.gs_tiles : INT_MAX;
   T2 za = e8, zb = e8;  // E + zero of rows g, g + 8 in the current group (E + 8 when symmetric)
   auto load_zeros = [&]() {
@@ -369,8 +373,8 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
       cp_wait<D - 1>();  // this tile's residual group; the D - 1 younger ones may still be in flight
       __syncwarp();  // the slot's row scales were copied by lanes 0-1: cp.async completion is per thread
       const T* rsl = reinterpret_cast<const T*>(rslot + 512) + g;
-      const T va = Tr::from_f(__fdividef(Tr::to_f(rsl[0]), Tr::to_f(ssm[go])));
-      const T vb = Tr::from_f(__fdividef(Tr::to_f(rsl[8]), Tr::to_f(ssm[go + 8])));
+      const T va = Tr::from_f(__fdividef(Tr::to_f(rsl[0]), Tr::to_f(SGO ? sgo[0] : ssm[go])));
+      const T vb = Tr::from_f(__fdividef(Tr::to_f(rsl[8]), Tr::to_f(SGO ? sgo[8] : ssm[go + 8])));
       ra = T2{va, va};
       rb = T2{vb, vb};
     }
@@ -407,7 +411,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
     // the scale is applied once per group, to its fp32 sum (not to every weight: 16 fewer instructions
     // per tile)
     if (t + 1 == ntl || kt + 1 == gend) {
-      const float fa = Tr::to_f(ssm[go]), fb = Tr::to_f(ssm[go + 8]);
+      const float fa = Tr::to_f(SGO ? sgo[0] : ssm[go]), fb = Tr::to_f(SGO ? sgo[8] : ssm[go + 8]);
       if constexpr (ZF) {  // sum (q - z) x = sum (E + q) x - (E + z) sum x over the group's base tiles
         T2 gza, gzb;
         zeros_at(go, gza, gzb);
@@ -427,6 +431,7 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
           accg[mb][c] = 0.f;
         }
       go += spc * 16;
+      if constexpr (SGO) sgo += spc * 16;
       load_zeros();
     }
   };
