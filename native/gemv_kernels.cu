@@ -448,15 +448,20 @@ __global__ void __launch_bounds__(GemvShape<MODE, BIG, MB>::MAXT, GemvShape<MODE
           tile(t, i, wbuf[i], std::true_type{});
         else
           tile(t, i, wbuf[i], std::false_type{});
-        if constexpr (WPTR) {
-          if (t + D < ntl) wbuf[i] = ldg_stream16(wnext);  // after the use: no copy
+        if constexpr (WPTR) {  // one test for both loads of tile t + D (a slot past the warp's tiles keeps a stale
+                               // residual bit: it is never consumed)
+          if (t + D < ntl) {
+            wbuf[i] = ldg_stream16(wnext);  // after the use: no copy
+            load_r(t + D, i);
+          }
           wnext += 128;
-        } else if (t + D < ntl) {
-          wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
-        }
-        if (MODE == MODE_ZIPPER) {
-          if (t + D < ntl) load_r(t + D, i);
           cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
+        } else {
+          if (t + D < ntl) wbuf[i] = ldg_stream16(wsrc + (size_t)(t + D) * 128);  // after the use: no copy
+          if (MODE == MODE_ZIPPER) {
+            if (t + D < ntl) load_r(t + D, i);
+            cp_commit();  // one group per tile: tile t + 1 waits with D - 1 younger
+          }
         }
       }
     }
