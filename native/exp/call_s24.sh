@@ -25,4 +25,5 @@ timeout 40 python3 -m pytest tests/test_kernels.py -q -k offset -ra -p no:cachep
 tar czf $O/fw.tgz -C $O fw && rm -rf $O/fw
 VARIANTS="G0 GZW GZWX" TEST_VARIANTS="GZWX" TESTS="gemv or offset" PROBE="python3 native/exp/probe_gemv.py --ms 1,2,4,8 --plans '' --runs default" \
   OUT=$O timeout 320 bash native/exp/probe_variants.sh 2>&1 | grep -v "^\s*$" | tail -90
+python3 native/exp/ab_table.py $O/probe_G0.log $O/probe_GZW.log $O/probe_GZWX.log > $O/ab_v29.md 2>&1; tail -14 $O/ab_v29.md
 tar czf $O/ab.tgz -C $O $(cd $O && ls probe_*.log build_*.log 2>/dev/null) 2>/dev/null; ls $O
