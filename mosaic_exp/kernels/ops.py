@@ -842,32 +842,20 @@ def native_build_flags() -> dict:
     if balanced_splitk_built():
         flags["balanced_splitk"] = 1
     flags.update({key: v for key, v in _ws_big_switches().items() if v})  # the large tiles' switches, where on
-    if _gemv_zero_fold():
-        flags["gemv_zero_fold"] = _gemv_zero_fold()
-    if _gemv_zipper_wptr():
-        flags["gemv_zipper_wptr"] = 1
-    if _gemv_xstep_const():
-        flags["gemv_xstep_const"] = 1
+    flags.update({key: v for key, v in _gemv_switches().items() if v})  # the small-M kernels' (NOTES.md v29)
     return flags
 
 
 @functools.cache
-def _gemv_zero_fold() -> int:
-    """MOSAIC_GEMV_ZERO_FOLD as the linked small-M kernels were built (NOTES.md v29): 0 off, 1 the bf16 one-block
-    dense kernels fold the base's zero point per group, 2 the zipper kernels too."""
-    return int(getattr(load_native(), "GEMV_ZERO_FOLD", 0))
-
-
-@functools.cache
-def _gemv_zipper_wptr() -> bool:
-    """Whether the linked small-M zipper kernels fetch weights through a loop-carried pointer (NOTES.md v29)."""
-    return bool(getattr(load_native(), "GEMV_ZIPPER_WPTR", 0))
-
-
-@functools.cache
-def _gemv_xstep_const() -> bool:
-    """Whether the linked small-M kernels' lanes of X rows past M read row 0 with the common step (NOTES.md v29)."""
-    return bool(getattr(load_native(), "GEMV_XSTEP_CONST", 0))
+def _gemv_switches() -> dict[str, int]:
+    """The small-M kernels' compile-time switches as the linked objects were built (NOTES.md v29; 0 where a module
+    predates one): gemv_zero_fold 1 = the bf16 one-block dense kernels fold the base's zero point per group, 2 =
+    the zipper kernels too; gemv_zipper_wptr = the zipper's loop-carried weight / scale pointers; gemv_xstep_const
+    = lanes of X rows past M read row 0 with the common step."""
+    native = load_native()
+    return {key: int(getattr(native, attr, 0)) for key, attr in (
+        ("gemv_zero_fold", "GEMV_ZERO_FOLD"), ("gemv_zipper_wptr", "GEMV_ZIPPER_WPTR"),
+        ("gemv_xstep_const", "GEMV_XSTEP_CONST"))}
 
 
 @functools.cache
@@ -922,10 +910,11 @@ def _launch_gemv(x2, p: PackedW4, y, mode: int, m: int, kk: int, dt: int, stream
              y.data_ptr(), m, p.out_features, kk, p.n_pad, p.k_pad, p.gs_tiles, gp.kparts, gp.ktpw,
              gp.warps, gp.mb, dt, mode, stream, PDL_MODES[pdl_mode], gp.splitk)
     name = "gemv-zipper" if mode == MODE_ZIPPER else "gemv-dense"
-    fold = _gemv_zero_fold()
+    sw = _gemv_switches()
+    fold = sw["gemv_zero_fold"]
     zfold = ",zfold" if gp.mb == 1 and p.dtype == torch.bfloat16 and (fold == 2 or fold and mode == MODE_DENSE) else ""
-    wptr = ",wptr" if mode == MODE_ZIPPER and _gemv_zipper_wptr() else ""
-    xc = ",xc" if _gemv_xstep_const() else ""
+    wptr = ",wptr" if mode == MODE_ZIPPER and sw["gemv_zipper_wptr"] else ""
+    xc = ",xc" if sw["gemv_xstep_const"] else ""
     return (f"{name}[mb{gp.mb},warps{gp.warps},kparts{gp.kparts},splitk{gp.splitk}" + f",ring{nat.gemv_ring_depth(mode, gp.warps)}"
             + zfold + wptr + xc + (f",pdl-{pdl_mode}]" if pdl_mode != "off" else "]"))
 
