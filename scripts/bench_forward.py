@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from mosaic_exp.config import ConfigError, ModelConfig, parse_speed_shape
 from mosaic_exp.eval.forward_speed import time_forward
-from mosaic_exp.kernels.quant_linear import QuantLinear, check_variant
-from mosaic_exp.kernels.swap import fuse_shared_input_linears
+from mosaic_exp.kernels.quant_linear import check_variant
+from mosaic_exp.kernels.swap import fuse_shared_input_linears, swap_quant_linears
 from mosaic_exp.logging.environment import result_commit
 from mosaic_exp.logging.records import write_bench_result
 from mosaic_exp.models.adapters import get_adapter
@@ -83,8 +83,10 @@ def quantize_linears(model, arch: str, budget: float, block: int, group_size: in
 
 
 def install(model, arch: str, linears: dict, weights: dict, variant: str | None, dtype: torch.dtype) -> None:
-    """Put the original nn.Linear (variant None) or a fresh QuantLinear of ``variant`` at every quantized name;
-    "<variant>+fused": q/k/v and gate/up then run as one kernel each (``fuse_shared_input_linears``)."""
+    """Put the original nn.Linear back at every quantized name, then (unless ``variant`` is None) a fresh
+    QuantLinear of ``variant`` by ``swap_quant_linears``, the runner's own swap (the weights are on the GPU, so
+    packing happens there); "<variant>+fused": q/k/v and gate/up then run as one kernel each
+    (``fuse_shared_input_linears``)."""
     base, _, fused = (variant or "").partition("+")
     for name in {n.rpartition(".")[0] for n in linears}:  # drop the previous variant's fused groups
         parent = model.get_submodule(name)
@@ -92,10 +94,9 @@ def install(model, arch: str, linears: dict, weights: dict, variant: str | None,
             delattr(parent, child)
     for name, lin in linears.items():
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        mod = lin if variant is None else QuantLinear.from_quantized(weights[name], variant=base, dtype=dtype,
-                                                                     device="cuda")
-        setattr(parent, child, mod)
+        setattr(model.get_submodule(parent_name), child, lin)
+    if variant is not None:
+        swap_quant_linears(model, {name: weights[name] for name in linears}, base, dtype)
     if fused:
         fuse_shared_input_linears(model, weights, get_adapter(arch), base, dtype)
     torch.cuda.empty_cache()
