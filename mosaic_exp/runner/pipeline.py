@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mosaic_exp.config import ConfigError, RunConfig, config_hash
+from mosaic_exp.config import ConfigError, RunConfig, config_hash, parse_speed_shape
 from mosaic_exp.logging.environment import capture_environment
 from mosaic_exp.logging.records import write_json
 from mosaic_exp.runner.callbacks import ConsoleSummary, StageTimer, progress_enabled
@@ -230,7 +230,6 @@ class Pipeline:
             self._measure_speed()
 
     def _measure_speed(self) -> None:
-        from mosaic_exp.config import parse_speed_shape
         from mosaic_exp.eval.forward_speed import time_forward
 
         e = self.cfg.eval
