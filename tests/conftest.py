@@ -59,12 +59,12 @@ def compose():
     GlobalHydra.instance().clear()
 
 
-def load_script(name: str):
-    """A script of scripts/ as a module (its helpers are tested; the device image has no omegaconf, so tests that
-    run there load model configs through bench_forward's yaml loader)."""
+def load_script(name: str, folder: str = "scripts"):
+    """A script of ``folder`` (scripts/, or native/exp/) as a module (its helpers are tested; the device image has
+    no omegaconf, so tests that run there load model configs through bench_forward's yaml loader)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,13 +1,9 @@
 """native/exp/ab_table.py: the same-call A/B table parses probe logs and compares variants to the first."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("ab_table", ROOT / "native" / "exp" / "ab_table.py")
-ab = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab)
+ab = load_script("ab_table", "native/exp")
 
 LOG_A = """variant G0 (gemv_kernels.o ): python3 native/exp/probe_gemv.py --ms 1 --plans '' --runs default  commit x
 device NVIDIA H100 80GB HBM3  budget 0.03
